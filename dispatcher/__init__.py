@@ -1,0 +1,19 @@
+"""agent-queue dispatcher: Markdown task files → Claude Code agents in tmux, via Celery.
+
+``celery -A dispatcher …`` finds the Celery app through :func:`__getattr__`,
+so importing the package (and the CLI) does not import Celery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("app", "celery"):
+        from .celery_app import app
+
+        return app
+    raise AttributeError(f"module 'dispatcher' has no attribute {name!r}")

@@ -1,0 +1,305 @@
+"""Configuration: one YAML file validated into frozen, typed settings.
+
+Errors name the file, the key and the problem. Secrets come from the
+environment (``REDIS_URL``, ``FLOWER_BASIC_AUTH``), never from the file alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, TypeVar
+
+import yaml
+
+from . import defaults as d
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+_SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The autonomous tmux pool: ``prefix + i`` for i in start_index..start_index+max-1."""
+
+    prefix: str = d.POOL_PREFIX
+    start_index: int = d.POOL_START_INDEX
+    max: int = d.POOL_MAX
+    cooldown: float = d.POOL_COOLDOWN_S
+    width: int = d.TMUX_WIDTH
+    height: int = d.TMUX_HEIGHT
+
+    def names(self) -> tuple[str, ...]:
+        """Session names of the pool, in order."""
+        return tuple(f"{self.prefix}{i}" for i in range(self.start_index, self.start_index + self.max))
+
+    def contains(self, session: str) -> bool:
+        """True when ``session`` is exactly one of the pool's names (never a dedicated session)."""
+        return session in self.names()
+
+
+@dataclass(frozen=True)
+class TmuxSettings:
+    """Which tmux server holds the pool (``tmux -L socket_name``)."""
+
+    socket_name: str = d.TMUX_SOCKET
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How an agent is started and given its task."""
+
+    command: str = d.AGENT_COMMAND
+    models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(dict(d.MODELS)))
+    prompt_timeout: float = d.PROMPT_TIMEOUT_S
+    submit_timeout: float = d.SUBMIT_TIMEOUT_S
+    submit_retries: int = d.SUBMIT_RETRIES
+    resume_dir: Path = Path("~/.claude-context").expanduser()
+    message_footer: str = d.MESSAGE_FOOTER
+    #: Wire Claude Code hooks (``--settings``/``--session-id``) into each launch.
+    hooks: bool = True
+    #: Extra environment exported in the pane before the agent starts.
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: After a finished task: "exit" the agent and start a fresh one per task.
+    recycle: str = "exit"
+
+    def model_for(self, priority: str) -> str:
+        """Model name for a task priority (reference: critical → opus, else sonnet)."""
+        return self.models.get(priority, self.models.get(d.DEFAULT_PRIORITY, "sonnet"))
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """Flower monitoring: loopback by default, basic auth from FLOWER_BASIC_AUTH."""
+
+    address: str = d.FLOWER_ADDRESS
+    port: int = d.FLOWER_PORT
+    basic_auth: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one dispatcher deployment."""
+
+    projects_dir: Path
+    projects: tuple[str, ...] | None = None
+    pool: PoolSettings = PoolSettings()
+    tmux: TmuxSettings = TmuxSettings()
+    agent: AgentSettings = AgentSettings()
+    flower: FlowerSettings = FlowerSettings()
+    scan_interval: float = d.SCAN_INTERVAL_S
+    monitor_interval: float = d.MONITOR_INTERVAL_S
+    blocked_timeout: float = d.BLOCKED_TIMEOUT_S
+    finish_grace: float = d.FINISH_GRACE_S
+    max_launch_attempts: int = d.MAX_LAUNCH_ATTEMPTS
+    max_task_bytes: int = d.MAX_TASK_BYTES
+    incomplete_grace: float = d.INCOMPLETE_GRACE_S
+    redis_url: str | None = None
+    state_dir: Path = Path(d.STATE_DIR)
+    source: Path | None = None
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        """A copy with some fields replaced (tests, CLI flags)."""
+        return replace(self, **changes)
+
+
+class _Reader:
+    """Reads one mapping of the YAML file, turning every problem into a ConfigError."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, prefix: str = "") -> None:
+        self.data = data
+        self.where = where
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: key '{self.prefix}{key}': {problem}")
+
+    def get(self, key: str, kind: Callable[[Any], T], default: T, check: Callable[[T], str | None] | None = None) -> T:
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            return default
+        raw = self.data[key]
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError) as exc:
+            raise self.fail(key, f"{exc} (got {raw!r})") from None
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.fail(key, problem)
+        return value
+
+    def section(self, key: str) -> "_Reader":
+        self.seen.add(key)
+        raw = self.data.get(key) or {}
+        if not isinstance(raw, Mapping):
+            raise self.fail(key, f"must be a mapping, got {type(raw).__name__}")
+        return _Reader(raw, self.where, f"{self.prefix}{key}.")
+
+    def unknown(self) -> list[str]:
+        return [f"{self.prefix}{k}" for k in self.data if k not in self.seen]
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _strict_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("must be an integer")
+    return v
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError("must be a number of seconds")
+    return float(v)
+
+
+def _string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("must be a string")
+    return v
+
+
+def _boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError("must be true or false")
+    return v
+
+
+def _str_map(v: Any) -> Mapping[str, str]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise TypeError("must be a mapping of strings to strings")
+    return MappingProxyType(dict(v))
+
+
+def _name_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and _SAFE_NAME.match(x) and x not in (".", "..") for x in v):
+        raise TypeError("must be a list of project names matching [A-Za-z0-9._-]+")
+    return tuple(v)
+
+
+def _path(base: Path) -> Callable[[Any], Path]:
+    def conv(v: Any) -> Path:
+        p = Path(os.path.expanduser(_string(v)))
+        return p if p.is_absolute() else (base / p)
+
+    return conv
+
+
+def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Validate a parsed YAML mapping into Settings; relative paths are resolved against ``base``."""
+    env = os.environ if env is None else env
+    r = _Reader(data, where)
+    to_path = _path(base)
+    pool_r = r.section("pool")
+    pool = PoolSettings(
+        prefix=pool_r.get("prefix", _string, d.POOL_PREFIX,
+                          lambda v: None if _SAFE_PREFIX.match(v) else "must match [A-Za-z0-9_-]+"),
+        start_index=pool_r.get("start_index", _strict_int, d.POOL_START_INDEX, _non_negative),
+        max=pool_r.get("max", _strict_int, d.POOL_MAX, lambda v: None if 1 <= v <= 500 else "must be between 1 and 500"),
+        cooldown=pool_r.get("cooldown", _number, d.POOL_COOLDOWN_S, _non_negative),
+        width=pool_r.get("width", _strict_int, d.TMUX_WIDTH, lambda v: None if v >= 80 else "must be >= 80"),
+        height=pool_r.get("height", _strict_int, d.TMUX_HEIGHT, lambda v: None if v >= 20 else "must be >= 20"),
+    )
+    tmux_r = r.section("tmux")
+    tmux = TmuxSettings(
+        socket_name=tmux_r.get("socket_name", _string, d.TMUX_SOCKET,
+                               lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+"),
+    )
+    agent_r = r.section("agent")
+    models = agent_r.get("models", _str_map, MappingProxyType(dict(d.MODELS)))
+    unknown_prio = [k for k in models if k not in d.PRIORITIES]
+    if unknown_prio:
+        raise agent_r.fail("models", f"unknown priorities {unknown_prio}; use {list(d.PRIORITIES)}")
+    models = MappingProxyType({**d.MODELS, **models})
+    agent = AgentSettings(
+        command=agent_r.get("command", _string, d.AGENT_COMMAND,
+                            lambda v: None if "{model}" in v else "must contain {model}"),
+        models=models,
+        prompt_timeout=agent_r.get("prompt_timeout", _number, d.PROMPT_TIMEOUT_S, _positive),
+        submit_timeout=agent_r.get("submit_timeout", _number, d.SUBMIT_TIMEOUT_S, _positive),
+        submit_retries=agent_r.get("submit_retries", _strict_int, d.SUBMIT_RETRIES, _positive),
+        resume_dir=agent_r.get("resume_dir", to_path, Path("~/.claude-context").expanduser()),
+        message_footer=agent_r.get("message_footer", _string, d.MESSAGE_FOOTER),
+        hooks=agent_r.get("hooks", _boolean, True),
+        env=agent_r.get("env", _str_map, MappingProxyType({})),
+        recycle=agent_r.get("recycle", _string, "exit",
+                            lambda v: None if v in ("exit", "keep") else "must be 'exit' or 'keep'"),
+    )
+    flower_r = r.section("flower")
+    flower = FlowerSettings(
+        address=flower_r.get("address", _string, d.FLOWER_ADDRESS),
+        port=flower_r.get("port", _strict_int, d.FLOWER_PORT, lambda v: None if 0 < v < 65536 else "must be a TCP port"),
+        basic_auth=env.get("FLOWER_BASIC_AUTH") or flower_r.get("basic_auth", _string, None),
+    )
+    settings = Settings(
+        projects_dir=to_path(env.get("AQ_PROJECTS_DIR")) if env.get("AQ_PROJECTS_DIR")
+        else r.get("projects_dir", to_path, base / "projects"),
+        projects=r.get("projects", _name_list, None),
+        pool=pool,
+        tmux=tmux,
+        agent=agent,
+        flower=flower,
+        scan_interval=r.get("scan_interval", _number, d.SCAN_INTERVAL_S, _positive),
+        monitor_interval=r.get("monitor_interval", _number, d.MONITOR_INTERVAL_S, _positive),
+        blocked_timeout=r.get("blocked_timeout", _number, d.BLOCKED_TIMEOUT_S, _positive),
+        finish_grace=r.get("finish_grace", _number, d.FINISH_GRACE_S, _non_negative),
+        max_launch_attempts=r.get("max_launch_attempts", _strict_int, d.MAX_LAUNCH_ATTEMPTS, _positive),
+        max_task_bytes=r.get("max_task_bytes", _strict_int, d.MAX_TASK_BYTES, _positive),
+        incomplete_grace=r.get("incomplete_grace", _number, d.INCOMPLETE_GRACE_S, _non_negative),
+        redis_url=env.get("REDIS_URL") or r.get("redis_url", _string, None),
+        state_dir=to_path(env.get("AQ_STATE_DIR")) if env.get("AQ_STATE_DIR")
+        else r.get("state_dir", to_path, base / d.STATE_DIR),
+    )
+    extra = r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; see README 'Configuration'")
+    return settings
+
+
+def find_config_path(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to use: explicit path, else $DISPATCHER_CONFIG, else ./dispatcher.yaml if present."""
+    env = os.environ if env is None else env
+    if path:
+        return Path(path)
+    if env.get(d.CONFIG_ENV):
+        return Path(env[d.CONFIG_ENV])
+    local = Path.cwd() / d.CONFIG_FILE
+    return local if local.is_file() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the configuration; without a file, defaults relative to the cwd."""
+    env = os.environ if env is None else env
+    found = find_config_path(path, env)
+    if found is None:
+        return from_mapping({}, base=Path.cwd(), where="<defaults>", env=env)
+    try:
+        text = found.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{found}: config file not found (create one with 'dispatcher init')") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{found}: cannot read config: {exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{found}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{found}: top level must be a mapping of keys, got {type(data).__name__}")
+    base = found.resolve().parent
+    return replace(from_mapping(data, base=base, where=str(found), env=env), source=found.resolve())

@@ -1,0 +1,42 @@
+"""Every Redis key the dispatcher uses, built in one place.
+
+Redis holds only what one full scan can rebuild (design §1): locks, session
+states, hook reports and the event stream. Losing it loses no task.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "aq:"
+
+#: Capped stream of every state change (``dispatcher events``).
+EVENTS: Final = PREFIX + "events"
+EVENTS_MAXLEN: Final = 10_000
+#: Hash: pool-wide pause (usage limit) — fields ``until``, ``reason``.
+PAUSE: Final = PREFIX + "pause"
+#: Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts).
+STARTUP_LOCK: Final = PREFIX + "lock:startup"
+
+
+def session_lock(session: str) -> str:
+    """Lock held by the worker that is launching into ``session``."""
+    return f"{PREFIX}lock:session:{session}"
+
+
+def task_lock(project: str, task_id: str) -> str:
+    """Lock held by the worker that claimed ``project:task_id``."""
+    return f"{PREFIX}lock:task:{project}:{task_id}"
+
+
+def session_state(session: str) -> str:
+    """Hash with the state of one pool session (state, task, project, model, since, …)."""
+    return f"{PREFIX}session:{session}"
+
+
+def session_hooks(session: str) -> str:
+    """Capped stream of Claude Code hook reports for one pool session."""
+    return f"{PREFIX}hooks:{session}"
+
+
+HOOKS_MAXLEN: Final = 1_000
