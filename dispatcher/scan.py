@@ -1,0 +1,203 @@
+"""One pass over every project: classify each inbox file and say what may dispatch, in order.
+
+``collect`` lists and reads (I/O); ``plan`` decides (pure); ``apply_markers``
+writes the blocked/invalid markers the plan calls for. ``scan --dry-run`` runs
+the first two only, so it never changes anything on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import agent_queue as aq
+from . import defaults as d
+from .config import Settings
+from .errors import TaskFileError, TaskIncomplete
+from .gate import DoneIndex, GateResult, check, find_cycles, format_path
+from .ordering import order_tasks
+from .taskfile import DepRef, Task, load_task, task_id_from_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A task file that cannot be dispatched as it is, with the reason."""
+
+    project: str
+    name: str
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What ``collect`` read for one pending ``<id>.md``: a Task, or the error and when."""
+
+    project: str
+    path: Path
+    task: Task | None = None
+    error: TaskFileError | None = None
+    mtime: float = 0.0
+    invalid_marker: str | None = None  # reason kept from an earlier pass (file unchanged since)
+
+
+@dataclass
+class Plan:
+    """The outcome of a pass: what to dispatch in order, and why everything else waits."""
+
+    eligible: list[Task] = field(default_factory=list)
+    blocked: list[tuple[Task, str]] = field(default_factory=list)
+    stuck: list[tuple[Task, str]] = field(default_factory=list)
+    invalid: list[Problem] = field(default_factory=list)
+    incomplete: list[Problem] = field(default_factory=list)
+    waiting: list[tuple[Task, str]] = field(default_factory=list)
+    in_flight: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # state -> [(project, id)]
+    done_counts: dict[str, int] = field(default_factory=dict)
+    projects: list[str] = field(default_factory=list)
+    unmet: dict[DepRef, GateResult] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per-project counts by state (for status and scan output)."""
+        out: dict[str, dict[str, int]] = {
+            p: {k: 0 for k in ("pending", "blocked", "stuck", "invalid", "launching", "dispatched", "failed", "done")}
+            for p in self.projects
+        }
+        for t in self.eligible:
+            out[t.project]["pending"] += 1
+        for t, _ in self.waiting:
+            out[t.project]["pending"] += 1
+        for t, _ in self.blocked:
+            out[t.project]["blocked"] += 1
+        for t, _ in self.stuck:
+            out[t.project]["stuck"] += 1
+        for p in self.invalid + self.incomplete:
+            out[p.project]["invalid"] += 1
+        for state, items in self.in_flight.items():
+            for proj, _ in items:
+                out[proj][state] += 1
+        for proj, n in self.done_counts.items():
+            out.setdefault(proj, {})["done"] = n
+        return out
+
+
+def collect(settings: Settings) -> tuple[list[aq.Snapshot], list[Loaded]]:
+    """List every project once and read every pending task file (skipping unchanged invalid ones)."""
+    snaps = [aq.snapshot(p) for p in aq.discover_projects(settings.projects_dir, settings.projects)]
+    loaded: list[Loaded] = []
+    for snap in snaps:
+        for name, entry in sorted(snap.inbox.items()):
+            if not name.endswith(d.TASK_SUFFIX) or name.startswith("."):
+                continue
+            path = snap.project.inbox / name
+            marker = snap.inbox.get(name + d.INVALID)
+            if marker is not None and marker.mtime >= entry.mtime:
+                reason = aq.read_marker(path, d.INVALID) or "invalid"
+                loaded.append(Loaded(snap.project.name, path, mtime=entry.mtime, invalid_marker=reason))
+                continue
+            try:
+                task = load_task(path, snap.project.name, settings.max_task_bytes)
+                loaded.append(Loaded(snap.project.name, path, task=task, mtime=task.mtime))
+            except TaskFileError as exc:
+                loaded.append(Loaded(snap.project.name, path, error=exc, mtime=entry.mtime))
+    return snaps, loaded
+
+
+def _in_flight(snaps: list[aq.Snapshot]) -> dict[str, list[tuple[str, str]]]:
+    states = {"launching": d.LAUNCHING, "dispatched": d.DISPATCHED, "failed": d.FAILED}
+    out: dict[str, list[tuple[str, str]]] = {k: [] for k in states}
+    for snap in snaps:
+        for name in sorted(snap.inbox):
+            for state, suffix in states.items():
+                if name.endswith(d.TASK_SUFFIX + suffix) and not name.startswith("."):
+                    out[state].append((snap.project.name, name[: -len(d.TASK_SUFFIX + suffix)]))
+    return out
+
+
+def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomplete_grace: float) -> Plan:
+    """Classify every pending file and order the eligible ones (pure)."""
+    done = DoneIndex({s.project.name: s.done for s in snaps})
+    result = Plan(projects=[s.project.name for s in snaps],
+                  done_counts={s.project.name: len(s.done) for s in snaps},
+                  in_flight=_in_flight(snaps))
+    busy_ids = {(p, i) for state in ("launching", "dispatched") for p, i in result.in_flight[state]}
+    inbox_of = {s.project.name: s.inbox for s in snaps}
+    tasks: list[Task] = []
+    for item in loaded:
+        name = item.path.name
+        if item.invalid_marker is not None:
+            result.invalid.append(Problem(item.project, name, item.path, item.invalid_marker))
+        elif isinstance(item.error, TaskIncomplete) and now - item.mtime < incomplete_grace:
+            result.incomplete.append(Problem(item.project, name, item.path, item.error.reason))
+        elif item.error is not None:
+            result.invalid.append(Problem(item.project, name, item.path, item.error.reason))
+        elif item.task is not None:
+            tasks.append(item.task)
+    cycles = find_cycles(tasks, done)
+    eligible: list[Task] = []
+    for task in tasks:
+        if (task.project, task.id) in busy_ids:
+            result.waiting.append((task, "a task with the same ID is still launching or dispatched"))
+            continue
+        if task.key in cycles:
+            reason = f"dependency cycle: {format_path(cycles[task.key])}"
+            result.unmet[task.key] = check(task, done)
+        else:
+            gate = check(task, done)
+            if gate.met:
+                eligible.append(task)
+                continue
+            result.unmet[task.key] = gate
+            reason = gate.explain()
+        if task.file_name + d.STUCK in inbox_of.get(task.project, {}):
+            result.stuck.append((task, reason))
+        else:
+            result.blocked.append((task, reason))
+    result.eligible = order_tasks(eligible)
+    return result
+
+
+def apply_markers(result: Plan, snaps: list[aq.Snapshot]) -> None:
+    """Write what the plan implies: .blocked (first detection only), .invalid, and drop stale markers."""
+    present = {(s.project.name, n) for s in snaps for n in s.inbox}
+    for task, reason in result.blocked:
+        if aq.mark_blocked(task.path):
+            logger.info("task %s blocked: %s", task.key, reason)
+    for prob in result.invalid:
+        if (prob.project, prob.name + d.INVALID) in present:
+            marker_text = aq.read_marker(prob.path, d.INVALID)
+            if marker_text == prob.reason:
+                continue
+        aq.write_marker(prob.path, d.INVALID, prob.reason)
+        logger.warning("task %s:%s invalid: %s", prob.project, prob.name, prob.reason)
+    for task in result.eligible:
+        # Deps arrived: the blocked/stuck markers no longer tell the truth.
+        for suffix in (d.BLOCKED, d.STUCK):
+            if (task.project, task.file_name + suffix) in present:
+                aq.remove_marker(task.path, suffix)
+    # An .invalid marker whose task was fixed (parsed fine this pass) goes too.
+    ok_names = {(t.project, t.file_name) for t in result.eligible} | {
+        (t.project, t.file_name) for t, _ in result.blocked + result.stuck + result.waiting}
+    for proj, name in ok_names:
+        if (proj, name + d.INVALID) in present:
+            snap_path = next(s.project.inbox for s in snaps if s.project.name == proj) / name
+            aq.remove_marker(snap_path, d.INVALID)
+
+
+def run_scan(settings: Settings, *, now: float, write: bool) -> Plan:
+    """collect → plan → (optionally) apply_markers."""
+    snaps, loaded = collect(settings)
+    result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace)
+    if write:
+        apply_markers(result, snaps)
+    return result
+
+
+def task_id_or_none(name: str) -> str | None:
+    """Task ID of ``<id>.md`` or None (for callers filtering listings)."""
+    try:
+        return task_id_from_name(name)
+    except TaskFileError:
+        return None
