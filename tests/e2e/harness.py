@@ -1,0 +1,189 @@
+"""Helpers for the end-to-end tier: isolated HOME, environment, raw tmux, screen polling.
+
+Kept free of pytest so that ``capture_screens.py`` can reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+INSTALL_SCRIPT = HERE / "install_claude.sh"
+CLAUDE_VERSION = os.environ.get("AQ_CLAUDE_VERSION", "2.1.197")
+API_KEY = "sk-ant-api03-fake-e2e-key-0123456789abcdefghijklmnopqrstuvwxyz"
+
+WIDTH, HEIGHT = 200, 50
+PROMPT_READY = "\u276f\u00a0"  # ❯ + NBSP: the real input prompt
+
+
+def install_claude() -> str:
+    """Run install_claude.sh (idempotent) and return the path of ``claude``."""
+    out = subprocess.run(
+        ["bash", str(INSTALL_SCRIPT)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AQ_CLAUDE_VERSION": CLAUDE_VERSION},
+        timeout=600,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def seed_home(home: Path, project_dirs: list[Path], *, preseed: bool = True) -> Path:
+    """Create an isolated HOME for the CLI.
+
+    With ``preseed`` the onboarding, API-key, trust and bypass dialogs are all
+    answered in advance.  Without it only ``hasCompletedOnboarding`` is set (the
+    CLI ignores ANTHROPIC_BASE_URL before onboarding), so the trust, API-key and
+    bypass dialogs appear.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".claude").mkdir(exist_ok=True)
+    cfg: dict = {"hasCompletedOnboarding": True, "lastOnboardingVersion": CLAUDE_VERSION}
+    if preseed:
+        cfg["customApiKeyResponses"] = {"approved": [API_KEY[-20:]], "rejected": []}
+        cfg["projects"] = {
+            str(p): {"hasTrustDialogAccepted": True, "allowedTools": []} for p in project_dirs
+        }
+        (home / ".claude" / "settings.json").write_text(
+            json.dumps({"skipDangerousModePermissionPrompt": True}, indent=2)
+        )
+    (home / ".claude.json").write_text(json.dumps(cfg, indent=2))
+    return home
+
+
+def claude_env(home: Path, base_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TERM": "xterm-256color",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "IS_SANDBOX": "1",
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_BASE_URL": base_url,
+        "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+class RawTmux:
+    """Minimal tmux CLI wrapper on a private socket (used until/besides dispatcher.tmux)."""
+
+    def __init__(self, socket_name: str | None = None) -> None:
+        self.socket_name = socket_name or f"aqe2e-{uuid.uuid4().hex[:12]}"
+
+    def run(self, *args: str, check: bool = True, input: bytes | None = None) -> str:
+        p = subprocess.run(
+            ["tmux", "-L", self.socket_name, *args],
+            input=input,
+            capture_output=True,
+            timeout=20,
+        )
+        if check and p.returncode != 0:
+            raise RuntimeError(f"tmux {args!r} failed: {p.stderr.decode(errors='replace').strip()}")
+        return p.stdout.decode("utf-8", "replace")
+
+    def new_session(self, name: str, cwd: Path, command: list[str], env: dict[str, str]) -> None:
+        """Start ``command`` in a new detached 200x50 session, through a shell that exports env."""
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        shell_cmd = f"exec env -i {exports} {shlex.join(command)}"
+        self.run(
+            "new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT),
+            "-c", str(cwd), "bash", "--norc", "--noprofile", "-c", shell_cmd,
+            ";", "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on",
+        )
+
+    def capture(self, name: str) -> str:
+        return self.run("capture-pane", "-p", "-t", f"={name}:")
+
+    def send_keys(self, name: str, *keys: str) -> None:
+        self.run("send-keys", "-t", f"={name}:", *keys)
+
+    def send_literal(self, name: str, text: str) -> None:
+        self.run("send-keys", "-t", f"={name}:", "-l", text)
+
+    def paste(self, name: str, text: str) -> None:
+        buf = f"aq-{uuid.uuid4().hex[:8]}"
+        self.run("load-buffer", "-b", buf, "-", input=text.encode())
+        self.run("paste-buffer", "-p", "-d", "-b", buf, "-t", f"={name}:")
+
+    def pane_dead(self, name: str) -> bool:
+        return self.run("display-message", "-p", "-t", f"={name}:", "#{pane_dead}").strip() == "1"
+
+    def kill_server(self) -> None:
+        self.run("kill-server", check=False)
+
+
+# --------------------------------------------------------------------------- screen
+
+SPINNER_RE = re.compile(r"^[·✢*✶✻✽✳] \S.*…", re.M)
+DIALOG_MARKERS = (
+    "Do you trust the files in this folder",
+    "Yes, I trust this folder",
+    "Detected a custom API key",
+    "Bypass Permissions mode",
+)
+
+
+def has_ready_prompt(screen: str) -> bool:
+    return any(line.startswith(PROMPT_READY) for line in screen.splitlines())
+
+
+def is_busy(screen: str) -> bool:
+    return "esc to interrupt" in screen or bool(SPINNER_RE.search(screen))
+
+
+def has_dialog(screen: str) -> bool:
+    return any(m in screen for m in DIALOG_MARKERS)
+
+
+def is_ready(screen: str) -> bool:
+    return has_ready_prompt(screen) and not is_busy(screen) and not has_dialog(screen)
+
+
+@dataclass
+class Waited:
+    screen: str
+    elapsed: float
+
+
+def wait_screen(
+    tmux: RawTmux,
+    name: str,
+    pred: Callable[[str], bool],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Waited:
+    """Poll the pane until ``pred(screen)``; raise TimeoutError with the last screen."""
+    t0 = time.monotonic()
+    screen = ""
+    while True:
+        screen = tmux.capture(name)
+        if pred(screen):
+            return Waited(screen, time.monotonic() - t0)
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{what} not seen within {timeout}s; last screen:\n{screen}")
+        time.sleep(interval)  # poll interval, not synchronisation
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{what} not true within {timeout}s")
+        time.sleep(interval)
