@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package (the fake agent is used by tests, benchmarks and docker)."""

@@ -1,0 +1,381 @@
+"""A fake Claude Code TUI for tests and benchmarks (a program: it draws on its tty).
+
+``python -m dispatcher.testing.fake_agent --model sonnet --dangerously-skip-permissions
+[--resume UUID] [--session-id UUID] [--settings FILE]``
+
+Imitates the screens of the real CLI (tests/fixtures/claude_screens): optional
+startup dialog (FAKE_AGENT_DIALOG=trust|apikey|bypass), boot delay
+(FAKE_AGENT_BOOT_MS), the ``❯``+NBSP input line between rules, bracketed
+paste with ``[Pasted text #N +M lines]``, a busy spinner with ``esc to
+interrupt``, ``✻ Worked for Ns``, ``/exit`` printing the resume command, and
+the hooks of a ``--settings`` file run like Claude Code runs them. Every
+message received is appended as a JSON line to $FAKE_AGENT_LOG.
+
+Scripted behaviour from ``@fake: <cmd> [arg]`` lines in a message:
+``sleep MS`` (stay busy), ``done`` (move inbox/<id>.md.dispatched to done/<id>.md),
+``fail`` (finish without doing it), ``limit`` (usage-limit text + StopFailure),
+``hang`` (busy until interrupted), ``exit [CODE]`` (exit the process at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import os
+import queue
+import re
+import select
+import shutil
+import subprocess
+import sys
+import termios
+import threading
+import time
+import tty
+import uuid
+from pathlib import Path
+from typing import Any
+
+PROMPT = "❯\u00a0"
+LIMIT_TEXT = "You've hit your limit · resets 2pm (America/Toronto)"
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+_DIRECTIVE = re.compile(r"^@fake:\s*(\w+)(?:\s+(\S+))?\s*$", re.M)
+_TAG = re.compile(r"^\[([A-Za-z0-9._-]+)\.md\]")
+_DIALOGS = {
+    "trust": ["Accessing workspace:", "{cwd}", "", "Quick safety check: Is this a project you created or one you trust?",
+              "", "❯ 1. Yes, I trust this folder", "  2. No, exit", "", "Enter to confirm · Esc to cancel"],
+    "apikey": ["Detected a custom API key in your environment", "ANTHROPIC_API_KEY: sk-ant-...fake",
+               "Do you want to use this API key?", "  1. Yes", "❯ 2. No (recommended)", "",
+               "Enter to confirm · Esc to cancel"],
+    "bypass": ["WARNING: Claude Code running in Bypass Permissions mode", "", "❯ 1. No, exit", "  2. Yes, I accept",
+               "", "Enter to confirm · Esc to cancel"],
+}
+
+
+class Hooks:
+    """Runs the command hooks of a settings file in order, on one thread, like the CLI does."""
+
+    def __init__(self, settings: str | None, base: dict[str, Any]) -> None:
+        self.table: dict[str, Any] = {}
+        if settings:
+            try:
+                self.table = json.loads(Path(settings).read_text(encoding="utf-8")).get("hooks", {}) or {}
+            except (OSError, ValueError):
+                self.table = {}
+        self.base = base
+        self.jobs: queue.Queue[tuple[str, dict[str, Any], str, threading.Event]] = queue.Queue()
+        threading.Thread(target=self._worker, daemon=True).start()
+
+    def fire(self, event: str, extra: dict[str, Any] | None = None, match: str = "", wait: bool = False) -> None:
+        """Queue the hooks of ``event``; with ``wait`` block until they ran (UserPromptSubmit)."""
+        if event not in self.table:
+            return
+        done = threading.Event()
+        self.jobs.put((event, {**self.base, "hook_event_name": event, **(extra or {})}, match, done))
+        if wait:
+            done.wait(30)
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every queued hook ran (before exiting)."""
+        done = threading.Event()
+        self.jobs.put(("", {}, "", done))
+        done.wait(timeout)
+
+    def _worker(self) -> None:
+        while True:
+            event, payload, match, done = self.jobs.get()
+            try:
+                for group in self.table.get(event, []) if event else []:
+                    matcher = group.get("matcher") or ""
+                    if matcher not in ("", "*") and not re.fullmatch(matcher, match):
+                        continue
+                    for hook in group.get("hooks", []):
+                        if hook.get("type") == "command":
+                            try:
+                                subprocess.run(hook["command"], shell=True, input=json.dumps(payload).encode(),
+                                               capture_output=True, timeout=float(hook.get("timeout", 60)),
+                                               cwd=payload.get("cwd"), check=False)
+                            except (OSError, subprocess.SubprocessError):
+                                pass
+            finally:
+                done.set()
+
+
+class FakeAgent:
+    """State and behaviour of one fake agent process."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cwd = os.getcwd()
+        self.session_id = args.session_id or args.resume or str(uuid.uuid4())
+        self.log_path = os.environ.get("FAKE_AGENT_LOG")
+        self.busy_ms = int(os.environ.get("FAKE_AGENT_BUSY_MS", "100"))
+        self.dialog = os.environ.get("FAKE_AGENT_DIALOG") or None
+        self.history: list[str] = []
+        self.segments: list[tuple[str, str]] = []  # (shown, real) parts of the input
+        self.pastes = 0
+        self.queued: list[str] = []
+        self.busy = False
+        self.turn_started = 0.0
+        self.steps: list[tuple[str, str | None]] = []
+        self.wake_at: float | None = None
+        self.outcome = "Done."
+        self.hooks = Hooks(args.settings, {"session_id": self.session_id, "cwd": self.cwd,
+                                           "transcript_path": f"/tmp/fake-agent/{self.session_id}.jsonl"})
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.pending = ""
+        self.task_id: str | None = None
+        self.in_paste = False
+        self.paste_buf = ""
+
+    # -- output -----------------------------------------------------------------
+
+    def log(self, event: str, **fields: Any) -> None:
+        if not self.log_path:
+            return
+        entry = {"event": event, "time": time.time(), "cwd": self.cwd, "model": self.args.model,
+                 "session_id": self.session_id, "resume": self.args.resume, "argv": sys.argv[1:], **fields}
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def render(self, tail: list[str] | None = None) -> None:
+        cols, rows = shutil.get_terminal_size((200, 50))
+        if self.dialog:
+            body = ["─" * cols] + [" " + line.format(cwd=self.cwd) for line in _DIALOGS[self.dialog]]
+        else:
+            shown = "".join(s for s, _ in self.segments).split("\n")
+            status = ["✻ Working…"] + [f"  ❯ {q.splitlines()[0] if q else ''}" for q in self.queued] if self.busy else []
+            first = "Press up to edit queued messages" if self.queued and not shown[0] else shown[0]
+            footer = "  ⏵⏵ bypass permissions on (shift+tab to cycle)" + (" · esc to interrupt" if self.busy else "")
+            box = ["─" * cols, PROMPT + first] + ["  " + s for s in shown[1:]] + ["─" * cols, footer]
+            bottom = status + box + (tail or [])
+            body = self.history[-max(0, rows - len(bottom)):] + bottom if rows > len(bottom) else bottom
+        body = [line[:cols] for line in body[-rows:]]
+        out = "\x1b[H" + "".join(line + "\x1b[K\r\n" for line in body[:-1]) + body[-1] + "\x1b[K\x1b[J"
+        os.write(1, out.encode("utf-8"))
+
+    # -- input ------------------------------------------------------------------
+
+    def feed(self, data: bytes, flush: bool = False) -> None:
+        """Parse raw tty input: bracketed pastes, Enter, Escape, C-u, C-c, backspace, text."""
+        self.pending += self.decoder.decode(data)
+        while self.pending:
+            if not self.in_paste and not flush and len(self.pending) < len(PASTE_START) \
+                    and PASTE_START.startswith(self.pending):
+                break  # maybe the start of a paste split across reads; flushed as Escape after a pause
+            if self.in_paste:
+                # Search the whole paste so far: the end marker may be split across reads.
+                self.paste_buf, self.pending = self.paste_buf + self.pending, ""
+                end = self.paste_buf.find(PASTE_END)
+                if end < 0:
+                    return
+                text, self.pending = self.paste_buf[:end], self.paste_buf[end + len(PASTE_END):]
+                self.in_paste, self.paste_buf = False, ""
+                self.on_paste(text)
+                continue
+            if self.pending.startswith(PASTE_START):
+                self.in_paste, self.pending = True, self.pending[len(PASTE_START):]
+                continue
+            ch, self.pending = self.pending[0], self.pending[1:]
+            if ch == "\x1b":
+                m = re.match(r"(\[[0-?]*[ -/]*[@-~]|O.)", self.pending)
+                if m:
+                    self.pending = self.pending[m.end():]  # a cursor/function key: ignored
+                else:
+                    self.on_escape()
+            elif ch in "\r\n":
+                self.on_enter()
+            elif ch == "\x15":
+                self.segments = []
+            elif ch == "\x03":
+                self.on_escape() if self.busy else self.segments.clear()
+            elif ch in "\x7f\x08":
+                self.backspace()
+            elif ch >= " " or ch == "\t":
+                self.type_text(ch)
+        self.render()
+
+    def type_text(self, text: str) -> None:
+        if self.dialog:
+            self.log("dialog_input", text=text)
+            return
+        if self.segments and self.segments[-1][0] == self.segments[-1][1]:
+            shown, real = self.segments[-1]
+            self.segments[-1] = (shown + text, real + text)
+        else:
+            self.segments.append((text, text))
+
+    def backspace(self) -> None:
+        if self.segments:
+            shown, real = self.segments.pop()
+            if shown == real and len(real) > 1:
+                self.segments.append((shown[:-1], real[:-1]))
+
+    def on_paste(self, text: str) -> None:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if self.dialog:
+            self.log("dialog_input", text=text)
+            return
+        newlines = text.count("\n")
+        if newlines > 2 or len(text) > 800:
+            self.pastes += 1
+            self.segments.append((f"[Pasted text #{self.pastes} +{newlines} lines]", text))
+        else:
+            self.segments.append((text, text))
+
+    def on_escape(self) -> None:
+        if self.dialog:
+            self.log("dialog_input", text="<Escape>")
+        elif self.busy:
+            self.history.append("  ⎿  Interrupted · What should Claude do instead?")
+            self.busy, self.steps, self.wake_at, self.queued = False, [], None, []
+        else:
+            self.segments = []
+
+    def on_enter(self) -> None:
+        if self.dialog:
+            self.log("dialog_input", text="<Enter>")
+            if self.dialog == "bypass":
+                self.quit(1)
+            self.dialog = None
+            self.hooks.fire("SessionStart", {"source": "resume" if self.args.resume else "startup"})
+            return
+        text = "".join(real for _, real in self.segments)
+        if not text.strip():
+            return
+        self.segments = []
+        if text.strip() == "/exit":
+            self.quit(0, exit_text=True)
+        if self.busy:
+            self.queued.append(text)
+            return
+        self.start_turn(text)
+
+    # -- turns ------------------------------------------------------------------
+
+    def start_turn(self, text: str) -> None:
+        lines = text.split("\n")
+        self.history += ["❯ " + lines[0]] + ["  " + line for line in lines[1:]]
+        self.busy, self.turn_started, self.outcome = True, time.monotonic(), "Done."
+        self.log("message", text=text)
+        self.render()
+        self.hooks.fire("UserPromptSubmit", {"prompt": text, "prompt_id": str(uuid.uuid4())}, wait=True)
+        self.steps = [(m.group(1).lower(), m.group(2)) for m in _DIRECTIVE.finditer(text)]
+        if not any(cmd in ("sleep", "hang") for cmd, _ in self.steps):
+            self.steps.insert(0, ("sleep", str(self.busy_ms)))
+        self.task_id = (_TAG.match(text) or [None, None])[1]
+        self.advance()
+
+    def advance(self) -> None:
+        """Run scripted steps until one makes the agent wait, then finish the turn."""
+        while self.steps:
+            cmd, arg = self.steps.pop(0)
+            if cmd == "sleep":
+                self.wake_at = time.monotonic() + int(arg or "0") / 1000
+                return
+            if cmd == "hang":
+                self.wake_at = None
+                self.steps = [("hang", None)]
+                return
+            if cmd == "exit":
+                self.hooks.drain()
+                self.restore()
+                os._exit(int(arg or "1"))
+            if cmd == "done" and self.task_id:
+                src = Path(self.cwd, ".agent-queue", "inbox", f"{self.task_id}.md.dispatched")
+                dst = Path(self.cwd, ".agent-queue", "done", f"{self.task_id}.md")
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+                    self.outcome = f"Moved {self.task_id}.md to done/."
+                except OSError as exc:
+                    self.outcome = f"Could not move the task: {exc}"
+            elif cmd == "fail":
+                self.outcome = "I could not complete this task."
+            elif cmd == "limit":
+                self.finish(limit=True)
+                return
+        self.finish()
+
+    def finish(self, limit: bool = False) -> None:
+        secs = int(time.monotonic() - self.turn_started)
+        self.history += [f"● {LIMIT_TEXT if limit else self.outcome}", f"✻ Worked for {secs}s"]
+        self.busy, self.steps, self.wake_at = False, [], None
+        self.render()
+        if limit:
+            self.hooks.fire("StopFailure", {"error_type": "rate_limit", "error": "rate_limit"})
+        else:
+            self.hooks.fire("Stop", {"stop_hook_active": False, "last_assistant_message": self.outcome})
+        if self.queued:
+            self.start_turn(self.queued.pop(0))
+
+    def tick(self) -> None:
+        if self.busy and self.wake_at is not None and time.monotonic() >= self.wake_at:
+            self.wake_at = None
+            self.advance()
+            self.render()
+
+    # -- process ----------------------------------------------------------------
+
+    def restore(self) -> None:
+        try:
+            os.write(1, b"\x1b[?2004l")
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved_tty)
+        except (OSError, termios.error, AttributeError):
+            pass
+
+    def quit(self, code: int, exit_text: bool = False) -> None:
+        if exit_text:
+            self.render(tail=["Resume this session with:", f"claude --resume {self.session_id}"])
+            self.hooks.fire("SessionEnd", {"reason": "prompt_input_exit"})
+        self.log("exit", code=code)
+        self.hooks.drain()
+        self.restore()
+        os._exit(code)
+
+    def run(self) -> None:
+        try:
+            self.saved_tty = termios.tcgetattr(0)
+            tty.setraw(0)
+        except termios.error:
+            pass
+        self.log("start")
+        boot = int(os.environ.get("FAKE_AGENT_BOOT_MS", "0")) / 1000
+        os.write(1, "\x1b[H\x1b[2J Fake Claude Code starting".encode())
+        ready_at = time.monotonic() + boot
+        while time.monotonic() < ready_at:  # input typed during boot is read (and lost) like the real CLI
+            if select.select([0], [], [], max(0.0, ready_at - time.monotonic()))[0]:
+                os.read(0, 65536)
+        os.write(1, b"\x1b[?2004h")  # bracketed paste on, before the prompt shows
+        self.render()
+        if not self.dialog:
+            self.hooks.fire("SessionStart", {"source": "resume" if self.args.resume else "startup"})
+        while True:
+            timeout = None if self.wake_at is None else max(0.0, self.wake_at - time.monotonic())
+            if self.pending and not self.in_paste:
+                timeout = 0.03 if timeout is None else min(timeout, 0.03)
+            if select.select([0], [], [], timeout)[0]:
+                data = os.read(0, 65536)
+                if not data:
+                    self.quit(0)
+                self.feed(data)
+            elif self.pending and not self.in_paste:
+                self.feed(b"", flush=True)
+            self.tick()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the claude-like arguments and run the fake TUI."""
+    parser = argparse.ArgumentParser(prog="claude-fake")
+    parser.add_argument("--model", default="sonnet")
+    parser.add_argument("--dangerously-skip-permissions", action="store_true")
+    parser.add_argument("--resume")
+    parser.add_argument("--session-id")
+    parser.add_argument("--settings")
+    args, _unknown = parser.parse_known_args(argv)
+    FakeAgent(args).run()
+
+
+if __name__ == "__main__":
+    main()

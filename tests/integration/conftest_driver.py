@@ -1,0 +1,86 @@
+"""Fixtures for the agent driver tests: a private tmux server, Redis DB 15, the fake agent."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+
+from dispatcher.config import AgentSettings
+from dispatcher.tmux import Tmux
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+FAKE_COMMAND = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    """A tmux server on a private socket, killed afterwards."""
+    server = Tmux(f"aqtest-{uuid.uuid4().hex[:12]}")
+    yield server
+    server.kill_server()
+
+
+@pytest.fixture
+def rdb() -> Iterator["redis.Redis[bytes]"]:
+    """Redis DB 15, flushed before and after (fails, not skips, when Redis is missing)."""
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def fake_log(tmp_path: Path) -> Path:
+    """The file the fake agent appends its JSON lines to."""
+    return tmp_path / "fake-agent.jsonl"
+
+
+def read_log(path: Path, event: str | None = "message") -> list[dict[str, Any]]:
+    """Entries of the fake agent's log (only ``event`` ones when given)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if event is None or r.get("event") == event]
+
+
+@pytest.fixture
+def make_agent(tmp_path: Path, fake_log: Path) -> Callable[..., AgentSettings]:
+    """AgentSettings running the fake agent; keyword overrides for env, hooks, timeouts."""
+
+    def make(*, env: dict[str, str] | None = None, **overrides: Any) -> AgentSettings:
+        full_env = {"FAKE_AGENT_LOG": str(fake_log), **(env or {})}
+        base: dict[str, Any] = dict(command=FAKE_COMMAND, prompt_timeout=15.0, submit_timeout=6.0, submit_retries=3,
+                                    resume_dir=tmp_path / "resume", env=full_env, hooks=True)
+        base.update(overrides)
+        return AgentSettings(**base)
+
+    return make
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project directory with an agent-queue inbox."""
+    root = tmp_path / "proj"
+    (root / ".agent-queue" / "inbox").mkdir(parents=True)
+    (root / ".agent-queue" / "done").mkdir(parents=True)
+    return root

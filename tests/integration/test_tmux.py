@@ -1,0 +1,124 @@
+"""The tmux adapter and the pool against a real tmux server on a private socket."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from conftest_driver import wait_until
+
+from dispatcher import pool
+from dispatcher.config import PoolSettings
+from dispatcher.errors import SessionError, TmuxError
+from dispatcher.tmux import Tmux
+
+CAT = ["cat"]
+
+
+def test_exact_targets_never_prefix_match(tmux: Tmux) -> None:
+    tmux.new_session("ccl-auto-10", width=100, height=20, command=CAT)
+    assert not tmux.has_session("ccl-auto-1")
+    with pytest.raises(TmuxError):
+        tmux.send_literal("ccl-auto-1", "x")
+    with pytest.raises(TmuxError):
+        tmux.capture("ccl-auto-1")
+    with pytest.raises(TmuxError):
+        tmux.kill_session("ccl-auto-1")
+    tmux.new_session("ccl-auto-1", width=100, height=20, command=CAT)
+    tmux.send_literal("ccl-auto-1", "only-one")
+    wait_until(lambda: "only-one" in tmux.capture("ccl-auto-1"), what="text in ccl-auto-1")
+    assert "only-one" not in tmux.capture("ccl-auto-10")
+    tmux.kill_session("ccl-auto-1")
+    assert tmux.list_sessions() == ["ccl-auto-10"]
+
+
+def test_literal_text_and_trailing_semicolon(tmux: Tmux) -> None:
+    tmux.new_session("s", width=120, height=20, command=CAT)
+    for text in ["C-c", "Enter", "echo hi;", ";", "a\\;"]:
+        tmux.send_literal("s", text)
+        tmux.send_keys("s", "Enter")
+    screen = wait_until(lambda: (s := tmux.capture("s")).count("\n") and "a\\;" in s and s, what="all lines")
+    lines = [line for line in screen.splitlines() if line]
+    # cat echoes each line twice (tty echo + output)
+    assert lines[::2] == ["C-c", "Enter", "echo hi;", ";", "a\\;"]
+    assert tmux.pane_info("s").dead is False
+
+
+def test_send_keys_refuses_text(tmux: Tmux) -> None:
+    tmux.new_session("s", width=100, height=20, command=CAT)
+    with pytest.raises(TmuxError):
+        tmux.send_keys("s", "echo hi;")
+
+
+def test_paste_is_bracketed_and_buffer_removed(tmux: Tmux, tmp_path: Path) -> None:
+    out = tmp_path / "raw.bin"
+    # A raw-mode reader records exactly the bytes the pane receives.
+    prog = ("import os,sys,tty;tty.setraw(0);os.write(1,b'\\x1b[?2004hREADY\\r\\n');d=b''\n"
+            "while b'\\x1b[201~' not in d: d+=os.read(0,4096)\n"
+            f"open({str(out)!r},'wb').write(d)")
+    tmux.new_session("s", width=100, height=20, command=[sys.executable, "-c", prog])
+    wait_until(lambda: "READY" in tmux.capture("s"), what="reader ready")
+    tmux.paste("s", "line1\nC-c;\n$(x)")
+    data = wait_until(lambda: out.exists() and out.read_bytes(), what="pasted bytes")
+    assert data == b"\x1b[200~line1\rC-c;\r$(x)\x1b[201~"
+    assert tmux.run("list-buffers", "-F", "#{buffer_name}").strip() == ""
+
+
+HOSTILE = ["with space", "quo'te\"d", "$(touch pwned)", "semi;colon;", "#(touch pwned)#{session_name}", "back\\slash"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_respawn_hostile_dir_runs_nothing(tmux: Tmux, tmp_path: Path, name: str) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    target = work / name
+    target.mkdir()
+    out = tmp_path / "cwd.txt"
+    tmux.new_session("s", width=100, height=20, cwd=work)
+    prog = f"import os; open({str(out)!r},'w').write(os.getcwd() + '|' + os.environ['V'])"
+    tmux.respawn("s", [sys.executable, "-c", prog], cwd=target, env={"V": name})
+    wait_until(lambda: tmux.pane_info("s").dead, what="program exit")
+    assert out.read_text() == f"{target}|{name}"
+    assert sorted(p.name for p in work.iterdir()) == [name]
+    assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
+    assert tmux.pane_info("s").dead_status == 0
+
+
+def test_single_word_command_is_not_shell_parsed(tmux: Tmux, tmp_path: Path) -> None:
+    tmux.new_session("s", width=100, height=20, cwd=tmp_path)
+    tmux.respawn("s", ["true; touch pwned"], cwd=tmp_path)
+    wait_until(lambda: tmux.pane_info("s").dead, what="exit")
+    assert not (tmp_path / "pwned").exists()
+    assert tmux.pane_info("s").dead_status != 0
+
+
+def test_dead_pane_keeps_last_screen(tmux: Tmux) -> None:
+    tmux.new_session("s", width=100, height=20, command=[sys.executable, "-c", "print('last words')"])
+    wait_until(lambda: tmux.pane_info("s").dead, what="exit")
+    snap = tmux.snapshot("s")
+    assert snap.info.dead and snap.info.dead_status == 0
+    assert "last words" in tmux.capture("s", history=50)
+
+
+def test_errors_carry_stderr(tmux: Tmux) -> None:
+    with pytest.raises(TmuxError, match="can't find|no server|error connecting"):
+        tmux.capture("nope")
+    assert tmux.list_sessions() == []
+
+
+def test_pool_create_list_kill_leaves_others_alone(tmux: Tmux) -> None:
+    settings = PoolSettings(prefix="ccl-auto-", start_index=1, max=2, width=120, height=30)
+    tmux.new_session("ccl-auto-10", width=80, height=20)
+    tmux.new_session("operator", width=80, height=20)
+    assert pool.create(tmux, settings) == ["ccl-auto-1", "ccl-auto-2"]
+    assert pool.create(tmux, settings) == []
+    info = tmux.pane_info("ccl-auto-1")
+    assert (info.width, info.height) == (120, 30)
+    rows = pool.status(tmux, settings)
+    assert [r.name for r in rows] == ["ccl-auto-1", "ccl-auto-2"] and all(r.exists and not r.dead for r in rows)
+    with pytest.raises(SessionError):
+        pool.kill(tmux, settings, ["operator"])
+    assert pool.kill(tmux, settings) == ["ccl-auto-1", "ccl-auto-2"]
+    assert sorted(tmux.list_sessions()) == ["ccl-auto-10", "operator"]
+    assert [r.exists for r in pool.status(tmux, settings)] == [False, False]
