@@ -129,7 +129,14 @@ def find_cycles(tasks: Iterable[Task], done: DoneIndex) -> dict[DepRef, tuple[De
                 if len(comp) > 1 or node in edges[node]:
                     members = set(comp)
                     for member in comp:
-                        cycles[member] = _cycle_path(member, edges, members)
+                        if member in cycles:
+                            continue
+                        path = _cycle_path(member, edges, members)
+                        # Every task on this cycle gets it, rotated: one BFS per cycle, not per
+                        # member (a 5000-task ring would otherwise cost 5000 BFS per scan).
+                        ring = path[:-1]
+                        for i, node in enumerate(ring):
+                            cycles.setdefault(node, (*ring[i:], *ring[:i], node))
             if work:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
