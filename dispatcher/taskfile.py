@@ -162,6 +162,14 @@ def _load_yaml(block: str) -> dict[str, Any]:
             f"invalid YAML frontmatter: {problem}{hint}",
             line=(mark.line + 2) if mark is not None else None,  # +1 for 1-based, +1 for the opening ---
         ) from None
+    except RecursionError:
+        # The composer recurses once per nesting level: [[[[… within 16 KiB is enough.
+        raise TaskFileError("invalid YAML frontmatter: nested too deeply") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # SafeLoader's constructors raise these on odd scalars (a: 2026-13-45, !!int 0x, 5000-digit ints).
+        raise TaskFileError(
+            f"invalid YAML frontmatter: a value cannot be read ({str(exc)[:200]}): put it in quotes"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
