@@ -157,7 +157,9 @@ def _load_yaml(block: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        hint = " (YAML forbids tabs for indentation: use spaces)" if "\t" in block and "tab" in str(exc).lower() else ""
+        # PyYAML says "found character '\t' that cannot start any token": it never says "tab".
+        tab = "\t" in block and ("tab" in problem.lower() or repr("\t") in problem)
+        hint = " (YAML forbids tabs for indentation: use spaces)" if tab else ""
         raise TaskFileError(
             f"invalid YAML frontmatter: {problem}{hint}",
             line=(mark.line + 2) if mark is not None else None,  # +1 for 1-based, +1 for the opening ---
