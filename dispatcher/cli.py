@@ -189,10 +189,6 @@ def graph(obj: Ctx) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from . import commands  # noqa: F401  (registers the runtime subcommands)
+    from .commands import cli as group  # importing commands registers the runtime subcommands
 
-    cli(prog_name="dispatcher")
-
-
-if __name__ == "__main__":
-    main()
+    group(prog_name="dispatcher")

@@ -1,3 +1,184 @@
-"""Runtime subcommands (up, watch, pool, status, events, retry, hook), registered on the CLI group."""
+"""Runtime subcommands (up, watch, pool, status, events, retry), registered on the CLI group."""
 
 from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import click
+import redis
+
+from . import agent_queue as aq
+from . import defaults as d
+from .cli import EXIT_ERROR, Ctx, cli, pass_ctx
+from .errors import ClaimError, DispatcherError
+
+
+@cli.command()
+@click.option("--flower", is_flag=True, help="Also run Flower (loopback; basic auth from FLOWER_BASIC_AUTH).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
+@click.option("--loglevel", default="info", show_default=True)
+@pass_ctx
+def up(obj: Ctx, flower: bool, workers: int, loglevel: str) -> None:
+    """Run everything on this host: Redis (embedded if none configured), tmux pool, worker, beat, watcher.
+
+    \b
+    Example:  dispatcher init demo && cd demo && dispatcher up --flower
+    Stop with Ctrl-C; restarting loses nothing.
+    """
+    from .up import run_up
+
+    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers))
+
+
+@cli.command()
+@click.option("--polling", is_flag=True, help="Poll instead of inotify (network filesystems).")
+@pass_ctx
+def watch(obj: Ctx, polling: bool) -> None:
+    """Watch every project inbox and enqueue inbox_event for each new task file."""
+    from .client import send_task
+    from .watcher import run
+
+    settings = obj.settings
+    stop = threading.Event()
+    try:
+        run(settings.projects_dir, lambda p: send_task(settings, "inbox_event", [p]),
+            lambda: send_task(settings, "full_scan"), stop=stop, polling=polling)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@cli.group("pool")
+def pool_group() -> None:
+    """Manage the autonomous tmux pool (sessions outside it are never touched)."""
+
+
+def _tmux(obj: Ctx):  # type: ignore[no-untyped-def]
+    from .tmux import Tmux
+
+    return Tmux(obj.settings.tmux.socket_name)
+
+
+@pool_group.command("create")
+@pass_ctx
+def pool_create(obj: Ctx) -> None:
+    """Create the missing pool sessions."""
+    from . import pool
+
+    s = obj.settings
+    created = pool.create(_tmux(obj), s.pool, cwd=s.projects_dir if s.projects_dir.is_dir() else None)
+    click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
+    click.echo(f"attach: tmux -L {s.tmux.socket_name} attach -t ={s.pool.names()[0]}")
+
+
+@pool_group.command("list")
+@pass_ctx
+def pool_list(obj: Ctx) -> None:
+    """List pool sessions and what runs in them."""
+    from . import pool
+
+    for p in pool.status(_tmux(obj), obj.settings.pool):
+        state = "missing" if not p.exists else ("dead" if p.dead else p.command)
+        click.echo(f"{p.name:<16} {state}")
+
+
+@pool_group.command("kill")
+@click.argument("names", nargs=-1)
+@pass_ctx
+def pool_kill(obj: Ctx, names: tuple[str, ...]) -> None:
+    """Kill pool sessions (all, or NAMES)."""
+    from . import pool
+
+    try:
+        killed = pool.kill(_tmux(obj), obj.settings.pool, list(names) or None)
+    except DispatcherError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"killed: {', '.join(killed) or 'none'}")
+
+
+def _redis(obj: Ctx, required: bool) -> "redis.Redis[str] | None":
+    from .redis_conn import client
+
+    r = client(settings=obj.settings, timeout=2.0)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        if required:
+            raise click.ClickException(f"Redis unreachable ({exc}); is 'dispatcher up' running?") from None
+        return None
+    return r
+
+
+@cli.command()
+@click.option("--watch", "watch_", is_flag=True, help="Refresh every 2 s until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(obj: Ctx, watch_: bool, as_json: bool) -> None:
+    """Sessions (state, task, model, for how long) and per-project task counts."""
+    from .status import collect, render
+
+    r = _redis(obj, required=False)
+    while True:
+        data = collect(obj.settings, r, _tmux(obj))
+        if as_json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        else:
+            if watch_:
+                click.clear()
+            click.echo(render(data))
+        if not watch_:
+            return
+        try:
+            time.sleep(2.0)  # a refresh period for a person, not synchronisation
+        except KeyboardInterrupt:
+            return
+
+
+@cli.command()
+@click.option("-n", "count", default=50, show_default=True, help="How many recent events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
+@pass_ctx
+def events(obj: Ctx, count: int, follow: bool) -> None:
+    """Print the event log (submitted, claimed, launched, finished, failed, limited, stuck…)."""
+    from . import events as ev
+
+    r = _redis(obj, required=True)
+    assert r is not None
+    last = "$"
+    for e in ev.recent(r, count):
+        click.echo(e.line())
+        last = e.id
+    if follow:
+        try:
+            for e in ev.follow(r, after=last if last != "$" else "$"):
+                click.echo(e.line())
+        except KeyboardInterrupt:
+            return
+
+
+@cli.command()
+@click.argument("task")
+@pass_ctx
+def retry(obj: Ctx, task: str) -> None:
+    """Put a failed task (PROJECT:TASK_ID) back in its inbox; dependents stuck on it are released.
+
+    \b
+    Example:  dispatcher retry web:FIX-12
+    """
+    from .retry import retry_task
+
+    r = _redis(obj, required=False)
+    try:
+        path = retry_task(obj.settings, r, task)
+    except (DispatcherError, ClaimError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"requeued {path}")
+    if r is not None:
+        from .client import send_task
+
+        send_task(obj.settings, "full_scan")
+
+
+__all__ = ["up", "watch", "pool_group", "status", "events", "retry", "EXIT_ERROR", "aq", "d"]

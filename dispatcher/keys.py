@@ -40,3 +40,8 @@ def session_hooks(session: str) -> str:
 
 
 HOOKS_MAXLEN: Final = 1_000
+
+
+def attempts(project: str, task_id: str) -> str:
+    """Counter of failed launch attempts of one task (bounded retries, then .failed)."""
+    return f"{PREFIX}attempts:{project}:{task_id}"

@@ -1,0 +1,45 @@
+"""Celery settings for ``celery -A dispatcher`` (worker, beat, flower, call).
+
+Broker and results come from $REDIS_URL or the dispatcher config's
+``redis_url`` (``dispatcher up`` exports the embedded server's URL).
+"""
+
+from __future__ import annotations
+
+from dispatcher.config import load_config
+from dispatcher.redis_conn import celery_url, configured_url
+
+_settings = load_config()
+
+broker_url = result_backend = celery_url(configured_url(_settings))
+broker_connection_retry_on_startup = True
+# A launch waits for an agent to boot: keep un-acked tasks invisible long enough.
+broker_transport_options = {"visibility_timeout": 3600}
+
+# JSON only: task arguments come from files and operators, never pickle.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+result_expires = 3600
+
+# At-least-once delivery; every task is idempotent, so a redelivery is harmless.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+# Flower sees everything.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+imports = ("workers.scan", "workers.assign", "workers.monitor")
+
+beat_schedule = {
+    "full-scan": {"task": "full_scan", "schedule": _settings.scan_interval,
+                  "options": {"expires": _settings.scan_interval}},
+    "monitor-sessions": {"task": "monitor_sessions", "schedule": _settings.monitor_interval,
+                         "options": {"expires": _settings.monitor_interval}},
+    "check-blocked": {"task": "check_blocked", "schedule": max(_settings.scan_interval, 30.0),
+                      "options": {"expires": max(_settings.scan_interval, 30.0)}},
+}

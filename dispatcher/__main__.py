@@ -1,0 +1,5 @@
+"""``python -m dispatcher …`` = the ``dispatcher`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,254 @@
+"""Dispatch: gate → claim the task file → lock a free session → launch → ``.dispatched``.
+
+This is the one place that changes ownership. Every step is atomic and every
+failure path gives back what it took, so ``inbox_event``, ``full_scan`` and
+``assign_next`` may race on any number of workers: a task goes to at most one
+session and a session gets at most one task.
+
+Ownership of a ``.launching`` file is an ``flock`` held by the launching
+process (the kernel drops it if that process dies), so recovery can tell a
+live launch from an abandoned one even after Redis was emptied.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import redis
+
+from . import agent_queue as aq
+from . import defaults as d
+from . import events, keys, locks, pool_state
+from . import sessions as ss
+from .config import Settings
+from .errors import ClaimError, LaunchError, TaskFileError, TmuxError
+from .scan import Plan, run_scan
+from .sessions import SessionInfo, State
+from .taskfile import Task, parse_task, read_task_bytes
+from .tmux import Tmux
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything the agent driver needs to start one task in one session."""
+
+    session: str
+    task: Task
+    project_dir: Path
+    model: str
+    agent_uuid: str
+
+
+class LaunchFn(Protocol):
+    def __call__(self, spec: LaunchSpec) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of one dispatch attempt (returned by the Celery tasks as JSON)."""
+
+    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing
+    session: str = ""
+    task: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"status": self.status, "session": self.session, "task": self.task, "detail": self.detail}
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class FileClaim:
+    """An flock on a claimed ``.launching`` file, held for the whole launch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def claim_is_live(path: Path) -> bool:
+    """True when some live process holds the flock of this ``.launching`` file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class Dispatcher:
+    """Dispatch decisions over injected adapters (Redis, tmux, the launcher, a clock)."""
+
+    def __init__(self, settings: Settings, r: "redis.Redis[str]", tmux: Tmux, launch: LaunchFn, *,
+                 enqueue_assign: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.r = r
+        self.tmux = tmux
+        self.launch = launch
+        self.enqueue_assign = enqueue_assign
+        self.clock = clock
+        self.owner = owner_id()
+        self.lock_ttl = d.LAUNCH_LOCK_TTL_S
+
+    # -- sessions -------------------------------------------------------------
+
+    def session_info(self, name: str) -> SessionInfo:
+        """Current state of a pool session (rebuilt from tmux if Redis has none)."""
+        return pool_state.read(self.r, self.tmux, name)
+
+    def is_free(self, info: SessionInfo, now: float) -> bool:
+        return (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)
+                and not locks.is_held(self.r, keys.session_lock(info.name)))
+
+    def paused_until(self, now: float) -> float:
+        """Pool-wide pause (usage limit): the time launching may resume, or 0."""
+        until = float(self.r.hget(keys.PAUSE, "until") or 0)
+        return until if until > now else 0.0
+
+    def free_sessions(self) -> list[str]:
+        now = self.clock()
+        if self.paused_until(now):
+            return []
+        return [n for n in self.settings.pool.names() if self.is_free(self.session_info(n), now)]
+
+    # -- entry points -----------------------------------------------------------
+
+    def plan(self) -> Plan:
+        return run_scan(self.settings, now=self.clock(), write=True)
+
+    def fan_out(self) -> list[Outcome]:
+        """Give work to every free session: enqueue assign_next per session, or run it inline."""
+        free = self.free_sessions()
+        if not free:
+            return []
+        if self.enqueue_assign is not None:
+            for name in free:
+                self.enqueue_assign(name)
+            return [Outcome("enqueued", session=n) for n in free]
+        result = self.plan()
+        outcomes = []
+        for name in free:
+            outcome = self._assign(name, result)
+            outcomes.append(outcome)
+            if outcome.status == "no-task":
+                break
+        return outcomes
+
+    def assign_next(self, session: str) -> Outcome:
+        """Give the next eligible task (in dispatch order) to ``session`` if it is a free pool session."""
+        if not self.settings.pool.contains(session):
+            logger.warning("assign_next: %r is not a pool session; refusing", session)
+            return Outcome("not-in-pool", session=session, detail="not one of " + ", ".join(self.settings.pool.names()))
+        now = self.clock()
+        until = self.paused_until(now)
+        if until:
+            return Outcome("paused", session=session, detail=f"usage limit until {time.ctime(until)}")
+        info = self.session_info(session)
+        if info.state is State.MISSING:
+            return Outcome("missing", session=session, detail="tmux session does not exist")
+        if not self.is_free(info, now):
+            return Outcome("busy", session=session, detail=f"state {info.state.value}")
+        return self._assign(session, self.plan())
+
+    def _assign(self, session: str, result: Plan) -> Outcome:
+        for task in result.eligible:
+            outcome = self.dispatch_one(task, session)
+            if outcome.status in ("taken",):
+                continue  # another worker got this task: try the next one
+            return outcome
+        return Outcome("no-task", session=session, detail="nothing eligible")
+
+    # -- one dispatch -------------------------------------------------------------
+
+    def dispatch_one(self, task: Task, session: str) -> Outcome:
+        """Claim ``task`` and launch it in ``session``; give everything back on failure."""
+        held = locks.try_acquire(self.r, keys.session_lock(session), self.lock_ttl, self.owner)
+        if held is None:
+            return Outcome("busy", session=session, detail="session locked by another worker")
+        try:
+            now = self.clock()
+            info = self.session_info(session)
+            if not (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)):
+                return Outcome("busy", session=session, detail=f"state {info.state.value}")
+            try:
+                launching = aq.claim(task.path)
+            except ClaimError as exc:
+                return Outcome("taken", session=session, task=str(task.key), detail=str(exc))
+            try:
+                claim = FileClaim(launching)
+            except OSError as exc:  # vanished or swapped between claim and lock: give it back if we can
+                logger.warning("cannot lock %s: %s", launching, exc)
+                return Outcome("taken", session=session, task=str(task.key), detail=str(exc))
+            try:
+                return self._launch_claimed(task, launching, session, info)
+            finally:
+                claim.close()
+        finally:
+            held.release()
+
+    def _launch_claimed(self, task: Task, launching: Path, session: str, info: SessionInfo) -> Outcome:
+        key = str(task.key)
+        try:
+            # Launch what was claimed, not what the path held when it was scanned.
+            data, mtime = read_task_bytes(launching, self.settings.max_task_bytes)
+            task = parse_task(data, task_id=task.id, project=task.project, path=task.path, mtime=mtime)
+        except TaskFileError as exc:
+            aq.release(launching)
+            return Outcome("taken", session=session, task=key, detail=f"changed while claimed: {exc.reason}")
+        events.emit(self.r, "claimed", task=key, session=session)
+        model = self.settings.agent.model_for(task.priority.value)
+        agent_uuid = str(uuid.uuid4())
+        info = ss.transition(self.r, info, State.LAUNCHING, project=task.project, task=task.id, model=model,
+                             agent_uuid=agent_uuid, detail="", idle_since=0.0)
+        pool_state.tag(self.tmux, session, info)
+        spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid)
+        try:
+            self.launch(spec)
+        except (LaunchError, TmuxError, OSError) as exc:
+            return self._launch_failed(task, launching, info, exc)
+        aq.promote(launching)
+        info = ss.transition(self.r, info, State.WORKING)
+        pool_state.tag(self.tmux, session, info)
+        self.r.delete(keys.attempts(task.project, task.id))
+        events.emit(self.r, "launched", task=key, session=session, detail=f"model {model}")
+        return Outcome("dispatched", session=session, task=key, detail=f"model {model}")
+
+    def _launch_failed(self, task: Task, launching: Path, info: SessionInfo, exc: Exception) -> Outcome:
+        key = str(task.key)
+        attempts = int(self.r.incr(keys.attempts(task.project, task.id)))
+        self.r.expire(keys.attempts(task.project, task.id), 7 * 86400)
+        reason = f"launch failed in {info.name} (attempt {attempts}/{self.settings.max_launch_attempts}): {exc}"
+        logger.warning("%s: %s", key, reason)
+        if attempts >= self.settings.max_launch_attempts:
+            aq.fail(launching, reason)
+            self.r.delete(keys.attempts(task.project, task.id))
+            events.emit(self.r, "failed", task=key, session=info.name, detail=reason)
+        else:
+            aq.release(launching)
+            events.emit(self.r, "launch-failed", task=key, session=info.name, detail=reason)
+        pool_state.reset_pane(self.tmux, info.name, self.settings)
+        new = ss.set_idle(self.r, info, failed=True, now=self.clock(), detail=str(exc)[:500])
+        pool_state.tag(self.tmux, info.name, new)
+        return Outcome("launch-failed", session=info.name, task=key, detail=reason)

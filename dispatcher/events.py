@@ -1,0 +1,73 @@
+"""Event log: every state change appended to a capped Redis stream (``dispatcher events``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import redis
+
+from . import keys
+
+logger = logging.getLogger(__name__)
+
+#: Event kinds (issue 6 §7).
+KINDS = frozenset({
+    "submitted", "blocked", "unblocked", "invalid", "claimed", "launched", "submitted-to-agent", "finished",
+    "failed", "limited", "resumed", "stuck", "recovered", "released", "waiting", "session-created", "paused",
+    "launch-failed", "retried",
+})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the event stream."""
+
+    id: str
+    time: float
+    kind: str
+    task: str
+    session: str
+    detail: str
+
+    def line(self) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
+        parts = [stamp, f"{self.kind:<18}", self.task or "-", self.session or "-"]
+        return "  ".join(parts) + (f"  {self.detail}" if self.detail else "")
+
+
+def emit(r: "redis.Redis[str]", kind: str, *, task: str = "", session: str = "", detail: str = "",
+         now: float | None = None, **extra: Any) -> None:
+    """Append an event; never raises (events are for people, losing one must not stop dispatch)."""
+    fields = {"time": f"{time.time() if now is None else now:.3f}", "kind": kind, "task": task,
+              "session": session, "detail": detail}
+    if extra:
+        fields["extra"] = json.dumps(extra, sort_keys=True, default=str)
+    logger.info("event %s task=%s session=%s %s", kind, task, session, detail)
+    try:
+        r.xadd(keys.EVENTS, fields, maxlen=keys.EVENTS_MAXLEN, approximate=True)
+    except redis.RedisError:
+        logger.exception("could not record event %s", kind)
+
+
+def _event(entry_id: str, fields: dict[str, str]) -> Event:
+    return Event(entry_id, float(fields.get("time", 0)), fields.get("kind", ""), fields.get("task", ""),
+                 fields.get("session", ""), fields.get("detail", ""))
+
+
+def recent(r: "redis.Redis[str]", count: int = 50) -> list[Event]:
+    """The last ``count`` events, oldest first."""
+    return [_event(i, f) for i, f in reversed(r.xrevrange(keys.EVENTS, count=count))]
+
+
+def follow(r: "redis.Redis[str]", after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
+    """Yield new events as they arrive (blocking read)."""
+    last = after
+    while True:
+        for _stream, entries in r.xread({keys.EVENTS: last}, block=block_ms) or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                yield _event(entry_id, fields)

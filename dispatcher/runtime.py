@@ -1,0 +1,87 @@
+"""Per-process wiring: settings, Redis, tmux and the launcher, built once and shared by tasks.
+
+Celery task modules call :func:`dispatcher` and only delegate; tests and the
+benchmarks call :func:`configure` to inject their own settings or launcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import redis
+
+from . import redis_conn
+from .config import Settings, load_config
+from .dispatch import Dispatcher, LaunchFn, LaunchSpec
+from .tmux import Tmux
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_launch: LaunchFn | None = None
+_enqueue: Callable[[str], None] | None = None
+_instance: Dispatcher | None = None
+#: How fan-out reaches other workers (set by the Celery task modules: one assign_next message per free session).
+_default_enqueue: Callable[[str], None] | None = None
+
+
+def register_enqueue(fn: Callable[[str], None]) -> None:
+    """Set the default way to enqueue ``assign_next(session)``."""
+    global _default_enqueue, _instance
+    with _lock:
+        _default_enqueue, _instance = fn, None
+
+
+def configure(settings: Settings | None = None, *, launch: LaunchFn | None = None,
+              enqueue_assign: Callable[[str], None] | None = None) -> None:
+    """Replace the process-wide wiring (None: from the config file / defaults)."""
+    global _settings, _launch, _enqueue, _instance
+    with _lock:
+        _settings, _launch, _enqueue, _instance = settings, launch, enqueue_assign, None
+
+
+def settings() -> Settings:
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = load_config()
+        return _settings
+
+
+def redis_client(s: Settings | None = None) -> "redis.Redis[str]":
+    return redis_conn.client(settings=s or settings())
+
+
+def tmux(s: Settings | None = None) -> Tmux:
+    return Tmux((s or settings()).tmux.socket_name)
+
+
+def agent_launcher(s: Settings, r: "redis.Redis[str]", t: Tmux) -> LaunchFn:
+    """The real launch path (agent driver) bound to these adapters."""
+    from .launcher import LaunchRequest, launch
+
+    def run(spec: LaunchSpec) -> None:
+        request = LaunchRequest(
+            project_dir=spec.project_dir, project=spec.task.project, task_id=spec.task.id,
+            priority=spec.task.priority.value, body=spec.task.body, session_uuid=spec.agent_uuid,
+            model=spec.model,
+        )
+        launch(t, spec.session, request, s.agent, r, state_dir=s.state_dir,
+               redis_url=redis_conn.redis_py_url(redis_conn.configured_url(s)))
+
+    return run
+
+
+def dispatcher() -> Dispatcher:
+    """The process-wide Dispatcher (built on first use)."""
+    global _instance
+    s = settings()
+    with _lock:
+        if _instance is None:
+            r = redis_client(s)
+            t = tmux(s)
+            _instance = Dispatcher(s, r, t, _launch or agent_launcher(s, r, t), enqueue_assign=_enqueue or _default_enqueue)
+        return _instance

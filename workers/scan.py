@@ -1,0 +1,48 @@
+"""Celery tasks ``full_scan``, ``inbox_event`` and ``check_blocked``: parse and delegate."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dispatcher import blocked, recovery, runtime
+from dispatcher.celery_app import app
+from dispatcher.inbox_path import InboxPathError, parse_inbox_path
+
+logger = logging.getLogger(__name__)
+
+
+@app.task(name="full_scan", ignore_result=False)
+def full_scan() -> dict[str, Any]:
+    """Reconcile everything (abandoned launches, sessions, markers), then give work to free sessions."""
+    disp = runtime.dispatcher()
+    recovered = recovery.recover_launching(disp) + recovery.recover_sessions(disp)
+    outcomes = disp.fan_out()
+    return {"recovered": recovered, "assigned": [o.as_dict() for o in outcomes]}
+
+
+@app.task(name="inbox_event")
+def inbox_event(path: str) -> dict[str, Any]:
+    """A file appeared in an inbox: if it is a task, give work to free sessions (in global order)."""
+    disp = runtime.dispatcher()
+    try:
+        project, task_id = parse_inbox_path(disp.settings.projects_dir, path)
+    except InboxPathError as exc:
+        logger.info("inbox_event ignored: %s", exc)
+        return {"ignored": str(exc)}
+    outcomes = disp.fan_out()
+    return {"task": f"{project}:{task_id}", "assigned": [o.as_dict() for o in outcomes]}
+
+
+@app.task(name="check_blocked")
+def check_blocked() -> dict[str, Any]:
+    """Watchdog G1: blocked past ``blocked_timeout`` (or upstream failed) → ``.stuck``."""
+    disp = runtime.dispatcher()
+    return {"stuck": blocked.check_blocked(disp.settings, disp.r, now=disp.clock())}
+
+
+def _enqueue_assign(session: str) -> None:
+    app.send_task("assign_next", args=[session])
+
+
+runtime.register_enqueue(_enqueue_assign)
