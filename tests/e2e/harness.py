@@ -87,8 +87,11 @@ class RawTmux:
         self.socket_name = socket_name or f"aqe2e-{uuid.uuid4().hex[:12]}"
 
     def run(self, *args: str, check: bool = True, input: bytes | None = None) -> str:
+        """Run a tmux command.  A bare ``";"`` argument separates commands; any other
+        argument ending in ``;`` is escaped (tmux would read it as a separator)."""
+        argv = [a if a == ";" or not a.endswith(";") else a[:-1] + "\\;" for a in args]
         p = subprocess.run(
-            ["tmux", "-L", self.socket_name, *args],
+            ["tmux", "-L", self.socket_name, *argv],
             input=input,
             capture_output=True,
             timeout=20,
@@ -100,7 +103,8 @@ class RawTmux:
     def new_session(self, name: str, cwd: Path, command: list[str], env: dict[str, str]) -> None:
         """Start ``command`` in a new detached 200x50 session, through a shell that exports env."""
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        shell_cmd = f"exec env -i {exports} {shlex.join(command)}"
+        # env -i drops the server's environment; keep the pane's own TMUX/TMUX_PANE.
+        shell_cmd = f'exec env -i TMUX="$TMUX" TMUX_PANE="$TMUX_PANE" {exports} {shlex.join(command)}'
         self.run(
             "new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT),
             "-c", str(cwd), "bash", "--norc", "--noprofile", "-c", shell_cmd,
