@@ -67,7 +67,6 @@ def agent_launcher(s: Settings, r: "redis.Redis[str]", t: Tmux) -> LaunchFn:
         request = LaunchRequest(
             project_dir=spec.project_dir, project=spec.task.project, task_id=spec.task.id,
             priority=spec.task.priority.value, body=spec.task.body, session_uuid=spec.agent_uuid,
-            model=spec.model,
         )
         launch(t, spec.session, request, s.agent, r, state_dir=s.state_dir,
                redis_url=redis_conn.redis_py_url(redis_conn.configured_url(s)))

@@ -1,0 +1,68 @@
+"""Resume an interrupted agent (usage limit, lost tmux session) with ``--resume <uuid>``.
+
+The task stays ``.dispatched`` and owned by the session throughout; the agent
+gets its own conversation back plus a short, tagged "continue" message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from . import agent_queue as aq
+from . import defaults as d
+from . import events, keys, locks, pool_state
+from . import sessions as ss
+from .dispatch import Dispatcher, LaunchSpec
+from .errors import LaunchError, TaskFileError, TmuxError
+from .sessions import SessionInfo, State
+from .taskfile import Task
+
+logger = logging.getLogger(__name__)
+
+CONTINUE_BODY = ("You were interrupted (usage limit or restart). Continue this task where you stopped; "
+                 "the original instructions are earlier in this conversation.")
+
+
+def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
+    """Relaunch the session's agent on its own conversation; on failure the task goes back to pending."""
+    held = locks.try_acquire(disp.r, keys.session_lock(info.name), disp.lock_ttl, disp.owner)
+    if held is None:
+        return ""
+    try:
+        proj = aq.project(disp.settings.projects_dir, info.project)
+        dispatched = proj.task_path(info.task, d.DISPATCHED)
+        if not dispatched.exists():
+            new = ss.set_idle(disp.r, info, now=disp.clock(), detail="nothing to resume")
+            pool_state.tag(disp.tmux, info.name, new)
+            return "nothing to resume"
+        try:
+            original = _task_of(dispatched, info)
+        except TaskFileError as exc:
+            original = Task(id=info.task, project=info.project, path=proj.task_path(info.task))
+            logger.warning("resume %s: cannot re-read task (%s); sending the continue message only", info.task_key, exc)
+        # Without a conversation to resume, the agent needs the whole task again.
+        task = replace(original, body=CONTINUE_BODY) if info.agent_uuid else original
+        spec = LaunchSpec(info.name, task, proj.root, info.model, info.agent_uuid)
+        try:
+            disp.launch(spec)
+        except (LaunchError, TmuxError, OSError) as exc:
+            aq.move_no_replace(dispatched, proj.task_path(info.task))
+            events.emit(disp.r, "launch-failed", task=info.task_key, session=info.name, detail=f"resume failed: {exc}")
+            pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+            new = ss.set_idle(disp.r, info, failed=True, now=disp.clock(), detail=f"resume failed: {exc}"[:500])
+            pool_state.tag(disp.tmux, info.name, new)
+            return f"resume failed, {info.task_key} requeued"
+        new = ss.transition(disp.r, info, State.WORKING, detail="resumed", idle_since=0.0)
+        pool_state.tag(disp.tmux, info.name, new)
+        events.emit(disp.r, "resumed", task=info.task_key, session=info.name, detail=f"--resume {info.agent_uuid}")
+        return f"resumed {info.task_key}"
+    finally:
+        held.release()
+
+
+def _task_of(dispatched, info: SessionInfo) -> Task:  # type: ignore[no-untyped-def]
+    from .taskfile import parse_task, read_task_bytes
+
+    data, mtime = read_task_bytes(dispatched)
+    return parse_task(data, task_id=info.task, project=info.project, path=dispatched, mtime=mtime)
