@@ -20,8 +20,8 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 
-_SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_-]+\Z")  # \Z: "$" would accept a trailing newline
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 
 @dataclass(frozen=True)

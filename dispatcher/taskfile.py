@@ -22,7 +22,7 @@ import yaml
 from . import defaults as d
 from .errors import TaskFileError, TaskIncomplete, UnsafeIdError
 
-_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+\Z")  # \Z: "$" would accept a trailing newline
 _FENCE = re.compile(r"^---[ \t]*$")
 KNOWN_KEYS = frozenset({"title", "priority", "tags", "needs_claude_code", "depends_on"})
 
