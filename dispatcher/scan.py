@@ -116,6 +116,11 @@ def _in_flight(snaps: list[aq.Snapshot]) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+def _why(err: TaskFileError) -> str:
+    """The reason with its line number (a YAML error without "line 3" is hard to find)."""
+    return f"line {err.line}: {err.reason}" if err.line is not None else err.reason
+
+
 def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomplete_grace: float) -> Plan:
     """Classify every pending file and order the eligible ones (pure)."""
     done = DoneIndex({s.project.name: s.done for s in snaps})
@@ -130,9 +135,9 @@ def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomple
         if item.invalid_marker is not None:
             result.invalid.append(Problem(item.project, name, item.path, item.invalid_marker))
         elif isinstance(item.error, TaskIncomplete) and now - item.mtime < incomplete_grace:
-            result.incomplete.append(Problem(item.project, name, item.path, item.error.reason))
+            result.incomplete.append(Problem(item.project, name, item.path, _why(item.error)))
         elif item.error is not None:
-            result.invalid.append(Problem(item.project, name, item.path, item.error.reason))
+            result.invalid.append(Problem(item.project, name, item.path, _why(item.error)))
         elif item.task is not None:
             tasks.append(item.task)
     cycles = find_cycles(tasks, done)
