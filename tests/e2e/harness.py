@@ -147,8 +147,13 @@ def has_ready_prompt(screen: str) -> bool:
     return any(line.startswith(PROMPT_READY) for line in screen.splitlines())
 
 
+RETRY_RE = re.compile(r"^\S API error · Retrying in \d+s · attempt \d+/\d+", re.M)
+
+
 def is_busy(screen: str) -> bool:
-    return "esc to interrupt" in screen or bool(SPINNER_RE.search(screen))
+    """Spinner ``<sym> <Verb>…``, ``esc to interrupt`` (absent after a long paste: the footer
+    then says ``paste again to expand``), or an API retry line (no spinner, no footer hint)."""
+    return "esc to interrupt" in screen or bool(SPINNER_RE.search(screen)) or bool(RETRY_RE.search(screen))
 
 
 def has_dialog(screen: str) -> bool:

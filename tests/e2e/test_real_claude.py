@@ -187,10 +187,17 @@ def test_task_moved_to_done_by_bash_tool_call(
 def test_rate_limit_shows_error_and_fires_stop_failure(
     claude_bin, raw_tmux, project_dir, claude_env, fake_api, hook_log: HookLog
 ):
-    fake_api.script(Error429("Fake limit for e2e", should_retry=False))
+    # First 429 is retried by the CLI (retry-after 2 s), the second one is final.
+    fake_api.script(Error429("Fake limit for e2e", retry_after=2),
+                    Error429("Fake limit for e2e", should_retry=False))
     start_claude(raw_tmux, "r", project_dir, claude_bin, claude_env, "--settings", str(hook_log.settings))
     wait_screen(raw_tmux, "r", is_ready, 30, what="ready")
     submit(raw_tmux, "r", "hit the limit", fake_api, "hit the limit")
+    retrying = wait_screen(raw_tmux, "r", lambda s: "Retrying in" in s, 10, what="retry line").screen
+    # The retry line has no spinner ellipsis (and after a long paste there is no
+    # "esc to interrupt" either, see FINDINGS.md), yet the agent is busy.
+    assert not harness.SPINNER_RE.search(retrying)
+    assert is_busy(retrying) and not is_ready(retrying)
     screen = wait_screen(raw_tmux, "r", lambda s: "Request rejected (429)" in s and is_ready(s), 20).screen
     assert "● API Error: Request rejected (429) · Fake limit for e2e" in screen
     wait_until(lambda: hook_log.named("StopFailure"), 10, what="StopFailure hook")
