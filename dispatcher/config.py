@@ -199,6 +199,11 @@ def _path(base: Path) -> Callable[[Any], Path]:
     return conv
 
 
+def _env_first(env: Mapping[str, str], var: str, file_value: Any, conv: Callable[[Any], Any] = str) -> Any:
+    """The environment wins over the file; the file's key is still read (validated, not "unknown")."""
+    return conv(env[var]) if env.get(var) else file_value
+
+
 def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mapping[str, str] | None = None) -> Settings:
     """Validate a parsed YAML mapping into Settings; relative paths are resolved against ``base``."""
     env = os.environ if env is None else env
@@ -243,11 +248,10 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
     flower = FlowerSettings(
         address=flower_r.get("address", _string, d.FLOWER_ADDRESS),
         port=flower_r.get("port", _strict_int, d.FLOWER_PORT, lambda v: None if 0 < v < 65536 else "must be a TCP port"),
-        basic_auth=env.get("FLOWER_BASIC_AUTH") or flower_r.get("basic_auth", _string, None),
+        basic_auth=_env_first(env, "FLOWER_BASIC_AUTH", flower_r.get("basic_auth", _string, None)),
     )
     settings = Settings(
-        projects_dir=to_path(env.get("AQ_PROJECTS_DIR")) if env.get("AQ_PROJECTS_DIR")
-        else r.get("projects_dir", to_path, base / "projects"),
+        projects_dir=_env_first(env, "AQ_PROJECTS_DIR", r.get("projects_dir", to_path, base / "projects"), to_path),
         projects=r.get("projects", _name_list, None),
         pool=pool,
         tmux=tmux,
@@ -260,9 +264,8 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         max_launch_attempts=r.get("max_launch_attempts", _strict_int, d.MAX_LAUNCH_ATTEMPTS, _positive),
         max_task_bytes=r.get("max_task_bytes", _strict_int, d.MAX_TASK_BYTES, _positive),
         incomplete_grace=r.get("incomplete_grace", _number, d.INCOMPLETE_GRACE_S, _non_negative),
-        redis_url=env.get("REDIS_URL") or r.get("redis_url", _string, None),
-        state_dir=to_path(env.get("AQ_STATE_DIR")) if env.get("AQ_STATE_DIR")
-        else r.get("state_dir", to_path, base / d.STATE_DIR),
+        redis_url=_env_first(env, "REDIS_URL", r.get("redis_url", _string, None)),
+        state_dir=_env_first(env, "AQ_STATE_DIR", r.get("state_dir", to_path, base / d.STATE_DIR), to_path),
     )
     extra = r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
     if extra:
