@@ -302,6 +302,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{found}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # odd scalars: a: 2026-13-45
+        raise ConfigError(f"{found}: invalid YAML: a value cannot be read ({exc}): put it in quotes") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{found}: top level must be a mapping of keys, got {type(data).__name__}")
     base = found.resolve().parent
