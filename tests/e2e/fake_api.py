@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -438,9 +438,3 @@ class FakeAnthropicAPI:
 
         return Handler
 
-
-def _iter_sse(raw: bytes) -> Iterator[tuple[str, dict]]:  # pragma: no cover - debugging aid
-    for chunk in raw.decode().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in chunk.splitlines() if ": " in line)
-        if "event" in lines:
-            yield lines["event"], json.loads(lines.get("data", "{}"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher import screen as prod_screen  # production parsers, cross-checked on live screens
 from tests.e2e import harness
 from tests.e2e.conftest import HookLog
 from tests.e2e.fake_api import BashToolUse, Error429, FakeAnthropicAPI, Text
@@ -59,6 +60,7 @@ def test_ready_with_preseeded_config(claude_bin, raw_tmux, project_dir, claude_e
     assert "\u276f\u00a0" in w.screen
     assert "bypass permissions on" in w.screen
     assert not has_dialog(w.screen)
+    assert prod_screen.prompt_ready(w.screen) and prod_screen.detect_dialog(w.screen) is None
     # The ready prompt also stays during a turn: busy must be told apart.
     fake_api.script(Text("held answer", gate=fake_api.gate))
     fake_api.gate.clear()
@@ -68,9 +70,12 @@ def test_ready_with_preseeded_config(claude_bin, raw_tmux, project_dir, claude_e
     busy = wait_screen(raw_tmux, "ccl-auto-1", is_busy, 15, what="busy").screen
     assert has_ready_prompt(busy) and not is_ready(busy)
     assert "esc to interrupt" in busy
+    assert prod_screen.is_busy(busy) and not prod_screen.prompt_ready(busy)
+    assert prod_screen.shows_submitted(busy, "hello")
     fake_api.release()
     done = wait_turn_done(raw_tmux, "ccl-auto-1", fake_api, "held answer")
     assert re.search(r"^✻ \S+ for \d+s", done, re.M), done
+    assert prod_screen.turn_finished(done) and prod_screen.prompt_ready(done)
 
 
 def test_dialogs_without_preseeding_block_readiness(
@@ -80,17 +85,18 @@ def test_dialogs_without_preseeding_block_readiness(
     start_claude(raw_tmux, "s", project_dir, claude_bin, env)
     # (dialog marker, key moving the cursor to the accepting choice, that choice on screen)
     expected = [
-        ("Yes, I trust this folder", None, "❯ 1. Yes, I trust this folder"),   # default: Yes
-        ("Detected a custom API key", "Up", "❯ 1. Yes"),                      # default: No (recommended)
-        ("Bypass Permissions mode", "Down", "❯ 2. Yes, I accept"),            # default: No, exit
+        ("Yes, I trust this folder", None, "❯ 1. Yes, I trust this folder", "trust folder"),  # default: Yes
+        ("Detected a custom API key", "Up", "❯ 1. Yes", "custom API key"),       # default: No (recommended)
+        ("Bypass Permissions mode", "Down", "❯ 2. Yes, I accept", "bypass permissions"),  # default: No, exit
     ]
-    for marker, key, chosen in expected:
+    for marker, key, chosen, dialog_name in expected:
         screen = wait_screen(raw_tmux, "s", lambda s: marker in s or is_ready(s), 30,
                              what=f"dialog {marker!r}").screen
         assert marker in screen, f"expected dialog {marker!r}, got:\n{screen}"
         assert "❯ " in screen                      # menu cursor looks like a prompt ...
         assert not has_ready_prompt(screen)         # ... but is not the ❯+NBSP input line
         assert not is_ready(screen)
+        assert prod_screen.detect_dialog(screen) == dialog_name and not prod_screen.prompt_ready(screen)
         if key:
             # A dialog may be drawn before it takes keys: move, confirm the cursor moved, retry.
             def moved() -> bool:
@@ -124,6 +130,7 @@ def test_hostile_30_line_body_arrives_intact_with_one_enter(
     raw_tmux.paste("ccl-auto-1", HOSTILE_BODY)
     pasted = wait_screen(raw_tmux, "ccl-auto-1", lambda s: "[Pasted text #1 +29 lines]" in s, 10).screen
     assert "paste again to expand" in pasted
+    assert prod_screen.has_paste_placeholder(pasted)
     n_turns = len(fake_api.turns())
     raw_tmux.send_keys("ccl-auto-1", "Enter")  # exactly one Enter
     req = fake_api.wait_for_request(lambda r: r.is_turn and "line 30:" in r.last_user_text(), 20)
@@ -198,8 +205,11 @@ def test_rate_limit_shows_error_and_fires_stop_failure(
     # "esc to interrupt" either, see FINDINGS.md), yet the agent is busy.
     assert not harness.SPINNER_RE.search(retrying)
     assert is_busy(retrying) and not is_ready(retrying)
+    assert prod_screen.is_busy(retrying) and not prod_screen.prompt_ready(retrying)
     screen = wait_screen(raw_tmux, "r", lambda s: "Request rejected (429)" in s and is_ready(s), 20).screen
     assert "● API Error: Request rejected (429) · Fake limit for e2e" in screen
+    limit = prod_screen.detect_limit(screen)
+    assert limit is not None and limit.kind == "rate_limit"
     wait_until(lambda: hook_log.named("StopFailure"), 10, what="StopFailure hook")
     assert hook_log.named("StopFailure")[0]["error"] == "rate_limit"
     assert not hook_log.named("Stop")
@@ -226,6 +236,7 @@ def test_resume_after_exit_keeps_session_id(
     assert "Resume this session with:" in screen
     m = RESUME_RE.search(screen)
     assert m and m.group(1) == sid
+    assert prod_screen.parse_resume_id(screen) == sid and prod_screen.has_exited(screen)
     wait_until(lambda: hook_log.named("SessionEnd"), 10, what="SessionEnd hook")
     assert hook_log.named("SessionEnd")[0]["reason"] == "prompt_input_exit"
 
