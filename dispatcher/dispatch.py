@@ -228,7 +228,10 @@ class Dispatcher:
             self.launch(spec)
         except (LaunchError, TmuxError, OSError) as exc:
             return self._launch_failed(task, launching, info, exc)
-        aq.promote(launching)
+        try:
+            aq.promote(launching)
+        except ClaimError as exc:  # a quick agent already moved it to done/: the monitor will see that
+            logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
         info = ss.transition(self.r, info, State.WORKING)
         pool_state.tag(self.tmux, session, info)
         self.r.delete(keys.attempts(task.project, task.id))

@@ -24,7 +24,8 @@ _OPTS = ("state", "project", "task", "model", "agent_uuid", "since")
 
 
 def _target(name: str) -> str:
-    return f"={name}"
+    # set-option/show-options take a pane target in tmux 3.x: exact match needs the trailing colon.
+    return f"={name}:"
 
 
 def tag(tmux: Tmux, name: str, info: SessionInfo) -> None:
@@ -52,7 +53,7 @@ def read_tags(tmux: Tmux, name: str) -> dict[str, str]:
     for line in out.splitlines():
         key, _, value = line.partition(" ")
         if key.startswith("@aq_"):
-            tags[key[4:]] = value.strip().strip('"')
+            tags[key[4:]] = value.strip().strip("'\"")
     return tags
 
 

@@ -1,0 +1,162 @@
+"""Fixtures for the Celery-system and lifecycle tests: real Redis (DB 14), real tmux, fake agent, files."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+
+from dispatcher import agent_queue as aq
+from dispatcher import pool, runtime
+from dispatcher.config import AgentSettings, PoolSettings, Settings, TmuxSettings
+from dispatcher.dispatch import Dispatcher
+from dispatcher.taskfile import render_task
+from dispatcher.tmux import Tmux
+
+REDIS_BASE = "redis://127.0.0.1:6379/"
+#: DBs the system tests may take; each run claims a free one so concurrent runs never share state.
+SYSTEM_DBS = range(1, 14)
+FAKE = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+             step: Callable[[], Any] | None = None) -> Any:
+    """Poll (running ``step`` each round) until ``predicate`` is truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if step is not None:
+            step()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Clock:
+    """An injectable clock: real time plus an offset tests can advance (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def messages(log: Path) -> list[dict[str, Any]]:
+    """Messages the fake agents received (one JSON line each)."""
+    if not log.exists():
+        return []
+    rows = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return [r for r in rows if r.get("event") == "message"]
+
+
+def tags_received(log: Path) -> list[str]:
+    """``project:id`` of each received task message, in order (from its cwd and tag)."""
+    out = []
+    for m in messages(log):
+        text = m.get("text", "")
+        if text.startswith("[") and ".md]" in text:
+            out.append(f"{Path(m['cwd']).name}:{text[1:text.index('.md]')]}")
+    return out
+
+
+@pytest.fixture
+def sys_redis_url() -> Iterator[str]:
+    """A Redis DB no other test run is using (claimed in DB 0), released afterwards."""
+    guard = redis.Redis.from_url(REDIS_BASE + "0", decode_responses=True)
+    token = uuid.uuid4().hex
+    for db in SYSTEM_DBS:
+        if guard.set(f"aqtest:db:{db}", token, nx=True, ex=900):
+            break
+    else:
+        raise RuntimeError("no free Redis test DB (1-13)")
+    yield f"{REDIS_BASE}{db}"
+    if guard.get(f"aqtest:db:{db}") == token:
+        guard.delete(f"aqtest:db:{db}")
+    guard.close()
+
+
+@pytest.fixture
+def sys_redis(sys_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator["redis.Redis[str]"]:
+    """That DB, flushed before and after; REDIS_URL points every component at it."""
+    monkeypatch.setenv("REDIS_URL", sys_redis_url)
+    r = redis.Redis.from_url(sys_redis_url, decode_responses=True)
+    r.flushdb()
+    yield r
+    r.flushdb()
+    r.close()
+
+
+@pytest.fixture
+def agent_log(tmp_path: Path) -> Path:
+    return tmp_path / "agents.jsonl"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, agent_log: Path, sys_redis_url: str) -> Settings:
+    """Settings for a 3-session pool on a private tmux socket, running the fake agent."""
+    projects = tmp_path / "projects"
+    projects.mkdir()
+    return Settings(
+        projects_dir=projects,
+        pool=PoolSettings(prefix="ccl-auto-", start_index=0, max=3, cooldown=300.0),
+        tmux=TmuxSettings(socket_name=f"aqsys-{uuid.uuid4().hex[:10]}"),
+        agent=AgentSettings(command=FAKE, prompt_timeout=20.0, submit_timeout=6.0, submit_retries=3,
+                            resume_dir=tmp_path / "resume", env={"FAKE_AGENT_LOG": str(agent_log),
+                                                                 "FAKE_AGENT_BUSY_MS": "50"}),
+        state_dir=tmp_path / "state",
+        finish_grace=2.0,
+        redis_url=sys_redis_url,
+    )
+
+
+@pytest.fixture
+def tmux_pool(settings: Settings) -> Iterator[Tmux]:
+    """The pool's sessions on the private tmux server, killed afterwards."""
+    t = Tmux(settings.tmux.socket_name)
+    pool.create(t, settings.pool, cwd=settings.projects_dir)
+    yield t
+    t.kill_server()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def disp(settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock) -> Iterator[Dispatcher]:
+    """A Dispatcher running the real launch path inline (no Celery)."""
+    launch = runtime.agent_launcher(settings, sys_redis, tmux_pool)
+    yield Dispatcher(settings, sys_redis, tmux_pool, launch, clock=clock)
+
+
+def add_task(settings: Settings, project: str, task_id: str, body: str = "@fake: done", *,
+             priority: str = "default", depends_on: tuple[str, ...] = (), mtime: float | None = None) -> Path:
+    """Write a task file (atomically) into ``project``'s inbox."""
+    proj = aq.project(settings.projects_dir, project)
+    aq.ensure_dirs(proj)
+    # Directives must start a line: the message's first line is "[<id>.md] <first body line>".
+    text = render_task(title=task_id, priority=priority, depends_on=depends_on, body=f"Work on {task_id}.\n{body}")
+    path = aq.write_task_atomically(proj, task_id, text)
+    if mtime is not None:
+        import os
+
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def done_ids(settings: Settings, project: str) -> set[str]:
+    done = aq.project(settings.projects_dir, project).done
+    return {p.name[:-3] for p in done.glob("*.md")}

@@ -1,0 +1,194 @@
+"""Dispatch end to end, inline (no Celery): real Redis, real tmux pool, fake agents, real files."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import redis
+
+from dispatcher import agent_queue as aq
+from dispatcher import keys, monitor, pool_state, recovery
+from dispatcher import sessions as ss
+from dispatcher.config import Settings
+from dispatcher.dispatch import Dispatcher, FileClaim
+from dispatcher.sessions import State
+from dispatcher.tmux import Tmux
+
+from system_fixtures import (Clock, add_task, agent_log, clock, disp, done_ids, messages, settings,  # noqa: F401
+                             sys_redis, sys_redis_url, tags_received, tmux_pool, wait_for)
+
+
+def run_until_done(d: Dispatcher, settings: Settings, expected: dict[str, set[str]], timeout: float = 90.0) -> None:
+    """Drive the system like beat would (fan_out + monitor) until every expected task is in done/."""
+    def step() -> None:
+        monitor.monitor_all(d)
+        d.fan_out()
+
+    wait_for(lambda: all(done_ids(settings, p) >= ids for p, ids in expected.items()), timeout=timeout,
+             what=f"tasks done: {expected}", step=step)
+
+
+def test_assign_next_launches_in_project_dir_with_model(disp: Dispatcher, settings: Settings, agent_log: Path) -> None:
+    add_task(settings, "alpha", "T1", "Do it\n@fake: done", priority="critical")
+    outcome = disp.assign_next("ccl-auto-0")
+    assert outcome.status == "dispatched", outcome
+    msgs = wait_for(lambda: messages(agent_log), what="fake agent got the message")
+    assert msgs[0]["text"].startswith("[T1.md] Work on T1.\nDo it")
+    assert Path(msgs[0]["cwd"]) == settings.projects_dir / "alpha"
+    assert msgs[0]["model"] == "opus"
+    info = ss.get(disp.r, "ccl-auto-0")
+    assert info is not None and info.state is State.WORKING and info.task_key == "alpha:T1"
+
+
+def test_assign_next_refuses_sessions_outside_the_pool(disp: Dispatcher, settings: Settings, agent_log: Path,
+                                                       tmux_pool: Tmux) -> None:
+    """A dedicated session with the pool's prefix pattern but outside its range is never touched."""
+    tmux_pool.new_session("ccl-auto-10", width=200, height=50)
+    tmux_pool.new_session("ccl-auto-operator", width=200, height=50)
+    before = tmux_pool.capture("ccl-auto-10")
+    add_task(settings, "alpha", "T1")
+    for name in ("ccl-auto-10", "ccl-auto-operator", "=ccl-auto-0", "ccl-auto-0; rm -rf /"):
+        assert disp.assign_next(name).status == "not-in-pool"
+    assert messages(agent_log) == []
+    assert tmux_pool.capture("ccl-auto-10") == before
+    assert aq.project(settings.projects_dir, "alpha").task_path("T1").exists()
+
+
+def test_blocked_task_is_not_dispatched_until_its_dep_is_done(disp: Dispatcher, settings: Settings,
+                                                              agent_log: Path) -> None:
+    add_task(settings, "alpha", "B", depends_on=("beta:A",))
+    assert disp.assign_next("ccl-auto-0").status == "no-task"
+    inbox = aq.project(settings.projects_dir, "alpha").inbox
+    assert (inbox / "B.md.blocked").exists()
+    add_task(settings, "beta", "A")
+    run_until_done(disp, settings, {"beta": {"A"}, "alpha": {"B"}})
+    assert tags_received(agent_log) == ["beta:A", "alpha:B"]
+    assert not (inbox / "B.md.blocked").exists()
+
+
+def test_fifty_tasks_three_projects_each_exactly_once_in_priority_order(
+        disp: Dispatcher, settings: Settings, agent_log: Path, clock: Clock) -> None:
+    base = clock() - 1000
+    expected: dict[str, set[str]] = {"p1": set(), "p2": set(), "p3": set()}
+    prios = ["low", "default", "high", "critical"]
+    n = 0
+    for i in range(16):
+        for proj in expected:
+            if n == 48:
+                break
+            add_task(settings, proj, f"T{i}", priority=prios[i % 4], mtime=base + n)
+            expected[proj].add(f"T{i}")
+            n += 1
+    # A chain across projects: C2 waits on C1, C1 on p1:T0.
+    add_task(settings, "p2", "C1", depends_on=("p1:T0",), priority="critical")
+    add_task(settings, "p3", "C2", depends_on=("p2:C1",), priority="critical")
+    expected["p2"].add("C1")
+    expected["p3"].add("C2")
+    run_until_done(disp, settings, expected, timeout=240)
+    got = tags_received(agent_log)
+    assert len(got) == len(set(got)) == 50, "every task exactly once"
+    order = {t: i for i, t in enumerate(got)}
+    assert order["p1:T0"] < order["p2:C1"] < order["p3:C2"]
+    # The first wave goes out strictly by priority: the 3 sessions start with critical tasks.
+    first = got[:3]
+    assert all(t.split(":")[1] in {"T3", "T7", "T11", "T15"} for t in first), first
+
+
+def test_racing_dispatchers_never_double_book(settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux,
+                                              agent_log: Path) -> None:
+    """Four dispatchers (own Redis connections) fan out at once on one inbox: no task twice, no session twice."""
+    from dispatcher import runtime
+
+    for i in range(6):
+        add_task(settings, "alpha", f"R{i}", "@fake: hang")
+    ds = []
+    for _ in range(4):
+        r = redis.Redis.from_url(settings.redis_url or "", decode_responses=True)
+        ds.append(Dispatcher(settings, r, tmux_pool, runtime.agent_launcher(settings, r, tmux_pool)))
+    barrier = threading.Barrier(len(ds))
+    errors: list[BaseException] = []
+
+    def go(d: Dispatcher) -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                d.fan_out()
+                d.assign_next("ccl-auto-1")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(d,)) for d in ds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    wait_for(lambda: len(messages(agent_log)) >= 3, what="three launches")
+    got = tags_received(agent_log)
+    assert len(got) == 3 and len(set(got)) == 3, got
+    sessions = [m["env_session"] for m in messages(agent_log) if "env_session" in m] or None
+    states = ss.get_all(sys_redis, settings.pool.names())
+    tasks = [s.task for s in states.values() if s is not None and s.state is State.WORKING]
+    assert len(tasks) == 3 and len(set(tasks)) == 3
+    inbox = aq.project(settings.projects_dir, "alpha").inbox
+    assert len(list(inbox.glob("*.md.dispatched"))) == 3
+    assert len(list(inbox.glob("*.md"))) == 3
+    assert sessions is None or len(set(sessions)) == 3
+
+
+def test_abandoned_launch_is_returned_to_pending_and_runs_once(disp: Dispatcher, settings: Settings,
+                                                               agent_log: Path, clock: Clock) -> None:
+    """A worker died after claiming (no flock holder, agent never got the task): back to pending, then once."""
+    path = add_task(settings, "alpha", "K1")
+    launching = aq.claim(path)
+    info = ss.get(disp.r, "ccl-auto-0") or ss.SessionInfo("ccl-auto-0")
+    info = ss.transition(disp.r, info, State.LAUNCHING, project="alpha", task="K1", agent_uuid="x")
+    pool_state.tag(disp.tmux, "ccl-auto-0", info)
+    assert recovery.recover_launching(disp) == []  # too young: may be a live claim
+    clock.advance(recovery.CLAIM_GRACE_S + 1)
+    done = recovery.recover_launching(disp)
+    assert done == ["alpha:K1: returned to pending"]
+    assert path.exists() and not launching.exists()
+    assert disp.session_info("ccl-auto-0").state is State.IDLE
+    run_until_done(disp, settings, {"alpha": {"K1"}})
+    assert tags_received(agent_log) == ["alpha:K1"]
+
+
+def test_live_claim_is_left_alone(disp: Dispatcher, settings: Settings, clock: Clock) -> None:
+    path = add_task(settings, "alpha", "L1")
+    launching = aq.claim(path)
+    holder = FileClaim(launching)
+    try:
+        clock.advance(3600)
+        assert recovery.recover_launching(disp) == []
+        assert launching.exists()
+    finally:
+        holder.close()
+
+
+def test_redis_flush_rebuilds_sessions_from_tmux_and_never_double_books(
+        disp: Dispatcher, settings: Settings, agent_log: Path) -> None:
+    add_task(settings, "alpha", "F1", "@fake: hang")
+    assert disp.assign_next("ccl-auto-0").status == "dispatched"
+    disp.r.flushdb()
+    add_task(settings, "alpha", "F2", "@fake: hang")
+    assert disp.assign_next("ccl-auto-0").status == "busy"
+    info = disp.session_info("ccl-auto-0")
+    assert info.state is State.WORKING and info.task == "F1"
+    outcomes = disp.fan_out()
+    assert [o.session for o in outcomes if o.status == "dispatched"] == ["ccl-auto-1"]
+    assert sorted(tags_received(agent_log)) == ["alpha:F1", "alpha:F2"]
+
+
+def test_session_lock_excludes_a_second_dispatcher(disp: Dispatcher, settings: Settings) -> None:
+    from dispatcher import locks
+
+    add_task(settings, "alpha", "S1")
+    held = locks.try_acquire(disp.r, keys.session_lock("ccl-auto-0"), 30)
+    assert held is not None
+    try:
+        assert disp.assign_next("ccl-auto-0").status == "busy"
+        assert aq.project(settings.projects_dir, "alpha").task_path("S1").exists()
+    finally:
+        held.release()
