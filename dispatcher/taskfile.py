@@ -24,6 +24,7 @@ from .errors import TaskFileError, TaskIncomplete, UnsafeIdError
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+\Z")  # \Z: "$" would accept a trailing newline
 _FENCE = re.compile(r"^---[ \t]*$")
+_YAML_BREAKS = "\x85\u2028\u2029"  # line breaks for YAML, not for Python's "\n" split
 KNOWN_KEYS = frozenset({"title", "priority", "tags", "needs_claude_code", "depends_on"})
 
 
@@ -302,5 +303,8 @@ def render_task(*, title: str = "", priority: str = d.DEFAULT_PRIORITY, tags: tu
         meta["needs_claude_code"] = needs_claude_code
     if depends_on:
         meta["depends_on"] = list(depends_on)
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    # PyYAML writes NEL/LS/PS raw when allow_unicode is on, then reads them back folded into a
+    # space: escape everything in that (rare) case so the text round-trips exactly.
+    raw_breaks = any(ch in text for text in (title, *tags, *depends_on) for ch in _YAML_BREAKS)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=not raw_breaks, default_flow_style=None)
     return f"---\n{front}---\n\n{body.strip()}\n"
