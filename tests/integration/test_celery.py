@@ -1,0 +1,105 @@
+"""The Celery system: a real worker (start_worker, pool solo), `celery call` as a subprocess, the watcher."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+from celery.contrib.testing.worker import start_worker
+
+from dispatcher import runtime
+from dispatcher.celery_app import app
+from dispatcher.config import Settings
+
+from system_fixtures import (add_task, agent_log, done_ids, messages, settings, sys_redis,  # noqa: F401
+                             sys_redis_url, tags_received, tmux_pool, wait_for)
+
+
+@pytest.fixture
+def worker(settings: Settings, sys_redis, tmux_pool) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """A real Celery worker thread on the test's Redis DB, running the real launch path."""
+    import workers.scan  # noqa: F401  (registers the tasks and the fan-out enqueue)
+    import workers.assign  # noqa: F401
+    import workers.monitor  # noqa: F401
+
+    url = settings.redis_url or ""
+    app.conf.update(broker_url=url, result_backend=url)
+    runtime.configure(settings)
+    runtime.register_enqueue(lambda s: app.send_task("assign_next", args=[s]))
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        yield
+    runtime.configure(None)
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    """The same settings as a dispatcher.yaml (for subprocesses)."""
+    data = {
+        "projects_dir": str(settings.projects_dir),
+        "state_dir": str(settings.state_dir),
+        "redis_url": settings.redis_url,
+        "pool": {"prefix": settings.pool.prefix, "max": settings.pool.max},
+        "tmux": {"socket_name": settings.tmux.socket_name},
+        "agent": {"command": settings.agent.command, "resume_dir": str(settings.agent.resume_dir),
+                  "env": dict(settings.agent.env), "prompt_timeout": settings.agent.prompt_timeout},
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_assign_next_task_through_a_real_worker(worker: None, settings: Settings, agent_log: Path) -> None:
+    add_task(settings, "alpha", "W1")
+    result = app.send_task("assign_next", args=["ccl-auto-0"]).get(timeout=60)
+    assert result["status"] == "dispatched" and result["task"] == "alpha:W1"
+    assert tags_received(agent_log) == ["alpha:W1"]
+
+
+def test_full_scan_fans_out_to_every_free_session(worker: None, settings: Settings, agent_log: Path) -> None:
+    for i in range(3):
+        add_task(settings, "alpha", f"S{i}", "@fake: hang")
+    app.send_task("full_scan").get(timeout=60)
+    wait_for(lambda: len(messages(agent_log)) == 3, timeout=90, what="three sessions busy")
+    assert sorted(tags_received(agent_log)) == ["alpha:S0", "alpha:S1", "alpha:S2"]
+
+
+def test_celery_call_cli_as_the_readme_says(worker: None, settings: Settings, agent_log: Path,
+                                           tmp_path: Path) -> None:
+    """`celery -A dispatcher call assign_next --args '["ccl-auto-0"]'` from a shell gives that session a task."""
+    add_task(settings, "alpha", "C1")
+    cfg = write_config(settings, tmp_path / "dispatcher.yaml")
+    env = {**os.environ, "DISPATCHER_CONFIG": str(cfg), "REDIS_URL": settings.redis_url or ""}
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "dispatcher", "call", "assign_next",
+                          "--args", '["ccl-auto-0"]'], env=env, capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip()) >= 32  # the task id
+    wait_for(lambda: tags_received(agent_log) == ["alpha:C1"], timeout=60, what="C1 delivered")
+
+
+def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings, agent_log: Path) -> None:
+    """A file dropped in a new project's inbox reaches an agent through watchdog → inbox_event."""
+    from dispatcher.watcher import run
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=run, args=(settings.projects_dir,
+                                                 lambda p: app.send_task("inbox_event", args=[p]),
+                                                 lambda: None), kwargs={"stop": stop}, daemon=True)
+    watcher.start()
+    try:
+        add_task(settings, "brand-new", "N1")
+        wait_for(lambda: tags_received(agent_log) == ["brand-new:N1"], timeout=60, what="N1 delivered")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
+def test_inbox_event_ignores_paths_outside_inboxes(worker: None, settings: Settings, agent_log: Path) -> None:
+    for path in ["/etc/passwd", str(settings.projects_dir / "a" / ".agent-queue" / "done" / "x.md"),
+                 str(settings.projects_dir / ".." / "x" / ".agent-queue" / "inbox" / "y.md")]:
+        assert "ignored" in app.send_task("inbox_event", args=[path]).get(timeout=30)
+    assert messages(agent_log) == []
