@@ -231,7 +231,11 @@ def write_marker(task_path: Path, suffix: str, text: str) -> Path:
         fh.write(text.rstrip("\n") + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, marker)
+    try:
+        os.replace(tmp, marker)
+    except OSError:
+        os.unlink(tmp)
+        raise
     fsync_dir(marker.parent)
     return marker
 
@@ -245,6 +249,8 @@ def read_marker(task_path: Path, suffix: str, limit: int = 64 * 1024) -> str | N
         return None
     try:
         return os.read(fd, limit).decode("utf-8", "replace").strip()
+    except OSError:  # a directory (EISDIR) or worse squatting on the marker name
+        return None
     finally:
         os.close(fd)
 

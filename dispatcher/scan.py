@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from . import agent_queue as aq
 from . import defaults as d
@@ -164,31 +165,40 @@ def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomple
     return result
 
 
+def _marker_op(fn: Callable[..., Any], path: Path, *args: Any) -> Any:
+    """One marker write/removal; an OSError (say, a directory squatting the name) is logged, not fatal to the pass."""
+    try:
+        return fn(path, *args)
+    except OSError as exc:
+        logger.warning("%s failed for %s: %s", fn.__name__, path, exc)
+        return None
+
+
 def apply_markers(result: Plan, snaps: list[aq.Snapshot]) -> None:
     """Write what the plan implies: .blocked (first detection only), .invalid, and drop stale markers."""
     present = {(s.project.name, n) for s in snaps for n in s.inbox}
     for task, reason in result.blocked:
-        if aq.mark_blocked(task.path):
+        if _marker_op(aq.mark_blocked, task.path):
             logger.info("task %s blocked: %s", task.key, reason)
     for prob in result.invalid:
         if (prob.project, prob.name + d.INVALID) in present:
             marker_text = aq.read_marker(prob.path, d.INVALID)
             if marker_text == prob.reason:
                 continue
-        aq.write_marker(prob.path, d.INVALID, prob.reason)
+        _marker_op(aq.write_marker, prob.path, d.INVALID, prob.reason)
         logger.warning("task %s:%s invalid: %s", prob.project, prob.name, prob.reason)
     for task in result.eligible:
         # Deps arrived: the blocked/stuck markers no longer tell the truth.
         for suffix in (d.BLOCKED, d.STUCK):
             if (task.project, task.file_name + suffix) in present:
-                aq.remove_marker(task.path, suffix)
+                _marker_op(aq.remove_marker, task.path, suffix)
     # An .invalid marker whose task was fixed (parsed fine this pass) goes too.
     ok_names = {(t.project, t.file_name) for t in result.eligible} | {
         (t.project, t.file_name) for t, _ in result.blocked + result.stuck + result.waiting}
     for proj, name in ok_names:
         if (proj, name + d.INVALID) in present:
             snap_path = next(s.project.inbox for s in snaps if s.project.name == proj) / name
-            aq.remove_marker(snap_path, d.INVALID)
+            _marker_op(aq.remove_marker, snap_path, d.INVALID)
 
 
 def run_scan(settings: Settings, *, now: float, write: bool) -> Plan:
