@@ -204,6 +204,12 @@ def _parse_depends(value: Any, project: str) -> tuple[DepRef, ...]:
     return tuple(dict.fromkeys(deps))
 
 
+def _given(meta: dict[str, Any], key: str, default: Any) -> Any:
+    """The value of ``key``, or ``default`` when absent/empty; never for 0 or false (``priority: 0`` is an error)."""
+    value = meta.get(key)
+    return default if value is None or value == "" else value
+
+
 def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: float = 0.0) -> Task:
     """Parse the bytes of ``<task_id>.md`` into a Task; raise TaskFileError/TaskIncomplete."""
     check_segment(task_id, "task id")
@@ -213,14 +219,14 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
     front, body = split_frontmatter(_decode(data))
     meta = _load_yaml(front) if front is not None else {}
     warnings = tuple(f"unknown key '{k}' ignored" for k in meta if k not in KNOWN_KEYS)
-    title = _as_text(meta.get("title", "") or "", "title")
-    raw_prio = meta.get("priority", d.DEFAULT_PRIORITY) or d.DEFAULT_PRIORITY
+    title = _as_text(_given(meta, "title", ""), "title")
+    raw_prio = _given(meta, "priority", d.DEFAULT_PRIORITY)
     prio_text = _as_text(raw_prio, "priority").strip().lower()
     try:
         priority = Priority(prio_text)
     except ValueError:
         raise TaskFileError(f"unknown priority {raw_prio!r}: use one of {', '.join(d.PRIORITIES)}") from None
-    tags_raw = meta.get("tags") or []
+    tags_raw = _given(meta, "tags", [])
     tags_list = [tags_raw] if isinstance(tags_raw, str) else tags_raw
     if not isinstance(tags_list, list) or not all(isinstance(t, str) for t in tags_list):
         raise TaskFileError("'tags' must be a list of text values, e.g. tags: [backend, urgent]")
