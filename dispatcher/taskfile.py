@@ -117,6 +117,18 @@ class _NoAliasLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML keeps the last of two equal keys: "depends_on: [A]" then "depends_on: []"
+        # would silently mean "no dependencies". Fail closed instead.
+        seen: set[str] = set()
+        for key_node, _ in getattr(node, "value", ()):
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise TaskFileError(f"key '{key_node.value}' appears twice in the frontmatter: keep one",
+                                        line=key_node.start_mark.line + 2)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
 
 def task_id_from_name(name: str) -> str:
     """The task ID of an inbox file name ``<id>.md``, validated."""
