@@ -110,8 +110,8 @@ def put(r: "redis.Redis[str]", info: SessionInfo) -> SessionInfo:
 def transition(r: "redis.Redis[str]", info: SessionInfo, state: State, *, now: float | None = None,
                **changes: object) -> SessionInfo:
     """Move a session to ``state`` (``since`` = now) with other fields changed, and store it."""
-    now = time.time() if now is None else now
-    new = replace(info, state=state, since=now, **changes)  # type: ignore[arg-type]
+    changes.setdefault("since", time.time() if now is None else now)
+    new = replace(info, state=state, **changes)  # type: ignore[arg-type]
     return put(r, new)
 
 
