@@ -92,6 +92,9 @@ def tmux_socket() -> Iterator[str]:
     name = f"aqe2e-{uuid.uuid4().hex[:12]}"
     yield name
     harness.RawTmux(name).kill_server()
+    # tmux 3.3a leaves the socket file behind after kill-server.
+    sock_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+    (sock_dir / name).unlink(missing_ok=True)
 
 
 @pytest.fixture
