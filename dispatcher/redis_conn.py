@@ -17,9 +17,22 @@ from .errors import ConfigError
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
+#: Written by ``dispatcher up`` into the state dir: where its embedded Redis listens.
+EMBEDDED_URL_FILE = "redis.url"
+
+
+def embedded_url(settings: Settings) -> str | None:
+    """URL of the embedded Redis of a running ``dispatcher up`` for these settings, if any."""
+    try:
+        return (settings.state_dir / EMBEDDED_URL_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def configured_url(settings: Settings | None = None) -> str:
-    """The Redis URL in force: $REDIS_URL, else settings.redis_url, else the local default."""
-    return os.environ.get("REDIS_URL") or (settings.redis_url if settings else None) or DEFAULT_URL
+    """The Redis URL in force: $REDIS_URL, settings.redis_url, a running embedded server, else localhost."""
+    return (os.environ.get("REDIS_URL") or (settings.redis_url if settings else None)
+            or (embedded_url(settings) if settings else None) or DEFAULT_URL)
 
 
 def celery_url(url: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pool
+from .redis_conn import EMBEDDED_URL_FILE
 from .config import Settings
 from .tmux import Tmux
 
@@ -94,6 +95,8 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
     if not (os.environ.get("REDIS_URL") or settings.redis_url):
         server, url = start_embedded_redis(settings.state_dir)
         os.environ["REDIS_URL"] = url
+        # Lets `dispatcher status`, `celery -A dispatcher call …` from another shell find it.
+        (settings.state_dir / EMBEDDED_URL_FILE).write_text(url + "\n", encoding="utf-8")
         logger.info("embedded Redis at %s", url)
     if settings.source is not None:
         os.environ["DISPATCHER_CONFIG"] = str(settings.source)
@@ -128,5 +131,6 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
         for kid in reversed(kids):
             kid.stop()
         if server is not None:
+            (settings.state_dir / EMBEDDED_URL_FILE).unlink(missing_ok=True)
             server.shutdown()
     return 0
