@@ -142,6 +142,23 @@ def _last_lines(text: str, n: int = 15) -> str:
     return "\n".join(lines[-n:])
 
 
+def _status(status: int | None) -> str:
+    return "unknown" if status is None else str(status)
+
+
+def _dead_screen(tmux: Tmux, session: str, clock: Callable[[], float]) -> tuple[int | None, str]:
+    """Exit status and last screen of a dead pane."""
+    # tmux marks the pane dead on EOF and learns the exit status a moment later (SIGCHLD);
+    # tmux 3.3a never reports it for ~1 in 6 very short-lived processes, so wait only briefly.
+    deadline = clock() + 0.5
+    info = tmux.pane_info(session)
+    while info.dead_status is None and clock() < deadline:
+        _pause(POLL_INTERVAL_S / 5)
+        info = tmux.pane_info(session)
+    # The "Pane is dead" line scrolls the last output above the visible screen: read some history too.
+    return info.dead_status, tmux.capture(session, history=200)
+
+
 def wait_ready(tmux: Tmux, session: str, deadline: float, clock: Callable[[], float] = time.monotonic) -> str:
     """Poll (≤ 50 ms) until the real prompt shows; raise DialogError, LaunchError (dead) or PromptTimeout."""
     last = ""
@@ -152,7 +169,8 @@ def wait_ready(tmux: Tmux, session: str, deadline: float, clock: Callable[[], fl
         if dialog is not None:
             raise DialogError(dialog, f"session {session}")
         if snap.info.dead:
-            raise LaunchError(f"agent in {session} exited (status {snap.info.dead_status}) before its prompt "
+            status, last = _dead_screen(tmux, session, clock)
+            raise LaunchError(f"agent in {session} exited (status {_status(status)}) before its prompt "
                               f"showed; last screen:\n{_last_lines(last)}")
         if screen.prompt_ready(last):
             return last
@@ -200,8 +218,9 @@ def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, afte
                 return "hook", report
         snap = tmux.snapshot(session)
         if snap.info.dead:
-            raise LaunchError(f"agent in {session} exited while its task was submitted; last screen:\n"
-                              f"{_last_lines(snap.text)}")
+            status, last = _dead_screen(tmux, session, clock)
+            raise LaunchError(f"agent in {session} exited (status {_status(status)}) while its task was submitted; "
+                              f"last screen:\n{_last_lines(last)}")
         if clock() >= deadline:
             # Hooks silent but the screen says submitted: never interrupt a working agent.
             if screen.shows_submitted(snap.text, msg_tag):

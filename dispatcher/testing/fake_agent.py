@@ -26,7 +26,6 @@ import os
 import queue
 import re
 import select
-import shutil
 import subprocess
 import sys
 import termios
@@ -40,7 +39,8 @@ from typing import Any
 PROMPT = "❯\u00a0"
 LIMIT_TEXT = "You've hit your limit · resets 2pm (America/Toronto)"
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
-_DIRECTIVE = re.compile(r"^@fake:\s*(\w+)(?:\s+(\S+))?\s*$", re.M)
+# A directive starts a line, or follows the "[<id>.md] " tag on the first line.
+_DIRECTIVE = re.compile(r"^(?:\[[^\]\n]*\]\s*)?@fake:\s*(\w+)(?:\s+(\S+))?\s*$", re.M)
 _TAG = re.compile(r"^\[([A-Za-z0-9._-]+)\.md\]")
 _DIALOGS = {
     "trust": ["Accessing workspace:", "{cwd}", "", "Quick safety check: Is this a project you created or one you trust?",
@@ -140,7 +140,10 @@ class FakeAgent:
             fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def render(self, tail: list[str] | None = None) -> None:
-        cols, rows = shutil.get_terminal_size((200, 50))
+        try:  # the tty's real size: $LINES/$COLUMNS inherited from elsewhere would be wrong
+            cols, rows = os.get_terminal_size(1)
+        except OSError:
+            cols, rows = 200, 50
         if self.dialog:
             body = ["─" * cols] + [" " + line.format(cwd=self.cwd) for line in _DIALOGS[self.dialog]]
         else:
