@@ -82,17 +82,24 @@ def test_celery_call_cli_as_the_readme_says(worker: None, settings: Settings, ag
 
 
 def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings, agent_log: Path) -> None:
-    """A file dropped in a new project's inbox reaches an agent through watchdog → inbox_event."""
+    """Files dropped in an inbox — also of a project created after start — reach agents via inbox_event."""
     from dispatcher.watcher import run
 
     stop = threading.Event()
+    started = threading.Event()  # run() rescans once its observer is up: that is our "watching" signal
     watcher = threading.Thread(target=run, args=(settings.projects_dir,
                                                  lambda p: app.send_task("inbox_event", args=[p]),
-                                                 lambda: None), kwargs={"stop": stop}, daemon=True)
+                                                 started.set), kwargs={"stop": stop}, daemon=True)
     watcher.start()
     try:
-        add_task(settings, "brand-new", "N1")
-        wait_for(lambda: tags_received(agent_log) == ["brand-new:N1"], timeout=60, what="N1 delivered")
+        assert started.wait(30), "watcher did not start"
+        add_task(settings, "first", "N1")
+        wait_for(lambda: tags_received(agent_log) == ["first:N1"], timeout=60, what="N1 delivered")
+        proj = settings.projects_dir / "brand-new" / ".agent-queue" / "inbox"
+        proj.mkdir(parents=True)
+        add_task(settings, "brand-new", "N2")
+        wait_for(lambda: tags_received(agent_log) == ["first:N1", "brand-new:N2"], timeout=60,
+                 what="N2 delivered")
     finally:
         stop.set()
         watcher.join(timeout=10)
