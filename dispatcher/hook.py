@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import time
+import urllib.parse
 from typing import IO, Mapping, Sequence
 
 from . import keys
@@ -39,6 +41,57 @@ def _payload(raw: str) -> dict[str, object]:
     return data
 
 
+def _resp(*parts: str) -> bytes:
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        data = part.encode("utf-8")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _reply(stream: IO[bytes]) -> str:
+    line = stream.readline().rstrip(b"\r\n")
+    if not line:
+        raise ConnectionError("Redis closed the connection")
+    kind, rest = line[:1], line[1:].decode("utf-8", "replace")
+    if kind == b"-":
+        raise ConnectionError(f"Redis error: {rest}")
+    if kind == b"$":
+        size = int(rest)
+        return "" if size < 0 else stream.read(size + 2)[:-2].decode("utf-8", "replace")
+    return rest
+
+
+def _connect(url: str) -> socket.socket:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(SOCKET_TIMEOUT_S)
+        sock.connect(parsed.path)
+        return sock
+    sock = socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=SOCKET_TIMEOUT_S)
+    if parsed.scheme == "rediss":
+        import ssl
+
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parsed.hostname)
+    return sock
+
+
+def _commands(url: str) -> list[tuple[str, ...]]:
+    """AUTH and SELECT implied by a redis://, rediss:// or unix:// URL."""
+    parsed = urllib.parse.urlsplit(url)
+    cmds: list[tuple[str, ...]] = []
+    if parsed.password:
+        user = urllib.parse.unquote(parsed.username or "")
+        pw = urllib.parse.unquote(parsed.password)
+        cmds.append(("AUTH", user, pw) if user else ("AUTH", pw))
+    query_db = urllib.parse.parse_qs(parsed.query).get("db", [""])[0]
+    db = query_db if parsed.scheme == "unix" else (query_db or parsed.path.strip("/"))
+    if db and db != "0":
+        cmds.append(("SELECT", db))
+    return cmds
+
+
 def report(event: str, raw: str, env: Mapping[str, str]) -> str | None:
     """XADD one hook report; returns the stream id, or None when not configured for it."""
     session = env.get("AQ_SESSION", "")
@@ -46,22 +99,19 @@ def report(event: str, raw: str, env: Mapping[str, str]) -> str | None:
     if not session or not url:
         logger.warning("dispatcher hook %s: AQ_SESSION/AQ_REDIS_URL not set, nothing reported", event)
         return None
-    import redis  # imported late: a hook that is not configured stays fast
-
     body = json.dumps(_payload(raw), ensure_ascii=False)
     if len(body) > MAX_PAYLOAD_BYTES:
         body = json.dumps({"raw": body[:4096], "truncated": True})
-    client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
-    try:
-        entry = client.xadd(
-            keys.session_hooks(session),
-            {"event": event, "session": session, "task": env.get("AQ_TASK", ""),
-             "time": repr(time.time()), "payload": body},
-            maxlen=keys.HOOKS_MAXLEN, approximate=True,
-        )
-    finally:
-        client.close()
-    return entry.decode() if isinstance(entry, bytes) else str(entry)
+    # Plain RESP over a socket, not redis-py: importing redis-py costs more than the whole report,
+    # and UserPromptSubmit hooks sit in the agent's critical path.
+    xadd = ("XADD", keys.session_hooks(session), "MAXLEN", "~", str(keys.HOOKS_MAXLEN), "*",
+            "event", event, "session", session, "task", env.get("AQ_TASK", ""),
+            "time", repr(time.time()), "payload", body)
+    cmds = _commands(url) + [xadd]
+    with _connect(url) as sock, sock.makefile("rb") as reader:
+        sock.sendall(b"".join(_resp(*c) for c in cmds))
+        replies = [_reply(reader) for _ in cmds]
+    return replies[-1]
 
 
 def main(argv: Sequence[str] | None = None, stdin: IO[str] | None = None,

@@ -218,3 +218,26 @@ def test_parallel_launches_are_serialised(tmux: Tmux, rdb: redis.Redis, project:
     assert sorted(m["text"].split("]")[0] for m in read_log(fake_log)) == ["[T0.md", "[T1.md", "[T2.md"]
     for name in names:
         assert HookLog(rdb).latest(name, "UserPromptSubmit") is not None
+
+
+def test_hook_entry_never_fails_and_reports(rdb: redis.Redis, tmp_path: Path) -> None:
+    import io
+    import subprocess
+    import sys
+
+    from dispatcher import hook
+
+    assert hook._commands("redis://u:p%40ss@h:1/15") == [("AUTH", "u", "p@ss"), ("SELECT", "15")]
+    assert hook._commands("unix:///tmp/r.sock?db=3") == [("SELECT", "3")]
+    env = {"AQ_SESSION": "s", "AQ_TASK": "p:T1", "AQ_REDIS_URL": "redis://127.0.0.1:6379/15"}
+    assert hook.main(["Notification"], io.StringIO('{"notification_type": "idle_prompt"}'), env) == 0
+    note = HookLog(rdb).latest("s", "Notification")
+    assert note is not None and note.task == "p:T1" and note.payload["notification_type"] == "idle_prompt"
+    assert hook.main(["Stop"], io.StringIO("not json"), env) == 0
+    assert HookLog(rdb).latest("s", "Stop").payload == {"raw": "not json"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "dispatcher.hook", "Stop"], input=b"{}", capture_output=True,
+                          env={"AQ_SESSION": "s", "AQ_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"},
+                          timeout=10)
+    assert proc.returncode == 0 and proc.stdout == b"" and b"not reported" in proc.stderr
+    assert time.monotonic() - started < 5
