@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import redis as redis_lib
 
@@ -76,6 +76,9 @@ class HookReport:
         return value if isinstance(value, str) else ""
 
 
+_Entries = list[tuple[Any, Mapping[Any, Any]]]
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -102,17 +105,18 @@ class HookLog:
 
     def last_id(self, session: str) -> str:
         """Stream id of the newest report ('0-0' when none): pass it as ``after_id`` to see only newer ones."""
-        newest = self.redis.xrevrange(keys.session_hooks(session), count=1)
+        newest = cast(_Entries, self.redis.xrevrange(keys.session_hooks(session), count=1) or [])
         return _text(newest[0][0]) if newest else "0-0"
 
     def read(self, session: str, after_id: str = "0-0", count: int = 100) -> list[HookReport]:
         """Reports newer than ``after_id``, oldest first."""
-        rows = self.redis.xrange(keys.session_hooks(session), min=f"({after_id}", count=count)
+        rows = cast(_Entries, self.redis.xrange(keys.session_hooks(session), min=f"({after_id}", count=count) or [])
         return [_report(i, f) for i, f in rows]
 
     def latest(self, session: str, event: str | None = None, scan: int = 50) -> HookReport | None:
         """The newest report (of ``event`` if given) among the last ``scan`` reports."""
-        for entry_id, fields in self.redis.xrevrange(keys.session_hooks(session), count=scan):
+        rows = cast(_Entries, self.redis.xrevrange(keys.session_hooks(session), count=scan) or [])
+        for entry_id, fields in rows:
             report = _report(entry_id, fields)
             if event is None or report.event == event:
                 return report
@@ -132,8 +136,8 @@ class HookLog:
             if left_ms <= 0:
                 return None, last
             block = max(1, min(left_ms, block_ms if block_ms is not None else left_ms))
-            rows = self.redis.xread({stream: last}, count=100, block=block)
-            for _stream, entries in rows or []:
+            rows = cast(list[tuple[Any, _Entries]], self.redis.xread({stream: last}, count=100, block=block) or [])
+            for _stream, entries in rows:
                 for entry_id, fields in entries:
                     last = _text(entry_id)
                     report = _report(entry_id, fields)

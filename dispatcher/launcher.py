@@ -207,7 +207,8 @@ def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, afte
              deadline: float, clock: Callable[[], float]) -> tuple[str, HookReport | None] | None:
     """Wait until ``deadline`` for proof of submission; None when there is none yet."""
     def tagged(r: HookReport) -> bool:
-        return r.prompt.lstrip().startswith(msg_tag)
+        # "in", not "startswith": after an API error Claude merges the next prompt with the failed one.
+        return msg_tag in r.prompt
 
     while True:
         if hooks is not None:
