@@ -388,6 +388,7 @@ def main() -> None:
         c1, rx1, _f1, _ = drive(disp, settings, log, ids, window=args.sessions, timeout=60 + 6 * m)
         steady = [rx1[k] - c1[k] for k in c1 if k in rx1]
         launch_total = [rx1[k] - launcher.calls[k][0] for k in c1 if k in rx1 and k in launcher.calls]
+        to_launch = [launcher.calls[k][0] - c1[k] for k in c1 if k in launcher.calls]
 
         # (b) burst: all M at once
         say(f"burst: {m} tasks, {args.sessions} sessions")
@@ -425,6 +426,7 @@ def main() -> None:
                      f"ref launch total max {ms(max(ref_total))}"))
         rows.append(("(a) file→submitted, burst (incl. queueing) p50", ms(pct(burst, 50)), f"{m} files at once, {N} sessions"))
         rows.append(("(a) file→submitted, burst p99", ms(pct(burst, 99)), ""))
+        rows.append(("    steady: file created→launch call (loop+scan+claim) p50", ms(pct(to_launch, 50)), ""))
         rows.append(("    launch call→submitted (driver only) p50", ms(pct(launch_total, 50)),
                      f"ref cd→submitted p50 {ms(pct(ref_total, 50))}"))
         rows.append(("(b) throughput, burst, agents finish at once", f"{thr:.2f} tasks/s",
