@@ -288,6 +288,11 @@ class FakeAgent:
             if cmd == "done" and self.task_id:
                 src = Path(self.cwd, ".agent-queue", "inbox", f"{self.task_id}.md.dispatched")
                 dst = Path(self.cwd, ".agent-queue", "done", f"{self.task_id}.md")
+                # The dispatcher promotes .launching → .dispatched just after it sees the submit:
+                # a real agent takes seconds before its first tool call, this one must wait for it.
+                deadline = time.monotonic() + 10
+                while not src.exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
                 try:
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, dst)
