@@ -40,26 +40,27 @@ IMAGE="agent-queue-dispatcher:compose-test"
 REDIS_PORT="${AQ_TEST_REDIS_PORT:-6390}"
 FLOWER_PORT="${AQ_TEST_FLOWER_PORT:-5555}"
 AGENT_UID=1000
-T0=$(date +%s.%N)
+now_us() { echo "${EPOCHREALTIME/./}"; }   # bash 5: microseconds, no bc/date needed
+secs() { local us=$(( $1 )); printf '%d.%01d' $((us / 1000000)) $(((us % 1000000) / 100000)); }
+T0=$(now_us)
 
 STEPS=()
 PASSED=0
 FAILED=0
 ENGINE_PID=""
 
-log() { printf '[compose %6.1fs] %s\n' "$(echo "$(date +%s.%N) - ${T0}" | bc)" "$*"; }
+log() { printf '[compose %6ss] %s\n' "$(secs "$(now_us) - T0")" "$*"; }
 die() { log "FAIL: $*"; FAILED=$((FAILED + 1)); exit 1; }
 ok() { log "ok: $*"; PASSED=$((PASSED + 1)); }
 
 # step NAME CMD...: run and record its duration
 step() {
     local name="$1"; shift
-    local s e
-    s=$(date +%s.%N)
+    local s
+    s=$(now_us)
     log "── ${name}"
     "$@"
-    e=$(date +%s.%N)
-    STEPS+=("$(printf '%-34s %7.1f s' "${name}" "$(echo "${e} - ${s}" | bc)")")
+    STEPS+=("$(printf '%-34s %7s s' "${name}" "$(secs "$(now_us) - s")")")
 }
 
 summary() {
@@ -67,7 +68,7 @@ summary() {
     echo "compose tier: step durations"
     local line
     for line in "${STEPS[@]}"; do echo "  ${line}"; done
-    printf '  %-34s %7.1f s\n' "total" "$(echo "$(date +%s.%N) - ${T0}" | bc)"
+    printf '  %-34s %7s s\n' "total" "$(secs "$(now_us) - T0")"
 }
 
 # ----------------------------------------------------------------------------- helpers
@@ -80,7 +81,6 @@ need_root() {
 
 install_prereqs() {
     local missing=()
-    command -v bc >/dev/null || missing+=(bc)
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
@@ -234,6 +234,8 @@ AQ_TEST_BASE=${BASE_IMAGE}
 DISPATCHER_IMAGE=${IMAGE}
 EOF
     FLOWER_AUTH="${auth}"
+    # leftovers of an aborted run under the same project name would carry old state
+    dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
     # these would override the env file
     unset REDIS_PASSWORD FLOWER_BASIC_AUTH PROJECTS_DIR AQ_TEST_LOG_DIR DISPATCHER_IMAGE AQ_TEST_BASE || true
     dc config -q
@@ -276,16 +278,16 @@ wait_healthy() {
     die "not healthy in time:${bad}"
 }
 
-write_task() { # write_task ID BODY [DEPS_YAML]
+write_task() { # write_task ID BODY [DEPS_YAML] [BUSY_MS]
     local inbox="${PROJECTS}/proj/.agent-queue/inbox" tmp
     tmp="${inbox}/.$1.tmp"
     {
         echo "---"
         echo "title: compose test $1"
-        [[ -n "${3:-}" ]] && echo "depends_on: $3"
+        if [[ -n "${3:-}" ]]; then echo "depends_on: $3"; fi
         echo "---"
         echo "$2"
-        echo "@fake: sleep 300"
+        echo "@fake: sleep ${4:-300}"
         echo "@fake: done"
     } >"${tmp}"
     chown "${AGENT_UID}:${AGENT_UID}" "${tmp}"
@@ -335,7 +337,10 @@ PY
 
 # ----------------------------------------------------------------------------- steps
 s_tasks() {
-    write_task TASK-1 "First task."
+    # TASK-1 keeps its agent busy 4 s before moving itself to done/. A dispatcher that ignored
+    # the dependency would hand TASK-2 to the free session right after TASK-1's launch (~2 s);
+    # one that honours it can deliver TASK-2 only after TASK-1 is done (>= 4 s later).
+    write_task TASK-1 "First task." "" 4000
     write_task TASK-2 "Second task: needs TASK-1." '["proj:TASK-1"]'
     write_task TASK-3 "Third task, independent."
     wait_done 120 TASK-1 TASK-2 TASK-3
@@ -345,23 +350,23 @@ s_tasks() {
     events=$(dc logs --no-color worker | grep -c 'Task inbox_event\[.*\] received' || true)
     ((events >= 1)) || { dump_state; die "no inbox_event reached the worker (watcher -> Redis -> worker broken)"; }
     ok "watcher enqueued inbox_event (${events} received by the worker)"
-    # TASK-2 must not have started before TASK-1 was done: its message comes after TASK-1's
-    # completion (the fake agent moves the file at the end of its turn).
     check_order TASK-1 TASK-2 TASK-3 || { dump_state; die "delivery order/count"; }
-    ok "fake agent received each task once, TASK-2 after TASK-1"
-    python3 - "${LOGS}/fake-agent.log" <<'PY' || { dump_state; die "TASK-2 started before TASK-1 finished"; }
+    ok "fake agent received each task once, in the project dir"
+    python3 - "${LOGS}/fake-agent.log" <<'PY' || { dump_state; die "TASK-2 started before TASK-1 was done, or TASK-3 waited for it"; }
 import json, re, sys
 ev = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8")]
-def t(ev_name, task):
+def t(task):
     for e in ev:
-        if e.get("event") == ev_name and re.match(r"\[%s\.md\]" % re.escape(task), e.get("text", "")):
+        if e.get("event") == "message" and re.match(r"\[%s\.md\]" % re.escape(task), e.get("text", "")):
             return e["time"]
-t1, t2 = t("message", "TASK-1"), t("message", "TASK-2")
-# TASK-1's turn lasts >= 300 ms (@fake: sleep 300): TASK-2 may only arrive after that.
-if t2 - t1 < 0.3:
-    sys.exit(f"TASK-2 arrived {t2 - t1:.3f}s after TASK-1, before TASK-1 could be done")
-print(f"TASK-2 arrived {t2 - t1:.2f}s after TASK-1")
+t1, t2, t3 = t("TASK-1"), t("TASK-2"), t("TASK-3")
+if t2 - t1 < 4.0:
+    sys.exit(f"TASK-2 arrived {t2 - t1:.2f}s after TASK-1, before TASK-1 (busy 4 s) could be done")
+if not t3 < t2:
+    sys.exit("TASK-3 (independent) was delivered after the blocked TASK-2")
+print(f"TASK-2 arrived {t2 - t1:.2f}s after TASK-1 (>= 4 s busy); TASK-3 {t3 - t1:.2f}s after TASK-1")
 PY
+    ok "dependency honoured: TASK-2 only after TASK-1 was done; TASK-3 not held up by it"
 }
 
 s_status() {
@@ -454,7 +459,6 @@ cleanup() {
 
 # ----------------------------------------------------------------------------- main
 need_root
-command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 mkdir -p "${WORK}"
 rm -f "${WORK}/test.env"
 trap cleanup EXIT
