@@ -85,6 +85,13 @@ class Entry:
     size: int
     regular: bool
     inode: int
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+
+    @property
+    def identity(self) -> tuple[int, int, int, int]:
+        """Changes whenever the file is replaced, edited or re-linked (parse-cache key)."""
+        return (self.inode, self.mtime_ns, self.ctime_ns, self.size)
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,8 @@ def snapshot(proj: Project) -> Snapshot:
             st = e.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue
-        inbox[e.name] = Entry(e.name, st.st_mtime, st.st_size, stat.S_ISREG(st.st_mode), st.st_ino)
+        inbox[e.name] = Entry(e.name, st.st_mtime, st.st_size, stat.S_ISREG(st.st_mode), st.st_ino,
+                              st.st_mtime_ns, st.st_ctime_ns)
     done = tuple(e.name for e in _list(proj.done) if e.name.endswith(d.TASK_SUFFIX))
     return Snapshot(proj, inbox, done)
 

@@ -84,6 +84,30 @@ class Plan:
         return out
 
 
+class ParseCache:
+    """Parsed tasks by path, valid while the file's (inode, mtime, ctime, size) is unchanged.
+
+    Repeated scans (every assign_next, inbox_event and beat tick) then cost one
+    directory listing per project instead of reading and parsing every file.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._items: dict[str, tuple[tuple[int, int, int, int], Task]] = {}
+
+    def get(self, path: str, identity: tuple[int, int, int, int]) -> Task | None:
+        hit = self._items.get(path)
+        return hit[1] if hit is not None and hit[0] == identity else None
+
+    def put(self, path: str, identity: tuple[int, int, int, int], task: Task) -> None:
+        if len(self._items) >= self.limit:
+            self._items.clear()  # crude but bounded; a full re-parse is the worst case
+        self._items[path] = (identity, task)
+
+
+_cache = ParseCache()
+
+
 def collect(settings: Settings) -> tuple[list[aq.Snapshot], list[Loaded]]:
     """List every project once and read every pending task file (skipping unchanged invalid ones)."""
     snaps = [aq.snapshot(p) for p in aq.discover_projects(settings.projects_dir, settings.projects)]
@@ -98,9 +122,14 @@ def collect(settings: Settings) -> tuple[list[aq.Snapshot], list[Loaded]]:
                 reason = aq.read_marker(path, d.INVALID) or "invalid"
                 loaded.append(Loaded(snap.project.name, path, mtime=entry.mtime, invalid_marker=reason))
                 continue
+            cached = _cache.get(str(path), entry.identity) if entry.regular else None
+            if cached is not None:
+                loaded.append(Loaded(snap.project.name, path, task=cached, mtime=cached.mtime))
+                continue
             try:
                 task = load_task(path, snap.project.name, settings.max_task_bytes)
                 loaded.append(Loaded(snap.project.name, path, task=task, mtime=task.mtime))
+                _cache.put(str(path), entry.identity, task)
             except TaskFileError as exc:
                 loaded.append(Loaded(snap.project.name, path, error=exc, mtime=entry.mtime))
     return snaps, loaded
