@@ -6,13 +6,14 @@ of the directory, so a crash leaves each task in exactly one recognisable state.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from . import defaults as d
 from .errors import ClaimError, UnsafeIdError
@@ -150,12 +151,53 @@ def with_suffix(task_path: Path, suffix: str) -> Path:
     return task_path.with_name(base + suffix)
 
 
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_RENAMEAT2 = _load_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """renameat2(RENAME_NOREPLACE); False where the kernel or filesystem does not support it."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(src))
+
+
 def move_no_replace(src: Path, dst: Path) -> None:
     """Atomically move ``src`` to ``dst``; fail if ``dst`` exists or ``src`` is gone.
 
-    A hard link refuses to overwrite (unlike rename), so of two racing movers
-    exactly one wins. Filesystems without hard links fall back to a checked rename.
+    ``renameat2(RENAME_NOREPLACE)`` is one atomic step: of two racing movers
+    exactly one wins, and a file that replaces ``src`` meanwhile is never
+    touched. Where it is unsupported, a hard link (which also refuses to
+    overwrite) then an unlink; last, a checked rename.
     """
+    try:
+        done = _rename_noreplace(src, dst)
+    except FileExistsError:
+        raise ClaimError(f"{dst.name} already exists") from None
+    except FileNotFoundError:
+        raise ClaimError(f"{src.name} is gone (taken by another worker or removed)") from None
+    except OSError as exc:
+        raise ClaimError(f"cannot move {src.name} to {dst.name}: {exc.strerror}") from None
+    if done:
+        fsync_dir(dst.parent)
+        return
     try:
         os.link(src, dst, follow_symlinks=False)
     except FileExistsError:
