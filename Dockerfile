@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # agent-queue dispatcher: one image for every service (worker, beat, watcher, flower).
 #
 #   docker build -t agent-queue-dispatcher .                                # from PyPI + Claude Code (npm)
