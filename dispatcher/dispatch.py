@@ -30,6 +30,7 @@ from . import events, keys, locks, pool_state
 from . import sessions as ss
 from .config import Settings
 from .errors import ClaimError, LaunchError, TaskFileError, TmuxError
+from .hooks import HookLog
 from .scan import Plan, run_scan
 from .sessions import SessionInfo, State
 from .taskfile import Task, parse_task, read_task_bytes
@@ -221,7 +222,8 @@ class Dispatcher:
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
         info = ss.transition(self.r, info, State.LAUNCHING, project=task.project, task=task.id, model=model,
-                             agent_uuid=agent_uuid, detail="", idle_since=0.0)
+                             agent_uuid=agent_uuid, detail="", idle_since=0.0,
+                             hooks_after=HookLog(self.r).last_id(session))
         pool_state.tag(self.tmux, session, info)
         spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid)
         try:

@@ -49,6 +49,18 @@ def _latest(reports: list[HookReport], event: str) -> HookReport | None:
     return found[-1] if found else None
 
 
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+def _current_turn(text: str) -> str:
+    """Screen lines after the last submitted message: a resumed agent redraws old turns (and old limits)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("❯ ")]
+    return "\n".join(lines[starts[-1]:]) if starts else text
+
+
 def task_done(disp: Dispatcher, info: SessionInfo) -> bool:
     proj = aq.project(disp.settings.projects_dir, info.project)
     names = [p.name for p in proj.done.glob(f"{info.task}*{d.TASK_SUFFIX}")] if proj.done.is_dir() else []
@@ -64,23 +76,26 @@ def observe(disp: Dispatcher, info: SessionInfo) -> Observation:
     except TmuxError:
         text, dead = "", True
     tail = "\n".join(line for line in text.splitlines() if line.strip())[-2000:]
-    reports = [r for r in HookLog(disp.r).read(info.name, count=200) if r.time >= info.since - 1]
+    reports = HookLog(disp.r).read(info.name, after_id=info.hooks_after or "0-0", count=10_000)
     limit_text = None
     failure = _latest(reports, "StopFailure")
+    submit = _latest(reports, "UserPromptSubmit")
+    if failure is not None and submit is not None and _stream_order(failure.id) < _stream_order(submit.id):
+        failure = None  # about an earlier turn (e.g. reported late by the agent we just resumed)
     if failure is not None and "rate_limit" in str(failure.payload.get("error_type") or failure.payload.get("error")):
         limit_text = str(failure.payload.get("error") or "rate_limit")
-    found = screen.detect_limit(text)
+    found = screen.detect_limit(_current_turn(text))
     if found is not None and found.kind == "usage_limit":
         limit_text = found.line
     waiting_text = None
     note = _latest(reports, "Notification")
-    later = [r for r in reports if r.event in ("UserPromptSubmit", "Stop") and note is not None and r.id > note.id]
+    later = [r for r in reports if r.event in ("UserPromptSubmit", "Stop") and note is not None
+             and _stream_order(r.id) > _stream_order(note.id)]
     if note is not None and not later and note.payload.get("notification_type") in WAITING_TYPES:
         waiting_text = str(note.payload.get("message") or "agent waits for input")
     busy = screen.is_busy(text)
     stop = _latest(reports, "Stop")
-    submit = _latest(reports, "UserPromptSubmit")
-    hook_idle = stop is not None and (submit is None or stop.id > submit.id)
+    hook_idle = stop is not None and (submit is None or _stream_order(stop.id) > _stream_order(submit.id))
     idle = not dead and not busy and (hook_idle or screen.turn_finished(text))
     return Observation(done, dead, idle, limit_text, waiting_text, tail)
 

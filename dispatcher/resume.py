@@ -15,6 +15,7 @@ from . import events, keys, locks, pool_state
 from . import sessions as ss
 from .dispatch import Dispatcher, LaunchSpec
 from .errors import LaunchError, TaskFileError, TmuxError
+from .hooks import HookLog
 from .sessions import SessionInfo, State
 from .taskfile import Task
 
@@ -44,6 +45,7 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
         # Without a conversation to resume, the agent needs the whole task again.
         task = replace(original, body=CONTINUE_BODY) if info.agent_uuid else original
         spec = LaunchSpec(info.name, task, proj.root, info.model, info.agent_uuid)
+        hooks_after = HookLog(disp.r).last_id(info.name)
         try:
             disp.launch(spec)
         except (LaunchError, TmuxError, OSError) as exc:
@@ -53,7 +55,7 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
             new = ss.set_idle(disp.r, info, failed=True, now=disp.clock(), detail=f"resume failed: {exc}"[:500])
             pool_state.tag(disp.tmux, info.name, new)
             return f"resume failed, {info.task_key} requeued"
-        new = ss.transition(disp.r, info, State.WORKING, detail="resumed", idle_since=0.0)
+        new = ss.transition(disp.r, info, State.WORKING, detail="resumed", idle_since=0.0, hooks_after=hooks_after)
         pool_state.tag(disp.tmux, info.name, new)
         events.emit(disp.r, "resumed", task=info.task_key, session=info.name, detail=f"--resume {info.agent_uuid}")
         return f"resumed {info.task_key}"

@@ -44,6 +44,7 @@ class SessionInfo:
     agent_uuid: str = ""
     detail: str = ""
     idle_since: float = 0.0  # first time the agent was seen idle without the task done (grace timer)
+    hooks_after: str = "0-0"  # hook stream id before this agent started: older reports are not about it
 
     @property
     def task_key(self) -> str:
@@ -120,4 +121,5 @@ def set_idle(r: "redis.Redis[str]", info: SessionInfo, *, failed: bool = False, 
     """Free the session; ``failed`` starts its cooldown."""
     now = time.time() if now is None else now
     return transition(r, info, State.IDLE, now=now, project="", task="", model="", agent_uuid="",
-                      detail=detail, idle_since=0.0, last_failure=now if failed else info.last_failure)
+                      detail=detail, idle_since=0.0, hooks_after="0-0",
+                      last_failure=now if failed else info.last_failure)

@@ -13,7 +13,8 @@ message received is appended as a JSON line to $FAKE_AGENT_LOG.
 
 Scripted behaviour from ``@fake: <cmd> [arg]`` lines in a message:
 ``sleep MS`` (stay busy), ``done`` (move inbox/<id>.md.dispatched to done/<id>.md),
-``fail`` (finish without doing it), ``limit`` (usage-limit text + StopFailure),
+``fail`` (finish without doing it), ``limit`` (usage-limit text + StopFailure; a later
+bare message for the same task, i.e. the resume's "continue", then completes it),
 ``hang`` (busy until interrupted), ``exit [CODE]`` (exit the process at once).
 """
 
@@ -268,7 +269,14 @@ class FakeAgent:
         if not any(cmd in ("sleep", "hang") for cmd, _ in self.steps):
             self.steps.insert(0, ("sleep", str(self.busy_ms)))
         self.task_id = (_TAG.match(text) or [None, None])[1]
+        if self.task_id and not self.steps[1:] and self._limit_marker().exists():
+            # Resumed after a usage limit with a bare "continue": finish the interrupted work.
+            self._limit_marker().unlink()
+            self.steps.append(("done", None))
         self.advance()
+
+    def _limit_marker(self) -> Path:
+        return Path(self.cwd, ".agent-queue", f".fake-limited-{self.task_id}")
 
     def advance(self) -> None:
         """Run scripted steps until one makes the agent wait, then finish the turn."""
@@ -302,6 +310,8 @@ class FakeAgent:
             elif cmd == "fail":
                 self.outcome = "I could not complete this task."
             elif cmd == "limit":
+                if self.task_id:
+                    self._limit_marker().touch()
                 self.finish(limit=True)
                 return
         self.finish()

@@ -25,7 +25,7 @@ SYSTEM_DBS = range(1, 14)
 FAKE = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: "str | Callable[[], str]" = "condition",
              step: Callable[[], Any] | None = None) -> Any:
     """Poll (running ``step`` each round) until ``predicate`` is truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -36,7 +36,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(0.05)
 
 

@@ -86,9 +86,9 @@ def test_usage_limit_pauses_pool_and_resumes_same_conversation(disp: Dispatcher,
     assert resumed["text"].startswith("[LIM.md] You were interrupted")
     assert not resume_file.exists()  # consumed once, after a successful launch
     assert disp.session_info("ccl-auto-0").state is State.WORKING
-    # The agent completes it; the session is recycled and takes the next task; LIM ran once.
-    os.replace(inbox / "LIM.md.dispatched", aq.project(settings.projects_dir, "p").done / "LIM.md")
-    wait_for(lambda: "OTHER" in done_ids(settings, "p"), timeout=60, what="OTHER done", step=lambda: step(disp))
+    # The resumed agent completes it; the session is recycled and takes the next task; LIM ran once.
+    wait_for(lambda: "OTHER" in done_ids(settings, "p"), timeout=60, step=lambda: step(disp),
+             what=lambda: f"OTHER done; events {[e.line() for e in events.recent(disp.r, 30)]}")
     assert tags_received(agent_log).count("p:LIM") == 2  # the task message, then the tagged continue
     assert "limited" in kinds(disp) and "resumed" in kinds(disp)
 
