@@ -98,7 +98,7 @@ def pool_kill(obj: Ctx, names: tuple[str, ...]) -> None:
     click.echo(f"killed: {', '.join(killed) or 'none'}")
 
 
-def _redis(obj: Ctx, required: bool) -> "redis.Redis[str] | None":
+def _redis(obj: Ctx, required: bool) -> "redis.Redis | None":
     from .redis_conn import client
 
     r = client(settings=obj.settings, timeout=2.0)

@@ -225,7 +225,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
                                lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+"),
     )
     agent_r = r.section("agent")
-    models = agent_r.get("models", _str_map, MappingProxyType(dict(d.MODELS)))
+    models: Mapping[str, str] = agent_r.get("models", _str_map, MappingProxyType(dict(d.MODELS)))
     unknown_prio = [k for k in models if k not in d.PRIORITIES]
     if unknown_prio:
         raise agent_r.fail("models", f"unknown priorities {unknown_prio}; use {list(d.PRIORITIES)}")

@@ -101,7 +101,7 @@ def claim_is_live(path: Path) -> bool:
 class Dispatcher:
     """Dispatch decisions over injected adapters (Redis, tmux, the launcher, a clock)."""
 
-    def __init__(self, settings: Settings, r: "redis.Redis[str]", tmux: Tmux, launch: LaunchFn, *,
+    def __init__(self, settings: Settings, r: "redis.Redis", tmux: Tmux, launch: LaunchFn, *,
                  enqueue_assign: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings

@@ -39,10 +39,10 @@ class Event:
         return "  ".join(parts) + (f"  {self.detail}" if self.detail else "")
 
 
-def emit(r: "redis.Redis[str]", kind: str, *, task: str = "", session: str = "", detail: str = "",
+def emit(r: "redis.Redis", kind: str, *, task: str = "", session: str = "", detail: str = "",
          now: float | None = None, **extra: Any) -> None:
     """Append an event; never raises (events are for people, losing one must not stop dispatch)."""
-    fields = {"time": f"{time.time() if now is None else now:.3f}", "kind": kind, "task": task,
+    fields: dict[Any, Any] = {"time": f"{time.time() if now is None else now:.3f}", "kind": kind, "task": task,
               "session": session, "detail": detail}
     if extra:
         fields["extra"] = json.dumps(extra, sort_keys=True, default=str)
@@ -53,21 +53,23 @@ def emit(r: "redis.Redis[str]", kind: str, *, task: str = "", session: str = "",
         logger.exception("could not record event %s", kind)
 
 
-def _event(entry_id: str, fields: dict[str, str]) -> Event:
+def _event(entry_id: Any, fields: Any) -> Event:
     return Event(entry_id, float(fields.get("time", 0)), fields.get("kind", ""), fields.get("task", ""),
                  fields.get("session", ""), fields.get("detail", ""))
 
 
-def recent(r: "redis.Redis[str]", count: int = 50) -> list[Event]:
+def recent(r: "redis.Redis", count: int = 50) -> list[Event]:
     """The last ``count`` events, oldest first."""
-    return [_event(i, f) for i, f in reversed(r.xrevrange(keys.EVENTS, count=count))]
+    rows: list[Any] = r.xrevrange(keys.EVENTS, count=count) or []  # type: ignore[assignment]
+    return [_event(i, f) for i, f in reversed(rows)]
 
 
-def follow(r: "redis.Redis[str]", after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
+def follow(r: "redis.Redis", after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
     """Yield new events as they arrive (blocking read)."""
     last = after
     while True:
-        for _stream, entries in r.xread({keys.EVENTS: last}, block=block_ms) or []:
+        rows: list[Any] = r.xread({keys.EVENTS: last}, block=block_ms) or []  # type: ignore[assignment]
+        for _stream, entries in rows:
             for entry_id, fields in entries:
                 last = entry_id
                 yield _event(entry_id, fields)

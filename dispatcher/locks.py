@@ -51,7 +51,7 @@ class Held:
             logger.warning("lock %s was not ours any more at release: %s", self.lock.name, exc)
 
 
-def try_acquire(r: "redis.Redis[str]", key: str, ttl: float, owner: str = "") -> Held | None:
+def try_acquire(r: "redis.Redis", key: str, ttl: float, owner: str = "") -> Held | None:
     """Take ``key`` without waiting; None if someone else holds it."""
     lock = r.lock(key, timeout=ttl, blocking=False, thread_local=False)
     if not lock.acquire(blocking=False, token=None):
@@ -62,13 +62,13 @@ def try_acquire(r: "redis.Redis[str]", key: str, ttl: float, owner: str = "") ->
     return Held(lock, ttl)
 
 
-def is_held(r: "redis.Redis[str]", key: str) -> bool:
+def is_held(r: "redis.Redis", key: str) -> bool:
     """True while some live holder keeps ``key``."""
     return bool(r.exists(key))
 
 
 @contextmanager
-def session_lock(r: "redis.Redis[str]", session: str, ttl: float, owner: str = "") -> Iterator[Held | None]:
+def session_lock(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Iterator[Held | None]:
     """Context manager over the per-session lock; yields None when it is taken."""
     held = try_acquire(r, keys.session_lock(session), ttl, owner)
     try:

@@ -71,7 +71,7 @@ def rebuild(tmux: Tmux, name: str) -> SessionInfo:
                        since=float(tags.get("since") or 0), detail="rebuilt from tmux")
 
 
-def read(r: "redis.Redis[str]", tmux: Tmux, name: str) -> SessionInfo:
+def read(r: "redis.Redis", tmux: Tmux, name: str) -> SessionInfo:
     """Current state of one pool session; rebuilt from tmux (and stored) when Redis has none."""
     info = ss.get(r, name)
     if info is None:

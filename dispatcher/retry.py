@@ -14,7 +14,7 @@ from .errors import ClaimError
 from .taskfile import DepRef
 
 
-def retry_task(settings: Settings, r: "redis.Redis[str] | None", ref: str) -> Path:
+def retry_task(settings: Settings, r: "redis.Redis | None", ref: str) -> Path:
     """Move ``<id>.md.failed`` back to ``<id>.md``; returns the new path."""
     if ":" not in ref:
         raise ClaimError(f"{ref!r}: give the task as project:task_id")

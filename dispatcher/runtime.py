@@ -51,7 +51,7 @@ def settings() -> Settings:
         return _settings
 
 
-def redis_client(s: Settings | None = None) -> "redis.Redis[str]":
+def redis_client(s: Settings | None = None) -> "redis.Redis":
     return redis_conn.client(settings=s or settings())
 
 
@@ -59,7 +59,7 @@ def tmux(s: Settings | None = None) -> Tmux:
     return Tmux((s or settings()).tmux.socket_name)
 
 
-def agent_launcher(s: Settings, r: "redis.Redis[str]", t: Tmux) -> LaunchFn:
+def agent_launcher(s: Settings, r: "redis.Redis", t: Tmux) -> LaunchFn:
     """The real launch path (agent driver) bound to these adapters."""
     from .launcher import LaunchRequest, launch
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
-from typing import Iterable
+from typing import Any, Iterable
 
 import redis
 
@@ -57,7 +57,7 @@ class SessionInfo:
 _FIELDS = {f.name for f in fields(SessionInfo)}
 
 
-def _decode(name: str, raw: dict[str, str]) -> SessionInfo:
+def _decode(name: str, raw: Any) -> SessionInfo:
     data: dict[str, object] = {"name": name}
     for k, v in raw.items():
         if k not in _FIELDS or k == "name":
@@ -74,8 +74,8 @@ def _decode(name: str, raw: dict[str, str]) -> SessionInfo:
     return SessionInfo(**data)  # type: ignore[arg-type]
 
 
-def _encode(info: SessionInfo) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _encode(info: SessionInfo) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
     for k, v in asdict(info).items():
         if k == "name":
             continue
@@ -83,13 +83,13 @@ def _encode(info: SessionInfo) -> dict[str, str]:
     return out
 
 
-def get(r: "redis.Redis[str]", name: str) -> SessionInfo | None:
+def get(r: "redis.Redis", name: str) -> SessionInfo | None:
     """State of one session, or None if Redis has none (fresh or flushed)."""
     raw = r.hgetall(keys.session_state(name))
     return _decode(name, raw) if raw else None
 
 
-def get_all(r: "redis.Redis[str]", names: Iterable[str]) -> dict[str, SessionInfo | None]:
+def get_all(r: "redis.Redis", names: Iterable[str]) -> dict[str, SessionInfo | None]:
     """States of many sessions in one round trip."""
     names = list(names)
     pipe = r.pipeline(transaction=False)
@@ -98,7 +98,7 @@ def get_all(r: "redis.Redis[str]", names: Iterable[str]) -> dict[str, SessionInf
     return {n: (_decode(n, raw) if raw else None) for n, raw in zip(names, pipe.execute())}
 
 
-def put(r: "redis.Redis[str]", info: SessionInfo) -> SessionInfo:
+def put(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
     """Store the whole state of a session (replacing stale fields)."""
     key = keys.session_state(info.name)
     pipe = r.pipeline(transaction=True)
@@ -108,7 +108,7 @@ def put(r: "redis.Redis[str]", info: SessionInfo) -> SessionInfo:
     return info
 
 
-def transition(r: "redis.Redis[str]", info: SessionInfo, state: State, *, now: float | None = None,
+def transition(r: "redis.Redis", info: SessionInfo, state: State, *, now: float | None = None,
                **changes: object) -> SessionInfo:
     """Move a session to ``state`` (``since`` = now) with other fields changed, and store it."""
     changes.setdefault("since", time.time() if now is None else now)
@@ -116,7 +116,7 @@ def transition(r: "redis.Redis[str]", info: SessionInfo, state: State, *, now: f
     return put(r, new)
 
 
-def set_idle(r: "redis.Redis[str]", info: SessionInfo, *, failed: bool = False, now: float | None = None,
+def set_idle(r: "redis.Redis", info: SessionInfo, *, failed: bool = False, now: float | None = None,
              detail: str = "") -> SessionInfo:
     """Free the session; ``failed`` starts its cooldown."""
     now = time.time() if now is None else now

@@ -14,7 +14,7 @@ from .scan import run_scan
 from .tmux import Tmux
 
 
-def collect(settings: Settings, r: "redis.Redis[str] | None", tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
+def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
     """Everything status shows, as plain data (also the ``--json`` output)."""
     from . import pool_state
 
@@ -29,7 +29,7 @@ def collect(settings: Settings, r: "redis.Redis[str] | None", tmux: Tmux, *, now
                      "model": info.model, "for_s": int(now - info.since) if info.since else None,
                      "detail": info.detail,
                      "cooldown": info.in_cooldown(now, settings.pool.cooldown)})
-    pause: dict[str, str] = dict(r.hgetall(keys.PAUSE)) if r is not None else {}
+    pause: dict[Any, Any] = dict(r.hgetall(keys.PAUSE)) if r is not None else {}
     paused = float(pause.get("until", 0) or 0) > now
     result = run_scan(settings, now=now, write=False)
     return {"time": now, "sessions": rows, "counts": result.counts(),

@@ -33,7 +33,7 @@ def is_inbox_task(path: str) -> bool:
 class InboxHandler(FileSystemEventHandler):
     """Enqueue on create, move-into and close-after-write of inbox task files."""
 
-    def __init__(self, on_task: Callable[[str], None], on_overflow: Callable[[], None]) -> None:
+    def __init__(self, on_task: Callable[[str], object], on_overflow: Callable[[], object]) -> None:
         self.on_task = on_task
         self.on_overflow = on_overflow
 
@@ -68,7 +68,7 @@ def make_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = 
     return observer
 
 
-def run(projects_dir: Path, on_task: Callable[[str], None], on_overflow: Callable[[], None], *,
+def run(projects_dir: Path, on_task: Callable[[str], object], on_overflow: Callable[[], object], *,
         stop: threading.Event, polling: bool = False) -> None:
     """Watch until ``stop`` is set; a dead observer is restarted and triggers a full scan."""
     projects_dir.mkdir(parents=True, exist_ok=True)
