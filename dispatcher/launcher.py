@@ -19,13 +19,13 @@ from typing import Callable, Mapping
 from uuid import uuid4
 
 import redis as redis_lib
-from redis.exceptions import LockError as RedisLockError
 
 from . import keys, screen
 from .config import AgentSettings
 from .defaults import POLL_INTERVAL_S
 from .errors import DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
 from .hooks import HookLog, HookReport, write_settings
+from .locks import Held
 from .message import build_message, tag
 from .tmux import Tmux
 
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _MODEL = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
+#: TTL of the host's startup lock; renewed every third of it while an agent starts.
+STARTUP_LOCK_TTL_S = 6.0
 #: How long to wait for a paste to show in the input box before pressing Enter anyway.
 PASTE_SHOW_S = 2.0
 
@@ -191,16 +193,15 @@ def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, en
     wait = agent.prompt_timeout * 2
     if not lock.acquire(blocking=True, blocking_timeout=wait):
         raise LaunchError(f"startup lock {keys.STARTUP_LOCK} stayed busy for {wait:.0f}s; another start-up hangs?")
+    # A short TTL renewed while we wait: a worker killed mid start-up blocks the host for seconds, not minutes.
+    held = Held(lock, STARTUP_LOCK_TTL_S)
     try:
         tmux.set_remain_on_exit(session, True)
         tmux.respawn(session, argv, cwd=request.project_dir, env=env)
         logger.info("started agent in %s: %s (cwd %s)", session, shlex.join(argv), request.project_dir)
         return wait_ready(tmux, session, clock() + agent.prompt_timeout, clock)
     finally:
-        try:
-            lock.release()
-        except RedisLockError:
-            logger.warning("startup lock expired while %s started; raise agent.prompt_timeout?", session)
+        held.release()
 
 
 def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, after_id: str,
@@ -261,7 +262,7 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
     env = agent_env(session, request, agent, redis_url or redis_url_of(redis))
     hooks = HookLog(redis) if agent.hooks else None
     after_id = hooks.last_id(session) if hooks is not None else "0-0"
-    lock = redis.lock(keys.STARTUP_LOCK, timeout=agent.prompt_timeout + 30, sleep=0.02, thread_local=False)
+    lock = redis.lock(keys.STARTUP_LOCK, timeout=STARTUP_LOCK_TTL_S, sleep=0.02, thread_local=False)
 
     started = clock()
     _start(tmux, session, argv, request, env, lock, agent, clock)

@@ -99,6 +99,9 @@ class ParseCache:
         hit = self._items.get(path)
         return hit[1] if hit is not None and hit[0] == identity else None
 
+    def clear(self) -> None:
+        self._items.clear()
+
     def put(self, path: str, identity: tuple[int, int, int, int], task: Task) -> None:
         if len(self._items) >= self.limit:
             self._items.clear()  # crude but bounded; a full re-parse is the worst case
@@ -106,6 +109,11 @@ class ParseCache:
 
 
 _cache = ParseCache()
+
+
+def clear_cache() -> None:
+    """Forget every parsed task (benchmarks measure a cold scan with it)."""
+    _cache.clear()
 
 
 def collect(settings: Settings) -> tuple[list[aq.Snapshot], list[Loaded]]:

@@ -192,3 +192,64 @@ def test_session_lock_excludes_a_second_dispatcher(disp: Dispatcher, settings: S
         assert aq.project(settings.projects_dir, "alpha").task_path("S1").exists()
     finally:
         held.release()
+
+
+def test_kill_9_mid_launch_then_recovery_runs_the_task_once(disp: Dispatcher, settings: Settings, agent_log: Path,
+                                                           clock: Clock, tmp_path: Path) -> None:
+    """A worker process killed -9 while its agent boots: the claim is released and the task runs once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    slow = settings.agent.env | {"FAKE_AGENT_BOOT_MS": "20000"}
+    cfg = tmp_path / "dispatcher.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "projects_dir": str(settings.projects_dir), "state_dir": str(settings.state_dir),
+        "redis_url": settings.redis_url, "pool": {"max": settings.pool.max},
+        "tmux": {"socket_name": settings.tmux.socket_name},
+        "agent": {"command": settings.agent.command, "env": dict(slow), "prompt_timeout": 60,
+                  "resume_dir": str(settings.agent.resume_dir)}}))
+    path = add_task(settings, "alpha", "K9")
+    code = ("from dispatcher import runtime; from dispatcher.config import load_config; "
+            f"runtime.configure(load_config({str(cfg)!r})); print(runtime.dispatcher().assign_next('ccl-auto-0'))")
+    worker = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    launching = aq.with_suffix(path, ".launching")
+    wait_for(launching.exists, timeout=30, what="the worker claimed K9")
+    wait_for(lambda: disp.session_info("ccl-auto-0").state is State.LAUNCHING, what="session launching")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    assert launching.exists()
+    assert not disp.is_free(disp.session_info("ccl-auto-0"), clock())  # still marked launching
+    clock.advance(recovery.CLAIM_GRACE_S + 1)
+    assert recovery.recover_launching(disp) == ["alpha:K9: returned to pending"]
+    assert path.exists() and disp.session_info("ccl-auto-0").state is State.IDLE
+    run_until_done(disp, settings, {"alpha": {"K9"}})
+    assert tags_received(agent_log) == ["alpha:K9"]
+
+
+def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
+        disp: Dispatcher, settings: Settings, agent_log: Path, clock: Clock) -> None:
+    """The worker died after the agent received the task but before `.dispatched`: promote, never resend."""
+    import uuid
+
+    from dispatcher.launcher import LaunchRequest, launch
+
+    path = add_task(settings, "alpha", "P1", "@fake: hang")
+    launching = aq.claim(path)
+    agent_uuid = str(uuid.uuid4())
+    info = ss.transition(disp.r, disp.session_info("ccl-auto-0"), State.LAUNCHING, project="alpha", task="P1",
+                         agent_uuid=agent_uuid)
+    pool_state.tag(disp.tmux, "ccl-auto-0", info)
+    launch(disp.tmux, "ccl-auto-0", LaunchRequest(project_dir=settings.projects_dir / "alpha", project="alpha",
+                                                  task_id="P1", body="Work on P1.\n@fake: hang",
+                                                  session_uuid=agent_uuid),
+           settings.agent, disp.r, state_dir=settings.state_dir)
+    clock.advance(recovery.CLAIM_GRACE_S + 1)
+    assert recovery.recover_launching(disp) == ["alpha:P1: promoted (agent in ccl-auto-0 had received it)"]
+    assert aq.with_suffix(path, ".dispatched").exists() and not launching.exists()
+    assert disp.session_info("ccl-auto-0").state is State.WORKING
+    disp.fan_out()
+    assert tags_received(agent_log) == ["alpha:P1"]
