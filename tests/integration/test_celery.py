@@ -110,3 +110,51 @@ def test_inbox_event_ignores_paths_outside_inboxes(worker: None, settings: Setti
                  str(settings.projects_dir / ".." / "x" / ".agent-queue" / "inbox" / "y.md")]:
         assert "ignored" in app.send_task("inbox_event", args=[path]).get(timeout=30)
     assert messages(agent_log) == []
+
+
+def test_two_worker_processes_watcher_and_repeated_calls_never_double_book(
+        settings: Settings, sys_redis, tmux_pool, agent_log: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two real worker processes, the watcher, and a storm of full_scan/assign_next/monitor on one inbox."""
+    import signal
+
+    from dispatcher.watcher import run
+
+    url = settings.redis_url or ""
+    app.conf.update(broker_url=url, result_backend=url)
+    cfg = write_config(settings, tmp_path / "dispatcher.yaml")
+    env = {**os.environ, "DISPATCHER_CONFIG": str(cfg), "REDIS_URL": url}
+    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "dispatcher", "worker", "-P", "solo",
+                               "-n", f"w{i}@%h", "-l", "warning"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"w{i}.log", "wb"),
+                              start_new_session=True) for i in range(2)]
+    stop = threading.Event()
+    watcher = threading.Thread(target=run, args=(settings.projects_dir,
+                                                 lambda p: app.send_task("inbox_event", args=[p]), lambda: None),
+                               kwargs={"stop": stop}, daemon=True)
+    try:
+        wait_for(lambda: len(app.control.inspect(timeout=1).ping() or {}) == 2, timeout=60, what="2 workers up")
+        watcher.start()
+        expected = {p: {f"{p.upper()}{i}" for i in range(5)} for p in ("ra", "rb", "rc")}
+        for p, ids in expected.items():
+            for task_id in sorted(ids):
+                add_task(settings, p, task_id)
+
+        def storm() -> None:
+            app.send_task("full_scan")
+            for name in settings.pool.names():
+                app.send_task("assign_next", args=[name])
+            app.send_task("monitor_sessions")
+
+        wait_for(lambda: all(done_ids(settings, p) == ids for p, ids in expected.items()), timeout=240,
+                 what="15 tasks done", step=storm)
+        got = tags_received(agent_log)
+        assert sorted(got) == sorted(f"{p}:{t}" for p, ids in expected.items() for t in ids), got
+        # No session ever had two agents at once: each message came from a distinct agent start.
+        starts = [m for m in messages(agent_log)]
+        assert len({m["session_id"] for m in starts}) == len(starts) == 15
+    finally:
+        stop.set()
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)

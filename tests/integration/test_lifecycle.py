@@ -126,3 +126,28 @@ def test_lost_tmux_session_is_recreated(disp: Dispatcher, settings: Settings) ->
     assert disp.tmux.has_session("ccl-auto-2")
     assert disp.session_info("ccl-auto-2").state is State.IDLE
     assert ss.get(disp.r, "ccl-auto-2") is not None
+
+
+def test_agent_asking_a_question_shows_as_waiting_then_working(disp: Dispatcher, settings: Settings,
+                                                               agent_log: Path) -> None:
+    """A Notification hook (permission prompt) → session `waiting` with the question; a new prompt → working."""
+    import io
+    import json
+
+    from dispatcher import hook
+
+    add_task(settings, "p", "Q", "@fake: hang")
+    assert disp.assign_next("ccl-auto-0").status == "dispatched"
+    info = disp.session_info("ccl-auto-0")
+    env = {"AQ_SESSION": "ccl-auto-0", "AQ_TASK": "p:Q", "AQ_REDIS_URL": settings.redis_url or ""}
+    payload = {"session_id": info.agent_uuid, "hook_event_name": "Notification",
+               "notification_type": "permission_prompt", "message": "Claude needs your permission to use Bash"}
+    assert hook.main(["Notification"], io.StringIO(json.dumps(payload)), env) == 0
+    monitor.monitor_all(disp)
+    waiting = disp.session_info("ccl-auto-0")
+    assert waiting.state is State.WAITING and "permission to use Bash" in waiting.detail
+    assert "waiting" in kinds(disp)
+    prompt = {"session_id": info.agent_uuid, "hook_event_name": "UserPromptSubmit", "prompt": "yes, go on"}
+    assert hook.main(["UserPromptSubmit"], io.StringIO(json.dumps(prompt)), env) == 0
+    monitor.monitor_all(disp)
+    assert disp.session_info("ccl-auto-0").state is State.WORKING
