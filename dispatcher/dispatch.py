@@ -137,7 +137,24 @@ class Dispatcher:
     # -- entry points -----------------------------------------------------------
 
     def plan(self) -> Plan:
-        return run_scan(self.settings, now=self.clock(), write=True)
+        """A scan pass (writing markers); what it changed goes to the event log."""
+        result = run_scan(self.settings, now=self.clock(), write=True)
+        for kind, task, detail in result.changes:
+            events.emit(self.r, kind, task=task, detail=detail)
+        return result
+
+    def announce(self, project: str, task_id: str, path: str) -> None:
+        """One "submitted" event per version (inode) of a task file, however often the watcher reports it."""
+        for suffix in ("", d.LAUNCHING, d.DISPATCHED):  # it may already be claimed: a move keeps the inode
+            try:
+                version = os.stat(path + suffix, follow_symlinks=False).st_ino
+                break
+            except OSError:
+                continue
+        else:
+            return
+        if self.r.set(keys.seen(project, task_id, version), "1", nx=True, ex=86400):
+            events.emit(self.r, "submitted", task=f"{project}:{task_id}")
 
     def fan_out(self) -> list[Outcome]:
         """Give work to every free session: enqueue assign_next per session, or run it inline."""

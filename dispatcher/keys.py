@@ -45,3 +45,8 @@ HOOKS_MAXLEN: Final = 1_000
 def attempts(project: str, task_id: str) -> str:
     """Counter of failed launch attempts of one task (bounded retries, then .failed)."""
     return f"{PREFIX}attempts:{project}:{task_id}"
+
+
+def seen(project: str, task_id: str, version: int) -> str:
+    """Marks one version (inode) of a task file as announced ("submitted" event once)."""
+    return f"{PREFIX}seen:{project}:{task_id}:{version}"

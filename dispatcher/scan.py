@@ -59,6 +59,8 @@ class Plan:
     done_counts: dict[str, int] = field(default_factory=dict)
     projects: list[str] = field(default_factory=list)
     unmet: dict[DepRef, GateResult] = field(default_factory=dict)
+    #: What apply_markers changed on disk: (event kind, task, detail), for the event log.
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per-project counts by state (for status and scan output)."""
@@ -217,6 +219,7 @@ def apply_markers(result: Plan, snaps: list[aq.Snapshot]) -> None:
     for task, reason in result.blocked:
         if _marker_op(aq.mark_blocked, task.path):
             logger.info("task %s blocked: %s", task.key, reason)
+            result.changes.append(("blocked", str(task.key), reason))
     for prob in result.invalid:
         if (prob.project, prob.name + d.INVALID) in present:
             marker_text = aq.read_marker(prob.path, d.INVALID)
@@ -224,11 +227,14 @@ def apply_markers(result: Plan, snaps: list[aq.Snapshot]) -> None:
                 continue
         _marker_op(aq.write_marker, prob.path, d.INVALID, prob.reason)
         logger.warning("task %s:%s invalid: %s", prob.project, prob.name, prob.reason)
+        result.changes.append(("invalid", f"{prob.project}:{prob.name}", prob.reason))
     for task in result.eligible:
         # Deps arrived: the blocked/stuck markers no longer tell the truth.
         for suffix in (d.BLOCKED, d.STUCK):
             if (task.project, task.file_name + suffix) in present:
                 _marker_op(aq.remove_marker, task.path, suffix)
+        if (task.project, task.file_name + d.BLOCKED) in present:
+            result.changes.append(("unblocked", str(task.key), "dependencies done"))
     # An .invalid marker whose task was fixed (parsed fine this pass) goes too.
     ok_names = {(t.project, t.file_name) for t in result.eligible} | {
         (t.project, t.file_name) for t, _ in result.blocked + result.stuck + result.waiting}

@@ -30,6 +30,7 @@ def inbox_event(path: str) -> dict[str, Any]:
     except InboxPathError as exc:
         logger.info("inbox_event ignored: %s", exc)
         return {"ignored": str(exc)}
+    disp.announce(project, task_id, path)
     outcomes = disp.fan_out()
     return {"task": f"{project}:{task_id}", "assigned": [o.as_dict() for o in outcomes]}
 

@@ -81,7 +81,8 @@ def test_celery_call_cli_as_the_readme_says(worker: None, settings: Settings, ag
     wait_for(lambda: tags_received(agent_log) == ["alpha:C1"], timeout=60, what="C1 delivered")
 
 
-def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings, agent_log: Path) -> None:
+def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings, agent_log: Path,
+                                               sys_redis) -> None:  # type: ignore[no-untyped-def]
     """Files dropped in an inbox — also of a project created after start — reach agents via inbox_event."""
     from dispatcher.watcher import run
 
@@ -100,6 +101,14 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
         add_task(settings, "brand-new", "N2")
         wait_for(lambda: tags_received(agent_log) == ["first:N1", "brand-new:N2"], timeout=60,
                  what="N2 delivered")
+        from dispatcher import events
+
+        def submitted() -> list[str]:
+            return [e.task for e in events.recent(sys_redis, 200) if e.kind == "submitted"]
+
+        # Once per file, however many filesystem events (the announce may run after the launch).
+        wait_for(lambda: sorted(submitted()) == ["brand-new:N2", "first:N1"], timeout=30,
+                 what=lambda: f"submitted events, got {submitted()}")
     finally:
         stop.set()
         watcher.join(timeout=10)

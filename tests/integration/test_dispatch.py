@@ -65,6 +65,10 @@ def test_blocked_task_is_not_dispatched_until_its_dep_is_done(disp: Dispatcher, 
     run_until_done(disp, settings, {"beta": {"A"}, "alpha": {"B"}})
     assert tags_received(agent_log) == ["beta:A", "alpha:B"]
     assert not (inbox / "B.md.blocked").exists()
+    from dispatcher import events
+
+    kinds = [(e.kind, e.task) for e in events.recent(disp.r, 200)]
+    assert kinds.count(("blocked", "alpha:B")) == 1 and ("unblocked", "alpha:B") in kinds
 
 
 def test_fifty_tasks_three_projects_each_exactly_once_in_priority_order(
