@@ -67,6 +67,10 @@ class Outcome:
         return {"status": self.status, "session": self.session, "task": self.task, "detail": self.detail}
 
 
+#: A queued assign_next whose message was lost stops deduplicating after this long (beat re-sends).
+ASSIGN_PENDING_TTL_S = 60
+
+
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -162,9 +166,7 @@ class Dispatcher:
         if not free:
             return []
         if self.enqueue_assign is not None:
-            for name in free:
-                self.enqueue_assign(name)
-            return [Outcome("enqueued", session=n) for n in free]
+            return [Outcome("enqueued", session=n) for n in free if self.request_assign(n)]
         result = self.plan()
         outcomes = []
         for name in free:
@@ -174,8 +176,20 @@ class Dispatcher:
                 break
         return outcomes
 
+    def request_assign(self, session: str) -> bool:
+        """Enqueue ``assign_next(session)`` unless one is already queued (a burst of events sends one, not N)."""
+        if self.enqueue_assign is None:
+            self.assign_next(session)
+            return True
+        if not self.r.set(keys.assign_pending(session), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
+            return False
+        self.enqueue_assign(session)
+        return True
+
     def assign_next(self, session: str) -> Outcome:
         """Give the next eligible task (in dispatch order) to ``session`` if it is a free pool session."""
+        if self.settings.pool.contains(session):
+            self.r.delete(keys.assign_pending(session))  # from now on a new event may queue another
         if not self.settings.pool.contains(session):
             logger.warning("assign_next: %r is not a pool session; refusing", session)
             return Outcome("not-in-pool", session=session, detail="not one of " + ", ".join(self.settings.pool.names()))

@@ -50,3 +50,8 @@ def attempts(project: str, task_id: str) -> str:
 def seen(project: str, task_id: str, version: int) -> str:
     """Marks one version (inode) of a task file as announced ("submitted" event once)."""
     return f"{PREFIX}seen:{project}:{task_id}:{version}"
+
+
+def assign_pending(session: str) -> str:
+    """Set while an ``assign_next(session)`` message is queued: at most one per session."""
+    return f"{PREFIX}assign-pending:{session}"

@@ -159,10 +159,8 @@ def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> 
         pool_state.reset_pane(disp.tmux, info.name, disp.settings)
     new = ss.set_idle(disp.r, info, failed=failed, now=disp.clock(), detail=detail)
     pool_state.tag(disp.tmux, info.name, new)
-    if not failed and disp.enqueue_assign is not None:
-        disp.enqueue_assign(info.name)
-    elif not failed:
-        disp.assign_next(info.name)
+    if not failed:
+        disp.request_assign(info.name)
 
 
 def _finish(disp: Dispatcher, info: SessionInfo) -> str:

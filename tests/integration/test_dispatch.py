@@ -257,3 +257,19 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
     assert disp.session_info("ccl-auto-0").state is State.WORKING
     disp.fan_out()
     assert tags_received(agent_log) == ["alpha:P1"]
+
+
+def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys_redis: "redis.Redis[str]",
+                                                         tmux_pool: Tmux) -> None:
+    queued: list[str] = []
+    d = Dispatcher(settings, sys_redis, tmux_pool, lambda spec: None, enqueue_assign=queued.append)
+    add_task(settings, "alpha", "E1")
+    for _ in range(20):  # twenty inbox events for files arriving together
+        d.fan_out()
+    assert sorted(queued) == list(settings.pool.names())
+    assert d.assign_next("ccl-auto-0").status == "dispatched"  # the queued messages run…
+    assert d.assign_next("ccl-auto-1").status == "no-task"
+    d.fan_out()  # …so the next event may queue again, for free sessions only
+    assert queued.count("ccl-auto-0") == 1  # now working
+    assert queued.count("ccl-auto-1") == 2
+    assert queued.count("ccl-auto-2") == 1  # its first message is still queued
