@@ -146,8 +146,8 @@ def submit(obj: Ctx, project: str, source: Any, task_id: str | None, title: str,
         path = aq.write_task_atomically(proj, task_id, text)
         try:
             load_task(path, proj.name)
-        except TaskFileError as exc:
-            path.unlink()
+        except TaskFileError:
+            path.unlink()  # never leave a task we would refuse in the inbox
             raise
     except DispatcherError as exc:
         raise click.ClickException(str(exc)) from None

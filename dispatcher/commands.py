@@ -10,9 +10,7 @@ import time
 import click
 import redis
 
-from . import agent_queue as aq
-from . import defaults as d
-from .cli import EXIT_ERROR, Ctx, cli, pass_ctx
+from .cli import Ctx, cli, pass_ctx
 from .errors import ClaimError, DispatcherError
 
 
@@ -181,4 +179,4 @@ def retry(obj: Ctx, task: str) -> None:
         send_task(obj.settings, "full_scan")
 
 
-__all__ = ["up", "watch", "pool_group", "status", "events", "retry", "EXIT_ERROR", "aq", "d"]
+__all__ = ["cli", "up", "watch", "pool_group", "status", "events", "retry"]

@@ -16,9 +16,8 @@ logger = logging.getLogger(__name__)
 
 #: Event kinds (issue 6 §7).
 KINDS = frozenset({
-    "submitted", "blocked", "unblocked", "invalid", "claimed", "launched", "submitted-to-agent", "finished",
-    "failed", "limited", "resumed", "stuck", "recovered", "released", "waiting", "session-created", "paused",
-    "launch-failed", "retried",
+    "submitted", "blocked", "unblocked", "invalid", "claimed", "launched", "launch-failed", "finished", "failed",
+    "released", "limited", "resumed", "waiting", "stuck", "recovered", "retried", "session-created",
 })
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -139,19 +139,13 @@ def monitor_one(disp: Dispatcher, name: str) -> str:
         return "working again"
     if obs.idle:
         if not info.idle_since:
-            ss.put(disp.r, _replace(info, idle_since=now))
+            ss.put(disp.r, replace(info, idle_since=now))
             return ""
         if now - info.idle_since >= disp.settings.finish_grace:
             return _fail(disp, info, "agent finished its turn but the task is not in done/", obs.screen_tail)
     elif info.idle_since:
-        ss.put(disp.r, _replace(info, idle_since=0.0))
+        ss.put(disp.r, replace(info, idle_since=0.0))
     return ""
-
-
-def _replace(info: SessionInfo, **changes: object) -> SessionInfo:
-    from dataclasses import replace
-
-    return replace(info, **changes)  # type: ignore[arg-type]
 
 
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from . import agent_queue as aq
 from . import defaults as d
@@ -17,7 +18,7 @@ from .dispatch import Dispatcher, LaunchSpec
 from .errors import LaunchError, TaskFileError, TmuxError
 from .hooks import HookLog
 from .sessions import SessionInfo, State
-from .taskfile import Task
+from .taskfile import Task, parse_task, read_task_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,7 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
         held.release()
 
 
-def _task_of(dispatched, info: SessionInfo) -> Task:  # type: ignore[no-untyped-def]
-    from .taskfile import parse_task, read_task_bytes
-
+def _task_of(dispatched: Path, info: SessionInfo) -> Task:
+    """The task as it was dispatched (the ``.dispatched`` file's content)."""
     data, mtime = read_task_bytes(dispatched)
     return parse_task(data, task_id=info.task, project=info.project, path=dispatched, mtime=mtime)

@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import TaskFileError, TaskIncomplete
 from .gate import DoneIndex, GateResult, check, find_cycles, format_path
 from .ordering import order_tasks
-from .taskfile import DepRef, Task, load_task, task_id_from_name
+from .taskfile import DepRef, Task, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -251,11 +251,3 @@ def run_scan(settings: Settings, *, now: float, write: bool) -> Plan:
     if write:
         apply_markers(result, snaps)
     return result
-
-
-def task_id_or_none(name: str) -> str | None:
-    """Task ID of ``<id>.md`` or None (for callers filtering listings)."""
-    try:
-        return task_id_from_name(name)
-    except TaskFileError:
-        return None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.e2e.fake_api import Error429, FakeAnthropicAPI, Text
 from tests.e2e.harness import (
-    RawTmux, claude_env, has_ready_prompt, install_claude, is_busy, is_ready, seed_home, wait_screen, wait_until,
+    RawTmux, claude_env, install_claude, is_busy, is_ready, seed_home, wait_screen, wait_until,
 )
 import re
 

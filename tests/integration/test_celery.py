@@ -17,8 +17,7 @@ from dispatcher import runtime
 from dispatcher.celery_app import app
 from dispatcher.config import Settings
 
-from system_fixtures import (add_task, agent_log, done_ids, messages, settings, sys_redis,  # noqa: F401
-                             sys_redis_url, tags_received, tmux_pool, wait_for)
+from system_fixtures import add_task, done_ids, messages, tags_received, wait_for
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from dispatcher.dispatch import Dispatcher, FileClaim
 from dispatcher.sessions import State
 from dispatcher.tmux import Tmux
 
-from system_fixtures import (Clock, add_task, agent_log, clock, disp, done_ids, messages, settings,  # noqa: F401
-                             sys_redis, sys_redis_url, tags_received, tmux_pool, wait_for)
+from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
 
 def run_until_done(d: Dispatcher, settings: Settings, expected: dict[str, set[str]], timeout: float = 90.0) -> None:

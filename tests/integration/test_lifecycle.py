@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dispatcher import agent_queue as aq
@@ -13,8 +12,7 @@ from dispatcher.dispatch import Dispatcher
 from dispatcher.retry import retry_task
 from dispatcher.sessions import State
 
-from system_fixtures import (Clock, add_task, agent_log, clock, disp, done_ids, messages, settings,  # noqa: F401
-                             sys_redis, sys_redis_url, tags_received, tmux_pool, wait_for)
+from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
 
 def step(d: Dispatcher) -> None:
