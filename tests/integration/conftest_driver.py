@@ -15,7 +15,8 @@ import redis
 from dispatcher.config import AgentSettings
 from dispatcher.tmux import Tmux
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+from system_fixtures import flushed_client
+
 FAKE_COMMAND = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
 
 
@@ -40,13 +41,9 @@ def tmux() -> Iterator[Tmux]:
 
 
 @pytest.fixture
-def rdb() -> Iterator["redis.Redis[bytes]"]:
-    """Redis DB 15, flushed before and after (fails, not skips, when Redis is missing)."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+def rdb(sys_redis_url: str) -> Iterator[redis.Redis]:
+    """A Redis DB claimed for this test (bytes replies), flushed before and after."""
+    yield from flushed_client(sys_redis_url, decode=False)
 
 
 @pytest.fixture

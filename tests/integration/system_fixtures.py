@@ -87,15 +87,20 @@ def sys_redis_url() -> Iterator[str]:
     guard.close()
 
 
-@pytest.fixture
-def sys_redis(sys_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator["redis.Redis[str]"]:
-    """That DB, flushed before and after; REDIS_URL points every component at it."""
-    monkeypatch.setenv("REDIS_URL", sys_redis_url)
-    r = redis.Redis.from_url(sys_redis_url, decode_responses=True)
+def flushed_client(url: str, *, decode: bool) -> Iterator[redis.Redis]:
+    """A client on ``url``, its DB flushed before and after (fails, not skips, when Redis is missing)."""
+    r = redis.Redis.from_url(url, decode_responses=decode)
     r.flushdb()
     yield r
     r.flushdb()
     r.close()
+
+
+@pytest.fixture
+def sys_redis(sys_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """That DB, decoded strings; REDIS_URL points every component at it."""
+    monkeypatch.setenv("REDIS_URL", sys_redis_url)
+    yield from flushed_client(sys_redis_url, decode=True)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from conftest_driver import read_log, wait_until
 from dispatcher import screen
 from dispatcher.config import AgentSettings
 from dispatcher.hooks import HookLog, write_settings
-from dispatcher.launcher import LaunchRequest, launch
+from dispatcher.launcher import LaunchRequest, launch, redis_url_of
 from dispatcher.tmux import Tmux
 
 
@@ -59,7 +59,7 @@ def test_exit_prints_resume_id_and_fires_session_end(tmux: Tmux, rdb: redis.Redi
     sid = str(uuid.uuid4())
     settings = write_settings(tmp_path / "state", "s")
     start(tmux, tmp_path, fake_log, "--session-id", sid, "--settings", str(settings),
-          env={"AQ_SESSION": "s", "AQ_TASK": "p:T", "AQ_REDIS_URL": "redis://127.0.0.1:6379/15"})
+          env={"AQ_SESSION": "s", "AQ_TASK": "p:T", "AQ_REDIS_URL": redis_url_of(rdb)})
     wait_until(lambda: screen.prompt_ready(tmux.capture("s")), what="ready")
     tmux.send_literal("s", "/exit")
     tmux.send_keys("s", "Enter")

@@ -16,7 +16,7 @@ from dispatcher import keys
 from dispatcher.config import AgentSettings
 from dispatcher.errors import DialogError, LaunchError, PromptTimeout, SubmitError
 from dispatcher.hooks import HookLog
-from dispatcher.launcher import LaunchRequest, build_argv, launch, resume_path
+from dispatcher.launcher import LaunchRequest, build_argv, launch, redis_url_of, resume_path
 from dispatcher.tmux import Tmux
 
 W, H = 200, 50
@@ -198,7 +198,7 @@ def test_parallel_launches_are_serialised(tmux: Tmux, rdb: redis.Redis, project:
     results: dict[str, Any] = {}
 
     def run(name: str, i: int) -> None:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+        client = redis.Redis.from_url(redis_url_of(rdb))
         try:
             results[name] = launch(Tmux(tmux.socket_name), name, request(project, task_id=f"T{i}"), agent, client,
                                    state_dir=tmp_path / "state")
@@ -229,7 +229,7 @@ def test_hook_entry_never_fails_and_reports(rdb: redis.Redis, tmp_path: Path) ->
 
     assert hook._commands("redis://u:p%40ss@h:1/15") == [("AUTH", "u", "p@ss"), ("SELECT", "15")]
     assert hook._commands("unix:///tmp/r.sock?db=3") == [("SELECT", "3")]
-    env = {"AQ_SESSION": "s", "AQ_TASK": "p:T1", "AQ_REDIS_URL": "redis://127.0.0.1:6379/15"}
+    env = {"AQ_SESSION": "s", "AQ_TASK": "p:T1", "AQ_REDIS_URL": redis_url_of(rdb)}
     assert hook.main(["Notification"], io.StringIO('{"notification_type": "idle_prompt"}'), env) == 0
     note = HookLog(rdb).latest("s", "Notification")
     assert note is not None and note.task == "p:T1" and note.payload["notification_type"] == "idle_prompt"
