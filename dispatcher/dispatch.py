@@ -136,7 +136,8 @@ class Dispatcher:
         now = self.clock()
         if self.paused_until(now):
             return []
-        return [n for n in self.settings.pool.names() if self.is_free(self.session_info(n), now)]
+        infos = pool_state.read_all(self.r, self.tmux, self.settings.pool.names())
+        return [n for n, info in infos.items() if self.is_free(info, now)]
 
     # -- entry points -----------------------------------------------------------
 

@@ -9,6 +9,7 @@ a free session.
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import redis
 
@@ -73,15 +74,27 @@ def rebuild(tmux: Tmux, name: str) -> SessionInfo:
 
 def read(r: "redis.Redis", tmux: Tmux, name: str) -> SessionInfo:
     """Current state of one pool session; rebuilt from tmux (and stored) when Redis has none."""
-    info = ss.get(r, name)
+    return _resolve(r, tmux, name, ss.get(r, name), tmux.has_session(name))
+
+
+def read_all(r: "redis.Redis", tmux: Tmux, names: Sequence[str]) -> dict[str, SessionInfo]:
+    """States of many sessions with one tmux call and one Redis round trip (fan-out, status)."""
+    live = set(tmux.list_sessions())
+    stored = ss.get_all(r, names)
+    return {n: _resolve(r, tmux, n, stored[n], n in live) for n in names}
+
+
+def _resolve(r: "redis.Redis", tmux: Tmux, name: str, info: SessionInfo | None, exists: bool) -> SessionInfo:
+    if not exists:
+        if info is None:
+            return SessionInfo(name, State.MISSING)
+        return SessionInfo(name, State.MISSING, project=info.project, task=info.task, agent_uuid=info.agent_uuid)
     if info is None:
         info = rebuild(tmux, name)
         if info.state is not State.MISSING:
             ss.put(r, info)
             logger.info("session %s state rebuilt from tmux: %s %s", name, info.state.value, info.task_key)
         return info
-    if not tmux.has_session(name):
-        return SessionInfo(name, State.MISSING, project=info.project, task=info.task, agent_uuid=info.agent_uuid)
     return info
 
 

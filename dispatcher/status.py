@@ -20,11 +20,9 @@ def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: flo
 
     now = time.time() if now is None else now
     rows: list[dict[str, Any]] = []
-    for name in settings.pool.names():
-        if r is not None:
-            info = pool_state.read(r, tmux, name)
-        else:
-            info = pool_state.rebuild(tmux, name)
+    names = settings.pool.names()
+    infos = pool_state.read_all(r, tmux, names) if r is not None else {n: pool_state.rebuild(tmux, n) for n in names}
+    for name, info in infos.items():
         rows.append({"session": name, "state": info.state.value, "project": info.project, "task": info.task,
                      "model": info.model, "for_s": int(now - info.since) if info.since else None,
                      "detail": info.detail,
