@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 from . import agent_queue as aq
 from . import defaults as d
@@ -21,6 +20,7 @@ from .dispatch import Dispatcher
 from .errors import ClaimError, TmuxError
 from .gate import DoneIndex
 from .hooks import HookLog, HookReport
+from .launcher import resume_path
 from .sessions import SessionInfo, State
 from .taskfile import DepRef
 
@@ -123,6 +123,9 @@ def monitor_one(disp: Dispatcher, name: str) -> str:
         return _maybe_resume(disp, info, now)
     if info.state not in (State.WORKING, State.WAITING):
         return ""
+    if pool_state.read_tags(disp.tmux, name).get("agent_uuid") != info.agent_uuid:
+        # Same name, different session: tmux was restarted under us and the pool recreated.
+        return _agent_lost(disp, info, "agent's tmux session was replaced")
     obs = observe(disp, info)
     if obs.done:
         return _finish(disp, info)
@@ -202,13 +205,10 @@ def _limited(disp: Dispatcher, info: SessionInfo, text: str, now: float) -> str:
     """Account-wide limit: pause the pool, keep the task owned, remember the agent to resume."""
     found = screen.detect_limit(text)
     resets = found.resets if found else None
-    at = screen.parse_reset(resets, datetime.now(timezone.utc)) if resets else None
+    at = screen.parse_reset(resets, datetime.fromtimestamp(now, timezone.utc)) if resets else None
     until = at.timestamp() if at is not None else now + DEFAULT_LIMIT_WAIT_S
     disp.r.hset(keys.PAUSE, mapping={"until": f"{until:.0f}", "reason": text[:300]})
-    resume_file = Path(disp.settings.agent.resume_dir).expanduser() / f"{info.name}-resume-id.txt"
-    resume_file.parent.mkdir(parents=True, exist_ok=True)
-    if info.agent_uuid:
-        resume_file.write_text(info.agent_uuid + "\n", encoding="utf-8")
+    _remember_resume(disp, info)
     ss.transition(disp.r, info, State.LIMITED, since=info.since, detail=f"until {time.ctime(until)}: {text[:200]}")
     events.emit(disp.r, "limited", task=info.task_key, session=info.name, detail=f"paused until {time.ctime(until)}")
     return f"limited until {time.ctime(until)}"
@@ -222,20 +222,32 @@ def _maybe_resume(disp: Dispatcher, info: SessionInfo, now: float) -> str:
     return resume_session(disp, info)
 
 
-def _recreate(disp: Dispatcher, info: SessionInfo) -> str:
-    """A pool session vanished (tmux crash, reboot): recreate it; an owned task is resumed."""
-    from . import pool
+def _remember_resume(disp: Dispatcher, info: SessionInfo) -> None:
+    """Write ``<resume_dir>/<session>-resume-id.txt`` (reference layout): the next launch there resumes."""
+    if not info.agent_uuid:
+        return
+    path = resume_path(disp.settings.agent, info.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(info.agent_uuid + "\n", encoding="utf-8")
 
-    pool.create(disp.tmux, disp.settings.pool, cwd=disp.settings.projects_dir)
+
+def _agent_lost(disp: Dispatcher, info: SessionInfo, why: str) -> str:
+    """The agent's tmux session is gone or new (tmux crash, reboot): resume its conversation, task kept."""
+    if not (info.task and aq.project(disp.settings.projects_dir, info.project).task_path(
+            info.task, d.DISPATCHED).exists()):
+        new = ss.set_idle(disp.r, info, now=disp.clock(), detail=why)
+        pool_state.tag(disp.tmux, info.name, new)
+        return why
+    _remember_resume(disp, info)
+    ss.transition(disp.r, info, State.LIMITED, since=info.since, detail=f"{why}; resuming")
+    events.emit(disp.r, "recovered", task=info.task_key, session=info.name, detail=f"{why}; will resume")
+    return f"{why}; {info.task_key} will be resumed"
+
+
+def _recreate(disp: Dispatcher, info: SessionInfo) -> str:
+    """A pool session vanished: recreate just that one; an owned task is resumed."""
+    pool_cfg = disp.settings.pool
+    disp.tmux.new_session(info.name, width=pool_cfg.width, height=pool_cfg.height,
+                          cwd=disp.settings.projects_dir, remain_on_exit=True)
     events.emit(disp.r, "session-created", session=info.name)
-    if info.task and aq.project(disp.settings.projects_dir, info.project).task_path(info.task, d.DISPATCHED).exists():
-        resume_file = Path(disp.settings.agent.resume_dir).expanduser() / f"{info.name}-resume-id.txt"
-        resume_file.parent.mkdir(parents=True, exist_ok=True)
-        if info.agent_uuid:
-            resume_file.write_text(info.agent_uuid + "\n", encoding="utf-8")
-        full = ss.get(disp.r, info.name) or info
-        ss.transition(disp.r, full, State.LIMITED, since=full.since, detail="session lost; resuming")
-        return f"recreated; {info.task_key} will be resumed"
-    new = ss.set_idle(disp.r, info, now=disp.clock(), detail="recreated")
-    pool_state.tag(disp.tmux, info.name, new)
-    return "recreated"
+    return _agent_lost(disp, ss.get(disp.r, info.name) or info, "session recreated")

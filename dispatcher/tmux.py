@@ -160,7 +160,7 @@ class Tmux:
         try:
             out = self.run("list-sessions", "-F", "#{session_name}")
         except TmuxError as exc:
-            if "no server running" in str(exc) or "error connecting" in str(exc):
+            if any(s in str(exc) for s in ("no server running", "error connecting", "server exited unexpectedly")):
                 return []
             raise
         return [line for line in out.splitlines() if line]

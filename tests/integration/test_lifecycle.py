@@ -149,3 +149,37 @@ def test_agent_asking_a_question_shows_as_waiting_then_working(disp: Dispatcher,
     assert hook.main(["UserPromptSubmit"], io.StringIO(json.dumps(prompt)), env) == 0
     monitor.monitor_all(disp)
     assert disp.session_info("ccl-auto-0").state is State.WORKING
+
+
+def test_tmux_crash_and_restart_resumes_the_agents_conversation(disp: Dispatcher, settings: Settings,
+                                                                agent_log: Path) -> None:
+    """tmux dies and `dispatcher up` recreates the pool: the owned task resumes with --resume, never twice."""
+    from dispatcher import pool
+
+    add_task(settings, "p", "CR", "@fake: hang")
+    assert disp.assign_next("ccl-auto-0").status == "dispatched"
+    first = wait_for(lambda: messages(agent_log), what="CR delivered")[0]
+    disp.tmux.kill_server()
+    pool.create(disp.tmux, settings.pool, cwd=settings.projects_dir)  # what a restarted `up` does
+    wait_for(lambda: len(messages(agent_log)) >= 2, timeout=60, what="resumed",
+             step=lambda: monitor.monitor_all(disp))
+    resumed = messages(agent_log)[1]
+    assert resumed["resume"] == first["session_id"]
+    assert resumed["text"].startswith("[CR.md] You were interrupted")
+    assert disp.session_info("ccl-auto-0").state is State.WORKING
+    assert aq.project(settings.projects_dir, "p").task_path("CR", ".dispatched").exists()
+    assert "recovered" in kinds(disp) and "resumed" in kinds(disp)
+    disp.fan_out()
+    assert tags_received(agent_log) == ["p:CR", "p:CR"]  # the task, then its tagged continue: no new launch
+
+
+def test_one_lost_session_is_recreated_and_its_task_resumed(disp: Dispatcher, settings: Settings,
+                                                            agent_log: Path) -> None:
+    add_task(settings, "p", "LS", "@fake: hang")
+    assert disp.assign_next("ccl-auto-1").status == "dispatched"
+    first = wait_for(lambda: messages(agent_log), what="LS delivered")[0]
+    disp.tmux.kill_session("ccl-auto-1")
+    wait_for(lambda: len(messages(agent_log)) >= 2, timeout=60, what="resumed",
+             step=lambda: monitor.monitor_all(disp))
+    assert messages(agent_log)[1]["resume"] == first["session_id"]
+    assert disp.tmux.has_session("ccl-auto-1") and "session-created" in kinds(disp)
