@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,9 +88,36 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -
     return kids
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def preflight(settings: Settings, *, flower: bool) -> list[str]:
+    """Problems that make ``up`` pointless or unsafe; warnings are logged, errors returned."""
+    errors: list[str] = []
+    if shutil.which("tmux") is None:
+        errors.append("tmux is not installed (apt-get install tmux)")
+    try:
+        agent = shlex.split(settings.agent.command)[0]
+    except (ValueError, IndexError):
+        errors.append(f"agent.command cannot be parsed: {settings.agent.command!r}")
+    else:
+        if shutil.which(agent) is None:
+            logger.warning("agent command %r not found on PATH: launches will fail until it is installed "
+                           "(npm install -g @anthropic-ai/claude-code)", agent)
+    if flower and settings.flower.address not in LOOPBACK and not settings.flower.basic_auth:
+        errors.append(f"Flower on {settings.flower.address} without basic auth: set FLOWER_BASIC_AUTH=user:password "
+                      "or bind it to 127.0.0.1")
+    return errors
+
+
 def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", workers: int = 1,
            stop: threading.Event | None = None) -> int:
-    """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code."""
+    """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code (2: preflight failed)."""
+    problems = preflight(settings, flower=flower)
+    for problem in problems:
+        logger.error("%s", problem)
+    if problems:
+        return 2
     stop = stop or threading.Event()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     server = None
