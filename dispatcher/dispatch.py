@@ -15,6 +15,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shlex
+import shutil
 import socket
 import time
 import uuid
@@ -67,6 +69,8 @@ class Outcome:
         return {"status": self.status, "session": self.session, "task": self.task, "detail": self.detail}
 
 
+#: How long the pool pauses when the agent executable is missing (then it checks again).
+AGENT_MISSING_PAUSE_S = 60
 #: A queued assign_next whose message was lost stops deduplicating after this long (beat re-sends).
 ASSIGN_PENDING_TTL_S = 60
 
@@ -177,6 +181,16 @@ class Dispatcher:
                 break
         return outcomes
 
+    def agent_missing(self) -> str | None:
+        """Why no agent can start on this host (its executable is not installed), or None."""
+        try:
+            exe = shlex.split(self.settings.agent.command)[0]
+        except (ValueError, IndexError):
+            return f"agent.command cannot be parsed: {self.settings.agent.command!r}"
+        if shutil.which(exe) is None:
+            return f"agent command {exe!r} not found on PATH (install it, e.g. npm install -g @anthropic-ai/claude-code)"
+        return None
+
     def request_assign(self, session: str) -> bool:
         """Enqueue ``assign_next(session)`` unless one is already queued (a burst of events sends one, not N)."""
         if self.enqueue_assign is None:
@@ -198,6 +212,12 @@ class Dispatcher:
         until = self.paused_until(now)
         if until:
             return Outcome("paused", session=session, detail=f"usage limit until {time.ctime(until)}")
+        missing = self.agent_missing()
+        if missing:
+            # Not the task's fault: pause the pool (status shows why) instead of failing every task in turn.
+            self.r.hset(keys.PAUSE, mapping={"until": f"{now + AGENT_MISSING_PAUSE_S:.0f}", "reason": missing})
+            events.emit(self.r, "paused", session=session, detail=missing)
+            return Outcome("paused", session=session, detail=missing)
         info = self.session_info(session)
         if info.state is State.MISSING:
             return Outcome("missing", session=session, detail="tmux session does not exist")

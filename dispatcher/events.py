@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 #: Event kinds (issue 6 §7).
 KINDS = frozenset({
     "submitted", "blocked", "unblocked", "invalid", "claimed", "launched", "launch-failed", "finished", "failed",
-    "released", "limited", "resumed", "waiting", "stuck", "recovered", "retried", "session-created",
+    "released", "limited", "resumed", "waiting", "stuck", "recovered", "retried", "session-created", "paused",
 })
 
 

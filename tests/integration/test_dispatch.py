@@ -272,3 +272,18 @@ def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys
     assert queued.count("ccl-auto-0") == 1  # now working
     assert queued.count("ccl-auto-1") == 2
     assert queued.count("ccl-auto-2") == 1  # its first message is still queued
+
+
+def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
+        settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock) -> None:
+    from dispatcher import runtime
+    from dispatcher.config import AgentSettings
+
+    broken = settings.with_overrides(agent=AgentSettings(command="no-such-claude-xyz --model {model} {resume}"))
+    d = Dispatcher(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool), clock=clock)
+    path = add_task(broken, "alpha", "M1")
+    outcome = d.assign_next("ccl-auto-0")
+    assert outcome.status == "paused" and "not found on PATH" in outcome.detail
+    assert path.exists()  # untouched: no attempt counted, nothing failed
+    assert d.paused_until(clock()) > clock() and d.fan_out() == []
+    assert not d.session_info("ccl-auto-0").in_cooldown(clock(), broken.pool.cooldown)
