@@ -24,11 +24,6 @@ def session_lock(session: str) -> str:
     return f"{PREFIX}lock:session:{session}"
 
 
-def task_lock(project: str, task_id: str) -> str:
-    """Lock held by the worker that claimed ``project:task_id``."""
-    return f"{PREFIX}lock:task:{project}:{task_id}"
-
-
 def session_state(session: str) -> str:
     """Hash with the state of one pool session (state, task, project, model, since, …)."""
     return f"{PREFIX}session:{session}"
