@@ -54,9 +54,9 @@ from dispatcher.monitor import monitor_all  # noqa: E402
 from dispatcher.scan import clear_cache, run_scan  # noqa: E402
 from dispatcher.taskfile import render_task  # noqa: E402
 from dispatcher.tmux import Tmux  # noqa: E402
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
-FAKE = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
 PROJECTS = ("alpha", "beta", "gamma")
 
 
@@ -355,7 +355,7 @@ def main() -> None:
         projects_dir=tmp / "projects",
         pool=PoolSettings(prefix="ccl-auto-", start_index=0, max=args.sessions, cooldown=300.0),
         tmux=TmuxSettings(socket_name=socket),
-        agent=AgentSettings(command=FAKE, prompt_timeout=20.0, submit_timeout=6.0, submit_retries=3,
+        agent=AgentSettings(command=FAKE_AGENT_COMMAND, prompt_timeout=20.0, submit_timeout=6.0, submit_retries=3,
                             resume_dir=tmp / "resume",
                             env={"FAKE_AGENT_LOG": str(log), "FAKE_AGENT_BUSY_MS": "0"}),
         state_dir=tmp / "state",

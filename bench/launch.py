@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -21,8 +20,8 @@ from dispatcher import keys
 from dispatcher.config import AgentSettings
 from dispatcher.launcher import LaunchRequest, launch
 from dispatcher.tmux import Tmux
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
-FAKE = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -50,7 +49,7 @@ def main() -> None:
         root = Path(tmp)
         project = root / "proj"
         (project / ".agent-queue" / "inbox").mkdir(parents=True)
-        agent = AgentSettings(command=FAKE, hooks=not args.no_hooks, resume_dir=root / "resume",
+        agent = AgentSettings(command=FAKE_AGENT_COMMAND, hooks=not args.no_hooks, resume_dir=root / "resume",
                               env={"FAKE_AGENT_BUSY_MS": "50"}, prompt_timeout=30.0)
         try:
             tmux.new_session(session, width=200, height=50, cwd=project)

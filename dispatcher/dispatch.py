@@ -29,7 +29,6 @@ import redis
 from . import agent_queue as aq
 from . import defaults as d
 from . import events, keys, locks, pool_state
-from . import sessions as ss
 from .config import Settings
 from .errors import ClaimError, LaunchError, TaskFileError, TmuxError
 from .hooks import HookLog
@@ -69,6 +68,8 @@ class Outcome:
         return {"status": self.status, "session": self.session, "task": self.task, "detail": self.detail}
 
 
+#: Failed-attempt counters are forgotten after a week without failures.
+ATTEMPTS_TTL_S = 7 * 86400
 #: How long the pool pauses when the agent executable is missing (then it checks again).
 AGENT_MISSING_PAUSE_S = 60
 #: A queued assign_next whose message was lost stops deduplicating after this long (beat re-sends).
@@ -127,6 +128,10 @@ class Dispatcher:
         """Current state of a pool session (rebuilt from tmux if Redis has none)."""
         return pool_state.read(self.r, self.tmux, name)
 
+    def pool_infos(self) -> dict[str, SessionInfo]:
+        """States of every pool session in one tmux call and one Redis round trip."""
+        return pool_state.read_all(self.r, self.tmux, self.settings.pool.names())
+
     def is_free(self, info: SessionInfo, now: float) -> bool:
         return (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)
                 and not locks.is_held(self.r, keys.session_lock(info.name)))
@@ -140,8 +145,7 @@ class Dispatcher:
         now = self.clock()
         if self.paused_until(now):
             return []
-        infos = pool_state.read_all(self.r, self.tmux, self.settings.pool.names())
-        return [n for n, info in infos.items() if self.is_free(info, now)]
+        return [n for n, info in self.pool_infos().items() if self.is_free(info, now)]
 
     # -- entry points -----------------------------------------------------------
 
@@ -190,6 +194,14 @@ class Dispatcher:
         if shutil.which(exe) is None:
             return f"agent command {exe!r} not found on PATH (install it, e.g. npm install -g @anthropic-ai/claude-code)"
         return None
+
+    def count_attempt(self, project: str, task_id: str) -> int:
+        """One more failed attempt of a task (launch failure or agent death); the count so far."""
+        key = keys.attempts(project, task_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, ATTEMPTS_TTL_S)
+        return int(pipe.execute()[0])
 
     def request_assign(self, session: str) -> bool:
         """Enqueue ``assign_next(session)`` unless one is already queued (a burst of events sends one, not N)."""
@@ -273,10 +285,9 @@ class Dispatcher:
         events.emit(self.r, "claimed", task=key, session=session)
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
-        info = ss.transition(self.r, info, State.LAUNCHING, project=task.project, task=task.id, model=model,
-                             agent_uuid=agent_uuid, detail="", idle_since=0.0,
-                             hooks_after=HookLog(self.r).last_id(session))
-        pool_state.tag(self.tmux, session, info)
+        info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, project=task.project, task=task.id,
+                                     model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
+                                     hooks_after=HookLog(self.r).last_id(session))
         spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid)
         try:
             self.launch(spec)
@@ -286,16 +297,14 @@ class Dispatcher:
             aq.promote(launching)
         except ClaimError as exc:  # a quick agent already moved it to done/: the monitor will see that
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
-        info = ss.transition(self.r, info, State.WORKING)
-        pool_state.tag(self.tmux, session, info)
+        info = pool_state.transition(self.r, self.tmux, info, State.WORKING)
         self.r.delete(keys.attempts(task.project, task.id))
         events.emit(self.r, "launched", task=key, session=session, detail=f"model {model}")
         return Outcome("dispatched", session=session, task=key, detail=f"model {model}")
 
     def _launch_failed(self, task: Task, launching: Path, info: SessionInfo, exc: Exception) -> Outcome:
         key = str(task.key)
-        attempts = int(self.r.incr(keys.attempts(task.project, task.id)))
-        self.r.expire(keys.attempts(task.project, task.id), 7 * 86400)
+        attempts = self.count_attempt(task.project, task.id)
         reason = f"launch failed in {info.name} (attempt {attempts}/{self.settings.max_launch_attempts}): {exc}"
         logger.warning("%s: %s", key, reason)
         if attempts >= self.settings.max_launch_attempts:
@@ -306,6 +315,5 @@ class Dispatcher:
             aq.release(launching)
             events.emit(self.r, "launch-failed", task=key, session=info.name, detail=reason)
         pool_state.reset_pane(self.tmux, info.name, self.settings)
-        new = ss.set_idle(self.r, info, failed=True, now=self.clock(), detail=str(exc)[:500])
-        pool_state.tag(self.tmux, info.name, new)
+        pool_state.set_idle(self.r, self.tmux, info, failed=True, now=self.clock(), detail=str(exc)[:500])
         return Outcome("launch-failed", session=info.name, task=key, detail=reason)

@@ -103,9 +103,10 @@ def observe(disp: Dispatcher, info: SessionInfo) -> Observation:
 def monitor_all(disp: Dispatcher) -> list[str]:
     """One pass over the pool; returns a line per change."""
     changes: list[str] = []
-    for name in disp.settings.pool.names():
+    # One tmux call and one Redis round trip for all states (this runs every few seconds).
+    for name, info in disp.pool_infos().items():
         try:
-            change = monitor_one(disp, name)
+            change = monitor_one(disp, info)
         except Exception:  # one broken session must not stop the others being watched
             logger.exception("monitoring %s failed", name)
             continue
@@ -114,8 +115,9 @@ def monitor_all(disp: Dispatcher) -> list[str]:
     return changes
 
 
-def monitor_one(disp: Dispatcher, name: str) -> str:
-    info = disp.session_info(name)
+def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
+    """Move one session's lifecycle on from what it shows now; returns the change, or ''."""
+    name = info.name
     now = disp.clock()
     if info.state is State.MISSING:
         return _recreate(disp, info)
@@ -134,11 +136,12 @@ def monitor_one(disp: Dispatcher, name: str) -> str:
     if obs.dead:
         return _agent_died(disp, info, obs)
     if obs.waiting_text and info.state is not State.WAITING:
-        ss.transition(disp.r, info, State.WAITING, since=info.since, detail=obs.waiting_text[:500])
+        pool_state.transition(disp.r, disp.tmux, info, State.WAITING, since=info.since,
+                              detail=obs.waiting_text[:500])
         events.emit(disp.r, "waiting", task=info.task_key, session=name, detail=obs.waiting_text[:500])
         return f"waiting: {obs.waiting_text[:80]}"
     if not obs.waiting_text and info.state is State.WAITING:
-        ss.transition(disp.r, info, State.WORKING, since=info.since, detail="")
+        pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since, detail="")
         return "working again"
     if obs.idle:
         if not info.idle_since:
@@ -154,8 +157,7 @@ def monitor_one(disp: Dispatcher, name: str) -> str:
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:
     if disp.settings.agent.recycle == "exit" or failed:
         pool_state.reset_pane(disp.tmux, info.name, disp.settings)
-    new = ss.set_idle(disp.r, info, failed=failed, now=disp.clock(), detail=detail)
-    pool_state.tag(disp.tmux, info.name, new)
+    pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=disp.clock(), detail=detail)
     if not failed:
         disp.request_assign(info.name)
 
@@ -189,7 +191,7 @@ def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
 def _agent_died(disp: Dispatcher, info: SessionInfo, obs: Observation) -> str:
     """The agent process ended without finishing: task back to pending (bounded), session cools down."""
     proj = aq.project(disp.settings.projects_dir, info.project)
-    attempts = int(disp.r.incr(keys.attempts(info.project, info.task)))
+    attempts = disp.count_attempt(info.project, info.task)
     if attempts >= disp.settings.max_launch_attempts:
         return _fail(disp, info, f"agent exited {attempts} times without finishing", obs.screen_tail)
     try:
@@ -209,7 +211,8 @@ def _limited(disp: Dispatcher, info: SessionInfo, text: str, now: float) -> str:
     until = at.timestamp() if at is not None else now + DEFAULT_LIMIT_WAIT_S
     disp.r.hset(keys.PAUSE, mapping={"until": f"{until:.0f}", "reason": text[:300]})
     _remember_resume(disp, info)
-    ss.transition(disp.r, info, State.LIMITED, since=info.since, detail=f"until {time.ctime(until)}: {text[:200]}")
+    pool_state.transition(disp.r, disp.tmux, info, State.LIMITED, since=info.since,
+                          detail=f"until {time.ctime(until)}: {text[:200]}")
     events.emit(disp.r, "limited", task=info.task_key, session=info.name, detail=f"paused until {time.ctime(until)}")
     return f"limited until {time.ctime(until)}"
 
@@ -235,11 +238,10 @@ def _agent_lost(disp: Dispatcher, info: SessionInfo, why: str) -> str:
     """The agent's tmux session is gone or new (tmux crash, reboot): resume its conversation, task kept."""
     if not (info.task and aq.project(disp.settings.projects_dir, info.project).task_path(
             info.task, d.DISPATCHED).exists()):
-        new = ss.set_idle(disp.r, info, now=disp.clock(), detail=why)
-        pool_state.tag(disp.tmux, info.name, new)
+        pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail=why)
         return why
     _remember_resume(disp, info)
-    ss.transition(disp.r, info, State.LIMITED, since=info.since, detail=f"{why}; resuming")
+    pool_state.transition(disp.r, disp.tmux, info, State.LIMITED, since=info.since, detail=f"{why}; resuming")
     events.emit(disp.r, "recovered", task=info.task_key, session=info.name, detail=f"{why}; will resume")
     return f"{why}; {info.task_key} will be resumed"
 

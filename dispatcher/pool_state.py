@@ -44,6 +44,20 @@ def tag(tmux: Tmux, name: str, info: SessionInfo) -> None:
         logger.warning("cannot tag session %s: %s", name, exc)
 
 
+def transition(r: "redis.Redis", tmux: Tmux, info: SessionInfo, state: State, **changes: object) -> SessionInfo:
+    """Move a session to ``state`` in Redis and in its tmux options (the durable copy) together."""
+    new = ss.transition(r, info, state, **changes)  # type: ignore[arg-type]
+    tag(tmux, new.name, new)
+    return new
+
+
+def set_idle(r: "redis.Redis", tmux: Tmux, info: SessionInfo, **kwargs: object) -> SessionInfo:
+    """Free the session in Redis and in tmux (see :func:`sessions.set_idle`)."""
+    new = ss.set_idle(r, info, **kwargs)  # type: ignore[arg-type]
+    tag(tmux, new.name, new)
+    return new
+
+
 def read_tags(tmux: Tmux, name: str) -> dict[str, str]:
     """The ``@aq_*`` options of a session ({} if none or no session)."""
     try:

@@ -15,7 +15,6 @@ from pathlib import Path
 from . import agent_queue as aq
 from . import defaults as d
 from . import events, keys, locks, pool_state, screen
-from . import sessions as ss
 from .dispatch import Dispatcher, claim_is_live
 from .errors import ClaimError, TmuxError
 from .hooks import HookLog
@@ -42,8 +41,7 @@ def delivered(disp: Dispatcher, info: SessionInfo) -> bool:
 
 
 def _owner_session(disp: Dispatcher, project: str, task_id: str) -> SessionInfo | None:
-    for name in disp.settings.pool.names():
-        info = disp.session_info(name)
+    for info in disp.pool_infos().values():
         if info.project == project and info.task == task_id and info.state in (
                 State.LAUNCHING, State.WORKING, State.WAITING):
             return info
@@ -88,14 +86,12 @@ def _resolve(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path) -> st
     try:
         if info is not None and delivered(disp, info):
             aq.promote(path)
-            new = ss.transition(disp.r, info, State.WORKING, since=info.since)
-            pool_state.tag(disp.tmux, info.name, new)
+            pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since)
             events.emit(disp.r, "recovered", task=key, session=info.name, detail="agent had it: dispatched")
             return f"{key}: promoted (agent in {info.name} had received it)"
         if info is not None:
             pool_state.reset_pane(disp.tmux, info.name, disp.settings)
-            new = ss.set_idle(disp.r, info, now=disp.clock(), detail="recovered abandoned launch")
-            pool_state.tag(disp.tmux, info.name, new)
+            pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail="recovered abandoned launch")
         aq.release(path)
     except ClaimError as exc:
         logger.warning("recovery of %s: %s", key, exc)
@@ -108,8 +104,7 @@ def recover_sessions(disp: Dispatcher) -> list[str]:
     """Sessions left in ``launching`` by a dead worker, with no launch in progress any more."""
     done: list[str] = []
     now = disp.clock()
-    for name in disp.settings.pool.names():
-        info = disp.session_info(name)
+    for name, info in disp.pool_infos().items():
         if info.state is not State.LAUNCHING or now - info.since < CLAIM_GRACE_S:
             continue
         if locks.is_held(disp.r, keys.session_lock(name)):
@@ -118,12 +113,11 @@ def recover_sessions(disp: Dispatcher) -> list[str]:
         if proj is not None and proj.task_path(info.task, d.LAUNCHING).exists():
             continue  # recover_launching decides for the file and the session together
         if proj is not None and proj.task_path(info.task, d.DISPATCHED).exists():
-            new = ss.transition(disp.r, info, State.WORKING, since=info.since)
+            new = pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since)
             done.append(f"{name}: working on {info.task_key}")
         else:
             pool_state.reset_pane(disp.tmux, name, disp.settings)
-            new = ss.set_idle(disp.r, info, now=now, detail="recovered from an abandoned launch")
+            new = pool_state.set_idle(disp.r, disp.tmux, info, now=now, detail="recovered from an abandoned launch")
             done.append(f"{name}: idle")
-        pool_state.tag(disp.tmux, name, new)
         events.emit(disp.r, "recovered", task=info.task_key, session=name, detail=f"session -> {new.state.value}")
     return done

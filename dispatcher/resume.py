@@ -13,7 +13,6 @@ from pathlib import Path
 from . import agent_queue as aq
 from . import defaults as d
 from . import events, keys, locks, pool_state
-from . import sessions as ss
 from .dispatch import Dispatcher, LaunchSpec
 from .errors import LaunchError, TaskFileError, TmuxError
 from .hooks import HookLog
@@ -35,8 +34,7 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
         proj = aq.project(disp.settings.projects_dir, info.project)
         dispatched = proj.task_path(info.task, d.DISPATCHED)
         if not dispatched.exists():
-            new = ss.set_idle(disp.r, info, now=disp.clock(), detail="nothing to resume")
-            pool_state.tag(disp.tmux, info.name, new)
+            pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail="nothing to resume")
             return "nothing to resume"
         try:
             original = _task_of(dispatched, info)
@@ -53,11 +51,11 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
             aq.move_no_replace(dispatched, proj.task_path(info.task))
             events.emit(disp.r, "launch-failed", task=info.task_key, session=info.name, detail=f"resume failed: {exc}")
             pool_state.reset_pane(disp.tmux, info.name, disp.settings)
-            new = ss.set_idle(disp.r, info, failed=True, now=disp.clock(), detail=f"resume failed: {exc}"[:500])
-            pool_state.tag(disp.tmux, info.name, new)
+            pool_state.set_idle(disp.r, disp.tmux, info, failed=True, now=disp.clock(),
+                                detail=f"resume failed: {exc}"[:500])
             return f"resume failed, {info.task_key} requeued"
-        new = ss.transition(disp.r, info, State.WORKING, detail="resumed", idle_since=0.0, hooks_after=hooks_after)
-        pool_state.tag(disp.tmux, info.name, new)
+        pool_state.transition(disp.r, disp.tmux, info, State.WORKING, detail="resumed", idle_since=0.0,
+                              hooks_after=hooks_after)
         events.emit(disp.r, "resumed", task=info.task_key, session=info.name, detail=f"--resume {info.agent_uuid}")
         return f"resumed {info.task_key}"
     finally:

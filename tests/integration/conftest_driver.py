@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -14,22 +12,15 @@ import redis
 
 from dispatcher.config import AgentSettings
 from dispatcher.tmux import Tmux
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
-from system_fixtures import flushed_client
+from system_fixtures import flushed_client, wait_for
 
-FAKE_COMMAND = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    """Poll ``predicate`` every 10 ms until truthy; fail after ``timeout`` seconds."""
+    return wait_for(predicate, timeout=timeout, what=what, poll=0.01)
 
 
 @pytest.fixture
@@ -66,7 +57,7 @@ def make_agent(tmp_path: Path, fake_log: Path) -> Callable[..., AgentSettings]:
 
     def make(*, env: dict[str, str] | None = None, **overrides: Any) -> AgentSettings:
         full_env = {"FAKE_AGENT_LOG": str(fake_log), **(env or {})}
-        base: dict[str, Any] = dict(command=FAKE_COMMAND, prompt_timeout=15.0, submit_timeout=6.0, submit_retries=3,
+        base: dict[str, Any] = dict(command=FAKE_AGENT_COMMAND, prompt_timeout=15.0, submit_timeout=6.0, submit_retries=3,
                                     resume_dir=tmp_path / "resume", env=full_env, hooks=True)
         base.update(overrides)
         return AgentSettings(**base)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,15 +17,15 @@ from dispatcher.config import AgentSettings, PoolSettings, Settings, TmuxSetting
 from dispatcher.dispatch import Dispatcher
 from dispatcher.taskfile import render_task
 from dispatcher.tmux import Tmux
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 REDIS_BASE = "redis://127.0.0.1:6379/"
 #: DBs the system tests may take; each run claims a free one so concurrent runs never share state.
 SYSTEM_DBS = range(1, 14)
-FAKE = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: "str | Callable[[], str]" = "condition",
-             step: Callable[[], Any] | None = None) -> Any:
+             step: Callable[[], Any] | None = None, poll: float = 0.05) -> Any:
     """Poll (running ``step`` each round) until ``predicate`` is truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -37,7 +36,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: "str | C
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 class Clock:
@@ -117,7 +116,7 @@ def settings(tmp_path: Path, agent_log: Path, sys_redis_url: str) -> Settings:
         projects_dir=projects,
         pool=PoolSettings(prefix="ccl-auto-", start_index=0, max=3, cooldown=300.0),
         tmux=TmuxSettings(socket_name=f"aqsys-{uuid.uuid4().hex[:10]}"),
-        agent=AgentSettings(command=FAKE, prompt_timeout=20.0, submit_timeout=6.0, submit_retries=3,
+        agent=AgentSettings(command=FAKE_AGENT_COMMAND, prompt_timeout=20.0, submit_timeout=6.0, submit_retries=3,
                             resume_dir=tmp_path / "resume", env={"FAKE_AGENT_LOG": str(agent_log),
                                                                  "FAKE_AGENT_BUSY_MS": "50"}),
         state_dir=tmp_path / "state",

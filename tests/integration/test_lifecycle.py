@@ -75,6 +75,8 @@ def test_usage_limit_pauses_pool_and_resumes_same_conversation(disp: Dispatcher,
     assert resume_file.read_text().strip() == first["session_id"]
     inbox = aq.project(settings.projects_dir, "p").inbox
     assert (inbox / "LIM.md.dispatched").exists()  # still owned
+    disp.r.delete(keys.session_state("ccl-auto-0"))  # Redis loses it: the tmux copy says limited too
+    assert disp.session_info("ccl-auto-0").state is State.LIMITED
 
     clock.advance(26 * 3600)
     wait_for(lambda: len(messages(agent_log)) >= 2, timeout=60, what="resumed",

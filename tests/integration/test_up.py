@@ -23,10 +23,10 @@ from dispatcher import agent_queue as aq
 from dispatcher import keys
 from dispatcher.taskfile import render_task
 from dispatcher.tmux import Tmux
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 from system_fixtures import wait_for
 
-FAKE = f"{sys.executable} -m dispatcher.testing.fake_agent --model {{model}} --dangerously-skip-permissions {{resume}}"
 
 
 def _task(root: Path, project: str, task_id: str, body: str, depends_on: tuple[str, ...] = (),
@@ -43,7 +43,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     cfg = {
         "projects_dir": "projects", "state_dir": "state", "scan_interval": 3, "monitor_interval": 1,
         "finish_grace": 2, "pool": {"max": 3, "cooldown": 1}, "tmux": {"socket_name": socket},
-        "agent": {"command": FAKE, "resume_dir": str(tmp_path / "resume"), "prompt_timeout": 30,
+        "agent": {"command": FAKE_AGENT_COMMAND, "resume_dir": str(tmp_path / "resume"), "prompt_timeout": 30,
                   "env": {"FAKE_AGENT_LOG": str(tmp_path / "agents.jsonl"), "FAKE_AGENT_BUSY_MS": "50"}},
     }
     (tmp_path / "dispatcher.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
