@@ -6,7 +6,10 @@ Broker and results come from $REDIS_URL or the dispatcher config's
 
 from __future__ import annotations
 
+from kombu import Queue
+
 from dispatcher.config import load_config
+from dispatcher.hosts import CLUSTER_QUEUE, host_queue
 from dispatcher.redis_conn import celery_url, configured_url
 
 _settings = load_config()
@@ -34,6 +37,15 @@ task_send_sent_event = True
 task_track_started = True
 
 imports = ("workers.scan", "workers.assign", "workers.monitor")
+
+# Several hosts (docs/multi-host.md): a worker consumes the cluster's queue and its own host's queue
+# (everything that touches this host's tmux panes); the router sends each message where it belongs.
+task_default_queue = CLUSTER_QUEUE
+task_queues = (Queue(CLUSTER_QUEUE), Queue(host_queue(_settings.host.name)))
+task_routes = ("dispatcher.routing.route",)
+# Exactly one beat schedules for the whole cluster, however many hosts run one (a Redis lease).
+beat_scheduler = "dispatcher.beat_leader:LeaderScheduler"
+beat_max_loop_interval = 5
 
 beat_schedule = {
     "full-scan": {"task": "full_scan", "schedule": _settings.scan_interval,

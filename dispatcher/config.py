@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -49,6 +50,21 @@ class TmuxSettings:
     """Which tmux server holds the pool (``tmux -L socket_name``)."""
 
     socket_name: str = d.TMUX_SOCKET
+
+
+def default_host_name() -> str:
+    """This machine's host name, reduced to the characters a host name may hold."""
+    raw = socket.gethostname().split(".")[0] or "localhost"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """This host of the fleet: its name (``AQ_HOST`` wins) and the Claude account its agents use."""
+
+    name: str = field(default_factory=default_host_name)
+    #: Usage limits pause every host of one account, and only those.
+    account: str = d.ACCOUNT
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,8 @@ class Settings:
     tmux: TmuxSettings = TmuxSettings()
     agent: AgentSettings = AgentSettings()
     flower: FlowerSettings = FlowerSettings()
+    host: HostSettings = field(default_factory=HostSettings)
+    host_lost_after: float = d.HOST_LOST_AFTER_S
     scan_interval: float = d.SCAN_INTERVAL_S
     monitor_interval: float = d.MONITOR_INTERVAL_S
     blocked_timeout: float = d.BLOCKED_TIMEOUT_S
@@ -191,6 +209,16 @@ def _name_list(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _host_name(v: str) -> str | None:
+    return None if _SAFE_NAME.match(v) and v not in (".", "..") else "must match [A-Za-z0-9._-]+"
+
+
+def _host_name_env(v: str) -> str:
+    if _host_name(v):
+        raise ConfigError(f"environment AQ_HOST={v!r}: a host name must match [A-Za-z0-9._-]+")
+    return v
+
+
 def _path(base: Path) -> Callable[[Any], Path]:
     def conv(v: Any) -> Path:
         p = Path(os.path.expanduser(_string(v)))
@@ -250,6 +278,12 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         port=flower_r.get("port", _strict_int, d.FLOWER_PORT, lambda v: None if 0 < v < 65536 else "must be a TCP port"),
         basic_auth=_env_first(env, "FLOWER_BASIC_AUTH", flower_r.get("basic_auth", _string, None)),
     )
+    host_r = r.section("host")
+    host = HostSettings(
+        name=_env_first(env, "AQ_HOST", host_r.get("name", _string, default_host_name(), _host_name), _host_name_env),
+        account=host_r.get("account", _string, d.ACCOUNT,
+                           lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+"),
+    )
     settings = Settings(
         projects_dir=_env_first(env, "AQ_PROJECTS_DIR", r.get("projects_dir", to_path, base / "projects"), to_path),
         projects=r.get("projects", _name_list, None),
@@ -257,6 +291,9 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         tmux=tmux,
         agent=agent,
         flower=flower,
+        host=host,
+        host_lost_after=r.get("host_lost_after", _number, d.HOST_LOST_AFTER_S,
+                              lambda v: None if v >= 3 else "must be >= 3 (seconds)"),
         scan_interval=r.get("scan_interval", _number, d.SCAN_INTERVAL_S, _positive),
         monitor_interval=r.get("monitor_interval", _number, d.MONITOR_INTERVAL_S, _positive),
         blocked_timeout=r.get("blocked_timeout", _number, d.BLOCKED_TIMEOUT_S, _positive),
@@ -267,7 +304,8 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         redis_url=_env_first(env, "REDIS_URL", r.get("redis_url", _string, None)),
         state_dir=_env_first(env, "AQ_STATE_DIR", r.get("state_dir", to_path, base / d.STATE_DIR), to_path),
     )
-    extra = r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
+    extra = (r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
+             + host_r.unknown())
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; see README 'Configuration'")
     return settings

@@ -61,6 +61,13 @@ LAUNCH_LOCK_TTL_S: Final = 30.0
 MAX_LAUNCH_ATTEMPTS: Final = 3
 FINISH_GRACE_S: Final = 30.0
 
+#: A host whose heartbeat is older than this is lost: its tasks go to other hosts.
+HOST_LOST_AFTER_S: Final = 60.0
+#: Heartbeats per ``host_lost_after`` (a host survives a few missed beats).
+HEARTBEATS_PER_LOST: Final = 6
+#: The Claude account of a host when none is configured (usage limits pause per account).
+ACCOUNT: Final = "default"
+
 FLOWER_ADDRESS: Final = "127.0.0.1"
 FLOWER_PORT: Final = 5555
 

@@ -28,11 +28,13 @@ import redis
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, keys, locks, pool_state
+from . import events, hosts, keys, locks, owners, pool_state
+from . import sessions as ss
 from .config import Settings
-from .errors import ClaimError, LaunchError, TaskFileError, TmuxError
+from .errors import ClaimError, LaunchError, SessionError, TaskFileError, TmuxError
 from .hooks import HookLog
 from .scan import Plan, run_scan
+from .session_ref import SessionRef, parse
 from .sessions import SessionInfo, State
 from .taskfile import Task, parse_task, read_task_bytes
 from .tmux import Tmux
@@ -44,11 +46,17 @@ logger = logging.getLogger(__name__)
 class LaunchSpec:
     """Everything the agent driver needs to start one task in one session."""
 
-    session: str
+    session: str  # tmux name on this host
     task: Task
     project_dir: Path
     model: str
     agent_uuid: str
+    host: str = ""
+
+    @property
+    def ref(self) -> str:
+        """``HOST/NAME`` of the session (hook reports and events name it so)."""
+        return f"{self.host}/{self.session}" if self.host else self.session
 
 
 class LaunchFn(Protocol):
@@ -59,7 +67,7 @@ class LaunchFn(Protocol):
 class Outcome:
     """Result of one dispatch attempt (returned by the Celery tasks as JSON)."""
 
-    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing
+    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing | forwarded
     session: str = ""
     task: str = ""
     detail: str = ""
@@ -120,21 +128,48 @@ class Dispatcher:
         self.enqueue_assign = enqueue_assign
         self.clock = clock
         self.owner = owner_id()
+        self.host = settings.host.name
         self.lock_ttl = d.LAUNCH_LOCK_TTL_S
 
     # -- sessions -------------------------------------------------------------
 
+    def ref(self, name: str) -> SessionRef:
+        """The ref of one of this host's sessions."""
+        return SessionRef(self.host, name)
+
     def session_info(self, name: str) -> SessionInfo:
-        """Current state of a pool session (rebuilt from tmux if Redis has none)."""
-        return pool_state.read(self.r, self.tmux, name)
+        """Current state of one of this host's pool sessions (rebuilt from tmux if Redis has none)."""
+        return pool_state.read(self.r, self.tmux, self.host, name)
 
     def pool_infos(self) -> dict[str, SessionInfo]:
-        """States of every pool session in one tmux call and one Redis round trip."""
-        return pool_state.read_all(self.r, self.tmux, self.settings.pool.names())
+        """States of this host's pool sessions in one tmux call and one Redis round trip."""
+        return pool_state.read_all(self.r, self.tmux, self.host, self.settings.pool.names())
 
     def is_free(self, info: SessionInfo, now: float) -> bool:
         return (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)
-                and not locks.is_held(self.r, keys.session_lock(info.name)))
+                and not locks.is_held(self.r, keys.session_lock(info.ref)))
+
+    def fleet_free(self) -> list[SessionRef]:
+        """Free sessions of every live host: this host's from tmux, the others' from Redis."""
+        now = self.clock()
+        out: list[SessionRef] = []
+        if not self.paused_until(now):
+            out = [self.ref(n) for n, info in self.pool_infos().items() if self.is_free(info, now)]
+        others = [h for n, h in hosts.alive(self.r, now, self.settings.host_lost_after).items() if n != self.host]
+        refs = [SessionRef(h.name, n) for h in others for n in h.sessions]
+        if not refs:
+            return out
+        states = ss.get_all(self.r, refs)
+        pipe = self.r.pipeline(transaction=False)
+        for ref in refs:
+            pipe.exists(keys.session_lock(str(ref)))
+        locked = dict(zip(refs, pipe.execute()))
+        for ref in refs:
+            info = states[ref]  # None: that host has not rebuilt it yet (after a flush); its monitor will
+            if (info is not None and info.state is State.IDLE and not locked[ref]
+                    and not info.in_cooldown(now, self.settings.pool.cooldown)):
+                out.append(ref)
+        return out
 
     def paused_until(self, now: float) -> float:
         """Pool-wide pause (usage limit): the time launching may resume, or 0."""
@@ -142,6 +177,7 @@ class Dispatcher:
         return until if until > now else 0.0
 
     def free_sessions(self) -> list[str]:
+        """Free sessions of this host (names)."""
         now = self.clock()
         if self.paused_until(now):
             return []
@@ -170,12 +206,12 @@ class Dispatcher:
             events.emit(self.r, "submitted", task=f"{project}:{task_id}")
 
     def fan_out(self) -> list[Outcome]:
-        """Give work to every free session: enqueue assign_next per session, or run it inline."""
-        free = self.free_sessions()
+        """Give work to every free session of the fleet: assign_next per session (on its host's queue), or inline."""
+        if self.enqueue_assign is not None:
+            return [Outcome("enqueued", session=str(ref)) for ref in self.fleet_free() if self.request_assign(ref)]
+        free = self.free_sessions()  # inline (one process, no Celery): this host's sessions only
         if not free:
             return []
-        if self.enqueue_assign is not None:
-            return [Outcome("enqueued", session=n) for n in free if self.request_assign(n)]
         result = self.plan()
         outcomes = []
         for name in free:
@@ -203,23 +239,37 @@ class Dispatcher:
         pipe.expire(key, ATTEMPTS_TTL_S)
         return int(pipe.execute()[0])
 
-    def request_assign(self, session: str) -> bool:
-        """Enqueue ``assign_next(session)`` unless one is already queued (a burst of events sends one, not N)."""
+    def request_assign(self, ref: SessionRef) -> bool:
+        """Enqueue ``assign_next(HOST/NAME)`` unless one is already queued (a burst of events sends one, not N)."""
         if self.enqueue_assign is None:
-            self.assign_next(session)
+            if ref.host != self.host:
+                return False  # inline mode cannot reach another host's panes
+            self.assign_next(str(ref))
             return True
-        if not self.r.set(keys.assign_pending(session), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
+        if not self.r.set(keys.assign_pending(str(ref)), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
             return False
-        self.enqueue_assign(session)
+        self.enqueue_assign(str(ref))
         return True
 
     def assign_next(self, session: str) -> Outcome:
-        """Give the next eligible task (in dispatch order) to ``session`` if it is a free pool session."""
+        """Give the next eligible task (in dispatch order) to ``session`` (``NAME`` or ``HOST/NAME``) if it is free."""
+        try:
+            ref = parse(session, default_host=self.host)
+        except SessionError as exc:
+            return Outcome("not-in-pool", session=str(session), detail=str(exc))
+        if ref.host != self.host:
+            # Never launch into another host's session: only its own workers can see its panes.
+            if self.enqueue_assign is not None:
+                self.enqueue_assign(str(ref))
+                return Outcome("forwarded", session=str(ref), detail=f"to host {ref.host}'s queue")
+            return Outcome("not-in-pool", session=str(ref), detail=f"a session of host {ref.host}, not {self.host}")
+        session = ref.name
         if self.settings.pool.contains(session):
-            self.r.delete(keys.assign_pending(session))  # from now on a new event may queue another
+            self.r.delete(keys.assign_pending(str(ref)))  # from now on a new event may queue another
         if not self.settings.pool.contains(session):
             logger.warning("assign_next: %r is not a pool session; refusing", session)
-            return Outcome("not-in-pool", session=session, detail="not one of " + ", ".join(self.settings.pool.names()))
+            return Outcome("not-in-pool", session=str(ref),
+                           detail="not one of " + ", ".join(self.settings.pool.names()))
         now = self.clock()
         until = self.paused_until(now)
         if until:
@@ -249,7 +299,7 @@ class Dispatcher:
 
     def dispatch_one(self, task: Task, session: str) -> Outcome:
         """Claim ``task`` and launch it in ``session``; give everything back on failure."""
-        held = locks.try_acquire(self.r, keys.session_lock(session), self.lock_ttl, self.owner)
+        held = locks.try_acquire(self.r, keys.session_lock(str(self.ref(session))), self.lock_ttl, self.owner)
         if held is None:
             return Outcome("busy", session=session, detail="session locked by another worker")
         try:
@@ -261,6 +311,8 @@ class Dispatcher:
                 launching = aq.claim(task.path)
             except ClaimError as exc:
                 return Outcome("taken", session=session, task=str(task.key), detail=str(exc))
+            # Ownership any host can check (an flock proves nothing across machines).
+            owners.take(self.r, task.project, task.id, info.ref)
             try:
                 claim = FileClaim(launching)
             except OSError as exc:  # vanished or swapped between claim and lock: give it back if we can
@@ -281,14 +333,15 @@ class Dispatcher:
             task = parse_task(data, task_id=task.id, project=task.project, path=task.path, mtime=mtime)
         except TaskFileError as exc:
             aq.release(launching)
+            owners.drop(self.r, task.project, task.id, info.ref)
             return Outcome("taken", session=session, task=key, detail=f"changed while claimed: {exc.reason}")
-        events.emit(self.r, "claimed", task=key, session=session)
+        events.emit(self.r, "claimed", task=key, session=info.ref)
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
         info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, project=task.project, task=task.id,
                                      model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
-                                     hooks_after=HookLog(self.r).last_id(session))
-        spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid)
+                                     hooks_after=HookLog(self.r).last_id(info.ref))
+        spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid, self.host)
         try:
             self.launch(spec)
         except (LaunchError, TmuxError, OSError) as exc:
@@ -299,7 +352,7 @@ class Dispatcher:
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
         info = pool_state.transition(self.r, self.tmux, info, State.WORKING)
         self.r.delete(keys.attempts(task.project, task.id))
-        events.emit(self.r, "launched", task=key, session=session, detail=f"model {model}")
+        events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
         return Outcome("dispatched", session=session, task=key, detail=f"model {model}")
 
     def _launch_failed(self, task: Task, launching: Path, info: SessionInfo, exc: Exception) -> Outcome:
@@ -310,10 +363,11 @@ class Dispatcher:
         if attempts >= self.settings.max_launch_attempts:
             aq.fail(launching, reason)
             self.r.delete(keys.attempts(task.project, task.id))
-            events.emit(self.r, "failed", task=key, session=info.name, detail=reason)
+            events.emit(self.r, "failed", task=key, session=info.ref, detail=reason)
         else:
             aq.release(launching)
-            events.emit(self.r, "launch-failed", task=key, session=info.name, detail=reason)
+            events.emit(self.r, "launch-failed", task=key, session=info.ref, detail=reason)
+        owners.drop(self.r, task.project, task.id, info.ref)
         pool_state.reset_pane(self.tmux, info.name, self.settings)
         pool_state.set_idle(self.r, self.tmux, info, failed=True, now=self.clock(), detail=str(exc)[:500])
         return Outcome("launch-failed", session=info.name, task=key, detail=reason)

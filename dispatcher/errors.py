@@ -69,5 +69,9 @@ class SubmitError(LaunchError):
     """The message was typed but the agent never showed it as submitted."""
 
 
+class HostConflictError(DispatcherError):
+    """Another live deployment already uses this host name."""
+
+
 class LockError(DispatcherError):
     """A Redis lock could not be taken or was lost."""

@@ -15,9 +15,33 @@ EVENTS: Final = PREFIX + "events"
 EVENTS_MAXLEN: Final = 10_000
 #: Hash: pool-wide pause (usage limit) — fields ``until``, ``reason``.
 PAUSE: Final = PREFIX + "pause"
-#: Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts).
-STARTUP_LOCK: Final = PREFIX + "lock:startup"
+#: Hash: host name → JSON heartbeat (fingerprint, account, sessions, last_seen, version).
+HOSTS: Final = PREFIX + "hosts"
+#: Lease of the one beat that schedules for the whole cluster.
+BEAT_LEADER: Final = PREFIX + "lock:beat"
 
+
+def startup_lock(host: str) -> str:
+    """Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts)."""
+    return f"{PREFIX}lock:startup:{host}"
+
+
+def owner(project: str, task_id: str) -> str:
+    """Who owns a claimed task: ``HOST/NAME`` of its session, or a tombstone once taken back."""
+    return f"{PREFIX}owner:{project}:{task_id}"
+
+
+def orphan_since(project: str, task_id: str) -> str:
+    """When a claimed task was first seen with no owner record (a flush, or a claimer that died at once)."""
+    return f"{PREFIX}orphan:{project}:{task_id}"
+
+
+def monitor_pending(host: str) -> str:
+    """Set while a ``monitor_sessions(host)`` message is queued: at most one per host."""
+    return f"{PREFIX}monitor-pending:{host}"
+
+
+# Sessions are named by their ref, ``HOST/NAME`` (session_ref.py): a name is unique on its host only.
 
 def session_lock(session: str) -> str:
     """Lock held by the worker that is launching into ``session``."""

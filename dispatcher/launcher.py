@@ -133,6 +133,7 @@ def redis_url_of(client: redis_lib.Redis) -> str:
 
 
 def agent_env(session: str, request: LaunchRequest, agent: AgentSettings, redis_url: str) -> dict[str, str]:
+    """``session`` is the ref (``HOST/NAME``) the hook reports under."""
     """Environment exported to the agent (and inherited by its hooks)."""
     env = dict(agent.env)
     env.update(AQ_SESSION=session, AQ_TASK=f"{request.project}:{request.task_id}", AQ_REDIS_URL=redis_url)
@@ -192,7 +193,7 @@ def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, en
     """Start the agent and wait for its prompt while holding the host's startup lock."""
     wait = agent.prompt_timeout * 2
     if not lock.acquire(blocking=True, blocking_timeout=wait):
-        raise LaunchError(f"startup lock {keys.STARTUP_LOCK} stayed busy for {wait:.0f}s; another start-up hangs?")
+        raise LaunchError(f"startup lock {lock.name} stayed busy for {wait:.0f}s; another start-up hangs?")
     # A short TTL renewed while we wait: a worker killed mid start-up blocks the host for seconds, not minutes.
     held = Held(lock, STARTUP_LOCK_TTL_S)
     try:
@@ -205,7 +206,7 @@ def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, en
 
 
 def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, after_id: str,
-             deadline: float, clock: Callable[[], float]) -> tuple[str, HookReport | None] | None:
+             deadline: float, clock: Callable[[], float], ref: str) -> tuple[str, HookReport | None] | None:
     """Wait until ``deadline`` for proof of submission; None when there is none yet."""
     def tagged(r: HookReport) -> bool:
         # "in", not "startswith": after an API error Claude merges the next prompt with the failed one.
@@ -213,7 +214,7 @@ def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, afte
 
     while True:
         if hooks is not None:
-            report, after_id = hooks.wait_for(session, "UserPromptSubmit", tagged, deadline=deadline,
+            report, after_id = hooks.wait_for(ref, "UserPromptSubmit", tagged, deadline=deadline,
                                               after_id=after_id, clock=clock,
                                               block_ms=int(POLL_INTERVAL_S * 1000))
             if report is not None:
@@ -247,9 +248,14 @@ def _wait_paste_shown(tmux: Tmux, session: str, deadline: float, clock: Callable
 
 def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: AgentSettings,
            redis: redis_lib.Redis, *, state_dir: Path, clock: Callable[[], float] = time.monotonic,
-           redis_url: str | None = None) -> LaunchResult:
-    """Start an agent in ``session`` and submit ``request``'s message; raise a LaunchError subclass on failure."""
+           redis_url: str | None = None, ref: str | None = None) -> LaunchResult:
+    """Start an agent in ``session`` and submit ``request``'s message; raise a LaunchError subclass on failure.
+
+    ``ref`` (``HOST/NAME``) names the session in hook reports and the start-up lock's host; default ``session``.
+    """
     agent = agent_settings
+    ref = ref or session
+    host = ref.split("/", 1)[0] if "/" in ref else ""
     if not tmux.has_session(session):
         raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
     if not Path(request.project_dir).is_dir():
@@ -259,10 +265,10 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
     settings_file = write_settings(Path(state_dir), session) if agent.hooks else None
     argv = build_argv(agent.command, model=model, resume_id=resume_id, settings_file=settings_file,
                       session_uuid=request.session_uuid if agent.hooks else None)
-    env = agent_env(session, request, agent, redis_url or redis_url_of(redis))
+    env = agent_env(ref, request, agent, redis_url or redis_url_of(redis))
     hooks = HookLog(redis) if agent.hooks else None
-    after_id = hooks.last_id(session) if hooks is not None else "0-0"
-    lock = redis.lock(keys.STARTUP_LOCK, timeout=STARTUP_LOCK_TTL_S, sleep=0.02, thread_local=False)
+    after_id = hooks.last_id(ref) if hooks is not None else "0-0"
+    lock = redis.lock(keys.startup_lock(host), timeout=STARTUP_LOCK_TTL_S, sleep=0.02, thread_local=False)
 
     started = clock()
     _start(tmux, session, argv, request, env, lock, agent, clock)
@@ -278,7 +284,7 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
     while presses < max(1, agent.submit_retries) and proof is None:
         tmux.send_keys(session, "Enter")
         presses += 1
-        proof = _confirm(tmux, session, msg_tag, hooks, after_id, clock() + per_try, clock)
+        proof = _confirm(tmux, session, msg_tag, hooks, after_id, clock() + per_try, clock, ref)
         if proof is None:
             logger.warning("%s: %s not confirmed after Enter #%d", session, msg_tag, presses)
     if proof is None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 from datetime import datetime, timezone
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, keys, pool_state, screen
+from . import events, hosts, keys, owners, pool_state, screen
 from . import sessions as ss
 from .dispatch import Dispatcher
 from .errors import ClaimError, TmuxError
@@ -76,7 +77,7 @@ def observe(disp: Dispatcher, info: SessionInfo) -> Observation:
     except TmuxError:
         text, dead = "", True
     tail = "\n".join(line for line in text.splitlines() if line.strip())[-2000:]
-    reports = HookLog(disp.r).read(info.name, after_id=info.hooks_after or "0-0", count=10_000)
+    reports = HookLog(disp.r).read(info.ref, after_id=info.hooks_after or "0-0", count=10_000)
     limit_text = None
     failure = _latest(reports, "StopFailure")
     submit = _latest(reports, "UserPromptSubmit")
@@ -115,10 +116,27 @@ def monitor_all(disp: Dispatcher) -> list[str]:
     return changes
 
 
+def fan_out_hosts(disp: Dispatcher, send: Callable[[str], object]) -> list[str]:
+    """Queue one monitor pass per live host (this one included), at most one queued per host."""
+    now = disp.clock()
+    names = set(hosts.alive(disp.r, now, disp.settings.host_lost_after)) | {disp.host}
+    sent = []
+    for host in sorted(names):
+        # The pass clears it when it starts: a host that is down gets one queued pass, not a backlog.
+        if disp.r.set(keys.monitor_pending(host), "1", nx=True, px=int(disp.settings.host_lost_after * 1000)):
+            send(host)
+            sent.append(host)
+    return sent
+
+
 def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     """Move one session's lifecycle on from what it shows now; returns the change, or ''."""
     name = info.name
     now = disp.clock()
+    if info.task and info.state in _OWNING:
+        other = owners.confirm(disp.r, info.project, info.task, info.ref)
+        if other is not None:
+            return _fenced(disp, info, other)
     if info.state is State.MISSING:
         return _recreate(disp, info)
     if info.state is State.LIMITED:
@@ -138,7 +156,7 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     if obs.waiting_text and info.state is not State.WAITING:
         pool_state.transition(disp.r, disp.tmux, info, State.WAITING, since=info.since,
                               detail=obs.waiting_text[:500])
-        events.emit(disp.r, "waiting", task=info.task_key, session=name, detail=obs.waiting_text[:500])
+        events.emit(disp.r, "waiting", task=info.task_key, session=info.ref, detail=obs.waiting_text[:500])
         return f"waiting: {obs.waiting_text[:80]}"
     if not obs.waiting_text and info.state is State.WAITING:
         pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since, detail="")
@@ -154,12 +172,26 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     return ""
 
 
+#: States in which a session owns its task (a MISSING one may still own it: its agent is resumed).
+_OWNING = (State.WORKING, State.WAITING, State.LIMITED, State.MISSING)
+
+
+def _fenced(disp: Dispatcher, info: SessionInfo, other: str) -> str:
+    """The task was given to someone else (this host was lost meanwhile): stop the agent, never resume it."""
+    if info.state is not State.MISSING:
+        pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+    pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail=f"fenced: {info.task_key} is not ours")
+    resume_path(disp.settings.agent, info.name).unlink(missing_ok=True)
+    events.emit(disp.r, "fenced", task=info.task_key, session=info.ref, detail=f"owner record: {other[:200]}")
+    return f"fenced off {info.task_key} ({other[:80]})"
+
+
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:
     if disp.settings.agent.recycle == "exit" or failed:
         pool_state.reset_pane(disp.tmux, info.name, disp.settings)
     pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=disp.clock(), detail=detail)
     if not failed:
-        disp.request_assign(info.name)
+        disp.request_assign(disp.ref(info.name))
 
 
 def _finish(disp: Dispatcher, info: SessionInfo) -> str:
@@ -167,7 +199,8 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
     leftover = proj.task_path(info.task, d.DISPATCHED)
     if leftover.exists():  # the agent copied instead of moving: done/ is the truth
         leftover.unlink()
-    events.emit(disp.r, "finished", task=info.task_key, session=info.name,
+    owners.drop(disp.r, info.project, info.task, info.ref)
+    events.emit(disp.r, "finished", task=info.task_key, session=info.ref,
                 detail=f"after {int(disp.clock() - info.since)}s")
     _free(disp, info, failed=False, detail=f"finished {info.task_key}")
     return f"finished {info.task_key}"
@@ -175,12 +208,13 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
 
 def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
     proj = aq.project(disp.settings.projects_dir, info.project)
-    note = f"{reason}\nsession: {info.name}\nagent: {info.agent_uuid}\n\nlast screen lines:\n{tail}"
+    note = f"{reason}\nsession: {info.ref}\nagent: {info.agent_uuid}\n\nlast screen lines:\n{tail}"
     try:
         aq.fail(proj.task_path(info.task, d.DISPATCHED), note)
     except ClaimError as exc:
         logger.warning("cannot mark %s failed: %s", info.task_key, exc)
-    events.emit(disp.r, "failed", task=info.task_key, session=info.name, detail=reason)
+    owners.drop(disp.r, info.project, info.task, info.ref)
+    events.emit(disp.r, "failed", task=info.task_key, session=info.ref, detail=reason)
     from .blocked import check_blocked
 
     check_blocked(disp.settings, disp.r, now=disp.clock())  # dependents become stuck now, not at the next tick
@@ -198,7 +232,8 @@ def _agent_died(disp: Dispatcher, info: SessionInfo, obs: Observation) -> str:
         aq.move_no_replace(proj.task_path(info.task, d.DISPATCHED), proj.task_path(info.task))
     except ClaimError as exc:
         logger.warning("cannot requeue %s: %s", info.task_key, exc)
-    events.emit(disp.r, "released", task=info.task_key, session=info.name, detail="agent exited; task requeued")
+    owners.drop(disp.r, info.project, info.task, info.ref)
+    events.emit(disp.r, "released", task=info.task_key, session=info.ref, detail="agent exited; task requeued")
     _free(disp, info, failed=True, detail="agent exited")
     return f"agent died; {info.task_key} requeued"
 
@@ -213,7 +248,7 @@ def _limited(disp: Dispatcher, info: SessionInfo, text: str, now: float) -> str:
     _remember_resume(disp, info)
     pool_state.transition(disp.r, disp.tmux, info, State.LIMITED, since=info.since,
                           detail=f"until {time.ctime(until)}: {text[:200]}")
-    events.emit(disp.r, "limited", task=info.task_key, session=info.name, detail=f"paused until {time.ctime(until)}")
+    events.emit(disp.r, "limited", task=info.task_key, session=info.ref, detail=f"paused until {time.ctime(until)}")
     return f"limited until {time.ctime(until)}"
 
 
@@ -242,7 +277,7 @@ def _agent_lost(disp: Dispatcher, info: SessionInfo, why: str) -> str:
         return why
     _remember_resume(disp, info)
     pool_state.transition(disp.r, disp.tmux, info, State.LIMITED, since=info.since, detail=f"{why}; resuming")
-    events.emit(disp.r, "recovered", task=info.task_key, session=info.name, detail=f"{why}; will resume")
+    events.emit(disp.r, "recovered", task=info.task_key, session=info.ref, detail=f"{why}; will resume")
     return f"{why}; {info.task_key} will be resumed"
 
 
@@ -251,5 +286,5 @@ def _recreate(disp: Dispatcher, info: SessionInfo) -> str:
     pool_cfg = disp.settings.pool
     disp.tmux.new_session(info.name, width=pool_cfg.width, height=pool_cfg.height,
                           cwd=disp.settings.projects_dir, remain_on_exit=True)
-    events.emit(disp.r, "session-created", session=info.name)
-    return _agent_lost(disp, ss.get(disp.r, info.name) or info, "session recreated")
+    events.emit(disp.r, "session-created", session=info.ref)
+    return _agent_lost(disp, ss.get(disp.r, disp.ref(info.name)) or info, "session recreated")

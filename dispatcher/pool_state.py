@@ -16,6 +16,7 @@ import redis
 from . import sessions as ss
 from .config import Settings
 from .errors import TmuxError
+from .session_ref import SessionRef
 from .sessions import SessionInfo, State
 from .tmux import SEP, Tmux
 
@@ -72,10 +73,10 @@ def read_tags(tmux: Tmux, name: str) -> dict[str, str]:
     return tags
 
 
-def rebuild(tmux: Tmux, name: str) -> SessionInfo:
+def rebuild(tmux: Tmux, host: str, name: str) -> SessionInfo:
     """State from tmux alone (Redis empty): missing, idle, or what the tags say."""
     if not tmux.has_session(name):
-        return SessionInfo(name, State.MISSING)
+        return SessionInfo(name, State.MISSING, host=host)
     tags = read_tags(tmux, name)
     try:
         state = State(tags.get("state", "idle"))
@@ -83,28 +84,30 @@ def rebuild(tmux: Tmux, name: str) -> SessionInfo:
         state = State.IDLE
     return SessionInfo(name, state, project=tags.get("project", ""), task=tags.get("task", ""),
                        model=tags.get("model", ""), agent_uuid=tags.get("agent_uuid", ""),
-                       since=float(tags.get("since") or 0), detail="rebuilt from tmux")
+                       since=float(tags.get("since") or 0), detail="rebuilt from tmux", host=host)
 
 
-def read(r: "redis.Redis", tmux: Tmux, name: str) -> SessionInfo:
-    """Current state of one pool session; rebuilt from tmux (and stored) when Redis has none."""
-    return _resolve(r, tmux, name, ss.get(r, name), tmux.has_session(name))
+def read(r: "redis.Redis", tmux: Tmux, host: str, name: str) -> SessionInfo:
+    """Current state of one pool session of this host; rebuilt from tmux (and stored) when Redis has none."""
+    return _resolve(r, tmux, host, name, ss.get(r, SessionRef(host, name)), tmux.has_session(name))
 
 
-def read_all(r: "redis.Redis", tmux: Tmux, names: Sequence[str]) -> dict[str, SessionInfo]:
-    """States of many sessions with one tmux call and one Redis round trip (fan-out, status)."""
+def read_all(r: "redis.Redis", tmux: Tmux, host: str, names: Sequence[str]) -> dict[str, SessionInfo]:
+    """States of this host's sessions with one tmux call and one Redis round trip (fan-out, status)."""
     live = set(tmux.list_sessions())
-    stored = ss.get_all(r, names)
-    return {n: _resolve(r, tmux, n, stored[n], n in live) for n in names}
+    stored = ss.get_all(r, [SessionRef(host, n) for n in names])
+    return {n: _resolve(r, tmux, host, n, stored[SessionRef(host, n)], n in live) for n in names}
 
 
-def _resolve(r: "redis.Redis", tmux: Tmux, name: str, info: SessionInfo | None, exists: bool) -> SessionInfo:
+def _resolve(r: "redis.Redis", tmux: Tmux, host: str, name: str, info: SessionInfo | None,
+             exists: bool) -> SessionInfo:
     if not exists:
         if info is None:
-            return SessionInfo(name, State.MISSING)
-        return SessionInfo(name, State.MISSING, project=info.project, task=info.task, agent_uuid=info.agent_uuid)
+            return SessionInfo(name, State.MISSING, host=host)
+        return SessionInfo(name, State.MISSING, project=info.project, task=info.task, agent_uuid=info.agent_uuid,
+                           host=host)
     if info is None:
-        info = rebuild(tmux, name)
+        info = rebuild(tmux, host, name)
         if info.state is not State.MISSING:
             ss.put(r, info)
             logger.info("session %s state rebuilt from tmux: %s %s", name, info.state.value, info.task_key)

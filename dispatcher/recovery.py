@@ -1,9 +1,16 @@
-"""Recovery (run by every full scan): abandoned launches and sessions stuck mid-launch.
+"""Recovery: abandoned launches, sessions stuck mid-launch, and the tasks of lost hosts.
 
-A ``.launching`` file whose flock nobody holds was left by a dead worker. If the
+Local (each host, for its own claims, from its monitor pass): a ``.launching``
+file whose flock nobody holds was left by a dead worker of this host. If the
 agent verifiably received the task (hook report or screen) it is promoted to
 ``.dispatched``; otherwise the agent is stopped and the task goes back to
 pending. Either way it runs exactly once.
+
+Cluster (any host, from the full scan): a claimed task whose owner record names
+a lost host — or no live host at all for ``host_lost_after`` — is taken back:
+the record becomes a tombstone (the host, if it returns, stops its agent
+instead of resuming it), the task goes back to pending with a note, and the
+attempt counts.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from pathlib import Path
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, keys, locks, pool_state, screen
+from . import events, hosts, keys, locks, owners, pool_state, screen
 from .dispatch import Dispatcher, claim_is_live
 from .errors import ClaimError, TmuxError
 from .hooks import HookLog
@@ -30,7 +37,7 @@ CLAIM_GRACE_S = 10.0
 def delivered(disp: Dispatcher, info: SessionInfo) -> bool:
     """Evidence that ``info.task`` was submitted to the agent in ``info.name``."""
     task_tag = message_tag(info.task)
-    report = HookLog(disp.r).latest(info.name, "UserPromptSubmit")
+    report = HookLog(disp.r).latest(info.ref, "UserPromptSubmit")
     if report is not None and task_tag in report.prompt and report.time >= info.since - 1:
         return True
     try:
@@ -48,10 +55,16 @@ def _owner_session(disp: Dispatcher, project: str, task_id: str) -> SessionInfo 
     return None
 
 
+def _mine(disp: Dispatcher, owner: str | None, alone: bool) -> bool:
+    """A claim this host may judge by its flock: recorded as ours, or unrecorded while no other host lives."""
+    return owners.host_of(owner) == disp.host if owner else alone
+
+
 def recover_launching(disp: Dispatcher) -> list[str]:
-    """Resolve every abandoned ``.launching`` file; returns what was done, for the log."""
+    """Resolve this host's abandoned ``.launching`` files; returns what was done, for the log."""
     done: list[str] = []
     now = disp.clock()
+    others = [n for n in hosts.alive(disp.r, now, disp.settings.host_lost_after) if n != disp.host]
     for proj in aq.discover_projects(disp.settings.projects_dir, disp.settings.projects):
         snap = aq.snapshot(proj)
         for name in sorted(snap.inbox):
@@ -65,7 +78,9 @@ def recover_launching(disp: Dispatcher) -> list[str]:
                 age = now - os.stat(path, follow_symlinks=False).st_ctime
             except FileNotFoundError:
                 continue
-            if age < CLAIM_GRACE_S or claim_is_live(path):
+            if age < CLAIM_GRACE_S or not _mine(disp, owners.get(disp.r, proj.name, task_id), not others):
+                continue
+            if claim_is_live(path):
                 continue
             done.append(_resolve(disp, proj, task_id, path))
     return done
@@ -86,17 +101,21 @@ def _resolve(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path) -> st
     try:
         if info is not None and delivered(disp, info):
             aq.promote(path)
+            owners.take(disp.r, proj.name, task_id, info.ref)
             pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since)
-            events.emit(disp.r, "recovered", task=key, session=info.name, detail="agent had it: dispatched")
+            events.emit(disp.r, "recovered", task=key, session=info.ref, detail="agent had it: dispatched")
             return f"{key}: promoted (agent in {info.name} had received it)"
         if info is not None:
             pool_state.reset_pane(disp.tmux, info.name, disp.settings)
             pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail="recovered abandoned launch")
         aq.release(path)
+        record = owners.get(disp.r, proj.name, task_id)
+        if record and owners.host_of(record) == disp.host:
+            owners.drop(disp.r, proj.name, task_id, record)
     except ClaimError as exc:
         logger.warning("recovery of %s: %s", key, exc)
         return f"{key}: left as is ({exc})"
-    events.emit(disp.r, "recovered", task=key, session=info.name if info else "", detail="back to pending")
+    events.emit(disp.r, "recovered", task=key, session=info.ref if info else "", detail="back to pending")
     return f"{key}: returned to pending"
 
 
@@ -107,7 +126,7 @@ def recover_sessions(disp: Dispatcher) -> list[str]:
     for name, info in disp.pool_infos().items():
         if info.state is not State.LAUNCHING or now - info.since < CLAIM_GRACE_S:
             continue
-        if locks.is_held(disp.r, keys.session_lock(name)):
+        if locks.is_held(disp.r, keys.session_lock(info.ref)):
             continue
         proj = aq.project(disp.settings.projects_dir, info.project) if info.project else None
         if proj is not None and proj.task_path(info.task, d.LAUNCHING).exists():
@@ -119,5 +138,88 @@ def recover_sessions(disp: Dispatcher) -> list[str]:
             pool_state.reset_pane(disp.tmux, name, disp.settings)
             new = pool_state.set_idle(disp.r, disp.tmux, info, now=now, detail="recovered from an abandoned launch")
             done.append(f"{name}: idle")
-        events.emit(disp.r, "recovered", task=info.task_key, session=name, detail=f"session -> {new.state.value}")
+        events.emit(disp.r, "recovered", task=info.task_key, session=info.ref, detail=f"session -> {new.state.value}")
     return done
+
+
+def recover_local(disp: Dispatcher) -> list[str]:
+    """This host's part: abandoned launches, then sessions left mid-launch."""
+    return recover_launching(disp) + recover_sessions(disp)
+
+
+def _claimed(disp: Dispatcher) -> list[tuple[aq.Project, str, Path]]:
+    """Every ``.launching``/``.dispatched`` file of every project: (project, task id, path)."""
+    found = []
+    for proj in aq.discover_projects(disp.settings.projects_dir, disp.settings.projects):
+        for name in sorted(aq.snapshot(proj).inbox):
+            if name.startswith("."):
+                continue
+            for suffix in (d.LAUNCHING, d.DISPATCHED):
+                if name.endswith(d.TASK_SUFFIX + suffix):
+                    found.append((proj, name[: -len(d.TASK_SUFFIX + suffix)], proj.inbox / name))
+    return found
+
+
+def recover_cluster(disp: Dispatcher) -> list[str]:
+    """Take back the claimed tasks of lost hosts (and of no live host at all); any host may run it."""
+    now = disp.clock()
+    lost_after = disp.settings.host_lost_after
+    registry = hosts.read_all(disp.r)
+    claimed = _claimed(disp)
+    records = owners.get_many(disp.r, [(p.name, t) for p, t, _ in claimed])
+    done: list[str] = []
+    for proj, task_id, path in claimed:
+        owner = records[(proj.name, task_id)]
+        host = owners.host_of(owner)
+        if host is not None and host in registry:
+            if registry[host].alive(now, lost_after):
+                disp.r.delete(keys.orphan_since(proj.name, task_id))
+                continue
+            why = f"host {host} lost (no heartbeat for {now - registry[host].last_seen:.0f}s) while it held the task"
+        else:
+            # No record (a flush, a claimer dead at once) or a host nobody registers: wait for a live host to
+            # re-assert it (every heartbeat does) before taking it back.
+            disp.r.set(keys.orphan_since(proj.name, task_id), f"{now:.3f}", nx=True, ex=owners.TOMBSTONE_TTL_S)
+            since = float(disp.r.get(keys.orphan_since(proj.name, task_id)) or now)
+            if now - since < lost_after or (path.name.endswith(d.LAUNCHING) and claim_is_live(path)):
+                continue
+            why = (f"no live host owns it (owner {owner or 'unrecorded'} silent for {now - since:.0f}s)"
+                   if not (owner or "").startswith(owners.TOMBSTONE) else "taken back earlier; file left behind")
+        done.append(_take_back(disp, proj, task_id, path, owner, why))
+        disp.r.delete(keys.orphan_since(proj.name, task_id))
+    return [x for x in done if x]
+
+
+def _take_back(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path, owner: str | None, why: str) -> str:
+    """Fence the old owner off, then put the task back to pending (or ``.failed`` after too many attempts)."""
+    key = f"{proj.name}:{task_id}"
+    if owner and not owner.startswith(owners.TOMBSTONE) and not owners.fence(disp.r, proj.name, task_id, owner, why):
+        return ""  # the record changed meanwhile: the owner is alive after all
+    if not owner:
+        owners.fence(disp.r, proj.name, task_id, None, why)
+    attempts = disp.count_attempt(proj.name, task_id)
+    note = f"{why}\nowner: {owner or 'unrecorded'}\nattempt {attempts}/{disp.settings.max_launch_attempts}"
+    try:
+        if attempts >= disp.settings.max_launch_attempts:
+            aq.fail(path, note)
+            disp.r.delete(keys.attempts(proj.name, task_id))
+            events.emit(disp.r, "failed", task=key, session=owner or "", detail=why)
+            return f"{key}: failed ({why})"
+        aq.release(path)
+        aq.write_marker(proj.task_path(task_id), aq.FAILURE_NOTE, note)
+    except (ClaimError, OSError) as exc:  # the owner finished or moved it meanwhile
+        logger.warning("take-back of %s: %s", key, exc)
+        return f"{key}: left as is ({exc})"
+    events.emit(disp.r, "recovered", task=key, session=owner or "", detail=f"{why}; back to pending")
+    return f"{key}: back to pending ({why})"
+
+
+#: Sessions in these states own their task and re-assert its record (a flush must not orphan it).
+_HOLDING = (State.LAUNCHING, State.WORKING, State.WAITING, State.LIMITED)
+
+
+def reassert_owners(disp: Dispatcher) -> None:
+    """Keep (or, after a flush, rewrite) the owner records of this host's sessions; run with each heartbeat."""
+    for info in disp.pool_infos().values():
+        if info.task and info.state in _HOLDING:
+            owners.confirm(disp.r, info.project, info.task, info.ref)  # not ours: the monitor fences it

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, keys, locks, pool_state
+from . import events, keys, locks, owners, pool_state
 from .dispatch import Dispatcher, LaunchSpec
 from .errors import LaunchError, TaskFileError, TmuxError
 from .hooks import HookLog
@@ -27,7 +27,7 @@ CONTINUE_BODY = ("You were interrupted (usage limit or restart). Continue this t
 
 def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
     """Relaunch the session's agent on its own conversation; on failure the task goes back to pending."""
-    held = locks.try_acquire(disp.r, keys.session_lock(info.name), disp.lock_ttl, disp.owner)
+    held = locks.try_acquire(disp.r, keys.session_lock(info.ref), disp.lock_ttl, disp.owner)
     if held is None:
         return ""
     try:
@@ -43,20 +43,21 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
             logger.warning("resume %s: cannot re-read task (%s); sending the continue message only", info.task_key, exc)
         # Without a conversation to resume, the agent needs the whole task again.
         task = replace(original, body=CONTINUE_BODY) if info.agent_uuid else original
-        spec = LaunchSpec(info.name, task, proj.root, info.model, info.agent_uuid)
-        hooks_after = HookLog(disp.r).last_id(info.name)
+        spec = LaunchSpec(info.name, task, proj.root, info.model, info.agent_uuid, disp.host)
+        hooks_after = HookLog(disp.r).last_id(info.ref)
         try:
             disp.launch(spec)
         except (LaunchError, TmuxError, OSError) as exc:
             aq.move_no_replace(dispatched, proj.task_path(info.task))
-            events.emit(disp.r, "launch-failed", task=info.task_key, session=info.name, detail=f"resume failed: {exc}")
+            owners.drop(disp.r, info.project, info.task, info.ref)
+            events.emit(disp.r, "launch-failed", task=info.task_key, session=info.ref, detail=f"resume failed: {exc}")
             pool_state.reset_pane(disp.tmux, info.name, disp.settings)
             pool_state.set_idle(disp.r, disp.tmux, info, failed=True, now=disp.clock(),
                                 detail=f"resume failed: {exc}"[:500])
             return f"resume failed, {info.task_key} requeued"
         pool_state.transition(disp.r, disp.tmux, info, State.WORKING, detail="resumed", idle_since=0.0,
                               hooks_after=hooks_after)
-        events.emit(disp.r, "resumed", task=info.task_key, session=info.name, detail=f"--resume {info.agent_uuid}")
+        events.emit(disp.r, "resumed", task=info.task_key, session=info.ref, detail=f"--resume {info.agent_uuid}")
         return f"resumed {info.task_key}"
     finally:
         held.release()

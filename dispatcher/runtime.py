@@ -7,12 +7,15 @@ benchmarks call :func:`configure` to inject their own settings or launcher.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from typing import Callable
 
 import redis
 
-from . import redis_conn
+from . import defaults as d
+from . import hosts, redis_conn
 from .config import Settings, load_config
 from .dispatch import Dispatcher, LaunchFn, LaunchSpec
 from .tmux import Tmux
@@ -69,7 +72,7 @@ def agent_launcher(s: Settings, r: "redis.Redis", t: Tmux) -> LaunchFn:
             priority=spec.task.priority.value, body=spec.task.body, session_uuid=spec.agent_uuid,
         )
         launch(t, spec.session, request, s.agent, r, state_dir=s.state_dir,
-               redis_url=redis_conn.redis_py_url(redis_conn.configured_url(s)))
+               redis_url=redis_conn.redis_py_url(redis_conn.configured_url(s)), ref=spec.ref)
 
     return run
 
@@ -84,3 +87,20 @@ def dispatcher() -> Dispatcher:
             t = tmux(s)
             _instance = Dispatcher(s, r, t, _launch or agent_launcher(s, r, t), enqueue_assign=_enqueue or _default_enqueue)
         return _instance
+
+
+def host_info(s: Settings) -> hosts.HostInfo:
+    """What this process's heartbeat says about its host."""
+    return hosts.HostInfo(name=s.host.name, fingerprint=hosts.fingerprint(s.state_dir, s.tmux.socket_name),
+                          account=s.host.account, sessions=s.pool.names(), started=time.time(), pid=os.getpid())
+
+
+def start_heartbeat() -> hosts.Heartbeat:
+    """Publish this host's heartbeat now and every ``host_lost_after / 6`` s; raises HostConflictError."""
+    from . import recovery
+
+    s = settings()
+    disp = dispatcher()
+    beat = hosts.Heartbeat(redis_client(s), host_info(s), interval=s.host_lost_after / d.HEARTBEATS_PER_LOST,
+                           lost_after=s.host_lost_after, on_beat=lambda: recovery.reassert_owners(disp))
+    return beat.start()

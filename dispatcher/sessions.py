@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import redis
 
 from . import keys
+from .session_ref import SessionRef
 
 
 class State(str, Enum):
@@ -34,7 +35,7 @@ class State(str, Enum):
 class SessionInfo:
     """What the dispatcher knows about one pool session."""
 
-    name: str
+    name: str  # the tmux session name (unique on its host only)
     state: State = State.IDLE
     project: str = ""
     task: str = ""  # task ID (file name without .md)
@@ -45,6 +46,12 @@ class SessionInfo:
     detail: str = ""
     idle_since: float = 0.0  # first time the agent was seen idle without the task done (grace timer)
     hooks_after: str = "0-0"  # hook stream id before this agent started: older reports are not about it
+    host: str = ""  # the host whose tmux server holds it
+
+    @property
+    def ref(self) -> str:
+        """``HOST/NAME``: how Redis, hooks, events and messages name this session."""
+        return f"{self.host}/{self.name}"
 
     @property
     def task_key(self) -> str:
@@ -55,12 +62,13 @@ class SessionInfo:
 
 
 _FIELDS = {f.name for f in fields(SessionInfo)}
+_KEYED = ("name", "host")  # in the key, not in the hash
 
 
-def _decode(name: str, raw: Any) -> SessionInfo:
-    data: dict[str, object] = {"name": name}
+def _decode(ref: SessionRef, raw: Any) -> SessionInfo:
+    data: dict[str, object] = {"name": ref.name, "host": ref.host}
     for k, v in raw.items():
-        if k not in _FIELDS or k == "name":
+        if k not in _FIELDS or k in _KEYED:
             continue
         if k == "state":
             try:
@@ -77,30 +85,30 @@ def _decode(name: str, raw: Any) -> SessionInfo:
 def _encode(info: SessionInfo) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for k, v in asdict(info).items():
-        if k == "name":
+        if k in _KEYED:
             continue
         out[k] = v.value if isinstance(v, Enum) else str(v)
     return out
 
 
-def get(r: "redis.Redis", name: str) -> SessionInfo | None:
+def get(r: "redis.Redis", ref: SessionRef) -> SessionInfo | None:
     """State of one session, or None if Redis has none (fresh or flushed)."""
-    raw = r.hgetall(keys.session_state(name))
-    return _decode(name, raw) if raw else None
+    raw = r.hgetall(keys.session_state(str(ref)))
+    return _decode(ref, raw) if raw else None
 
 
-def get_all(r: "redis.Redis", names: Iterable[str]) -> dict[str, SessionInfo | None]:
+def get_all(r: "redis.Redis", refs: Iterable[SessionRef]) -> dict[SessionRef, SessionInfo | None]:
     """States of many sessions in one round trip."""
-    names = list(names)
+    refs = list(refs)
     pipe = r.pipeline(transaction=False)
-    for n in names:
-        pipe.hgetall(keys.session_state(n))
-    return {n: (_decode(n, raw) if raw else None) for n, raw in zip(names, pipe.execute())}
+    for ref in refs:
+        pipe.hgetall(keys.session_state(str(ref)))
+    return {ref: (_decode(ref, raw) if raw else None) for ref, raw in zip(refs, pipe.execute())}
 
 
 def put(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
     """Store the whole state of a session (replacing stale fields)."""
-    key = keys.session_state(info.name)
+    key = keys.session_state(info.ref)
     pipe = r.pipeline(transaction=True)
     pipe.delete(key)
     pipe.hset(key, mapping=_encode(info))

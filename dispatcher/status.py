@@ -7,11 +7,21 @@ from typing import Any
 
 import redis
 
-from . import keys
+from . import hosts, keys
+from . import sessions as ss
 from .config import Settings
 from .report import render_counts
 from .scan import run_scan
+from .session_ref import SessionRef
+from .sessions import SessionInfo, State
 from .tmux import Tmux
+
+
+def _row(info: SessionInfo, now: float, cooldown: float, host_alive: bool = True) -> dict[str, Any]:
+    return {"session": info.name, "host": info.host, "ref": info.ref, "state": info.state.value,
+            "project": info.project, "task": info.task, "model": info.model,
+            "for_s": int(now - info.since) if info.since else None, "detail": info.detail,
+            "cooldown": info.in_cooldown(now, cooldown), "host_alive": host_alive}
 
 
 def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
@@ -19,18 +29,28 @@ def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: flo
     from . import pool_state
 
     now = time.time() if now is None else now
-    rows: list[dict[str, Any]] = []
+    me = settings.host.name
     names = settings.pool.names()
-    infos = pool_state.read_all(r, tmux, names) if r is not None else {n: pool_state.rebuild(tmux, n) for n in names}
-    for name, info in infos.items():
-        rows.append({"session": name, "state": info.state.value, "project": info.project, "task": info.task,
-                     "model": info.model, "for_s": int(now - info.since) if info.since else None,
-                     "detail": info.detail,
-                     "cooldown": info.in_cooldown(now, settings.pool.cooldown)})
+    infos = (pool_state.read_all(r, tmux, me, names) if r is not None
+             else {n: pool_state.rebuild(tmux, me, n) for n in names})
+    rows = [_row(info, now, settings.pool.cooldown) for info in infos.values()]
+    host_rows: list[dict[str, Any]] = []
+    registry = hosts.read_all(r) if r is not None else {}
+    for name, h in sorted(registry.items()):
+        alive = h.alive(now, settings.host_lost_after)
+        if name != me and r is not None:
+            stored = ss.get_all(r, [SessionRef(name, n) for n in h.sessions])
+            rows += [_row(info or SessionInfo(ref.name, State.MISSING, host=name, detail="no state yet"),
+                          now, settings.pool.cooldown, alive) for ref, info in stored.items()]
+        mine = [row for row in rows if row["host"] == name]
+        host_rows.append({"host": name, "alive": alive, "last_seen_s": round(now - h.last_seen, 1),
+                          "version": h.version, "account": h.account, "sessions": len(mine),
+                          "working": sum(row["state"] in ("launching", "working", "waiting") for row in mine),
+                          "idle": sum(row["state"] == "idle" for row in mine), "this": name == me})
     pause: dict[Any, Any] = dict(r.hgetall(keys.PAUSE)) if r is not None else {}
     paused = float(pause.get("until", 0) or 0) > now
     result = run_scan(settings, now=now, write=False)
-    return {"time": now, "sessions": rows, "counts": result.counts(),
+    return {"time": now, "host": me, "hosts": host_rows, "sessions": rows, "counts": result.counts(),
             "paused_until": float(pause["until"]) if paused else None,
             "pause_reason": pause.get("reason", "") if paused else "",
             "redis": r is not None}
@@ -52,12 +72,21 @@ def render(data: dict[str, Any]) -> str:
     if data["paused_until"]:
         lines.append(f"POOL PAUSED until {time.ctime(data['paused_until'])}: {data['pause_reason']}")
     lines.append("")
-    head = f"{'session':<14}{'state':<11}{'task':<32}{'model':<8}{'for':>8}  detail"
+    fleet = len(data.get("hosts") or []) > 1
+    if fleet:
+        lines.append(f"{'host':<16}{'state':<8}{'sessions':>9}{'working':>9}{'idle':>6}{'heartbeat':>11}  version")
+        for h in data["hosts"]:
+            lines.append(f"{h['host'][:15]:<16}{('alive' if h['alive'] else 'LOST'):<8}{h['sessions']:>9}"
+                         f"{h['working']:>9}{h['idle']:>6}{_dur(int(h['last_seen_s'])) + ' ago':>11}  {h['version']}")
+        lines.append("")
+    width = max([14] + [len(row["ref"]) + 2 for row in data["sessions"]]) if fleet else 14
+    head = f"{'session':<{width}}{'state':<11}{'task':<32}{'model':<8}{'for':>8}  detail"
     lines.append(head)
     for row in data["sessions"]:
         task = f"{row['project']}:{row['task']}" if row["task"] else "-"
         state = row["state"] + ("*" if row["cooldown"] else "")
-        lines.append(f"{row['session']:<14}{state:<11}{task[:31]:<32}{(row['model'] or '-'):<8}"
+        name = row["ref"] if fleet else row["session"]
+        lines.append(f"{name:<{width}}{state:<11}{task[:31]:<32}{(row['model'] or '-'):<8}"
                      f"{_dur(row['for_s']):>8}  {row['detail'][:60]}")
     lines += ["", render_counts(data["counts"])]
     if any(r["cooldown"] for r in data["sessions"]):

@@ -73,8 +73,9 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -
     """The processes ``up`` runs (worker, beat, watcher, optional flower)."""
     py = sys.executable
     state = settings.state_dir
+    # Node names carry the fleet's host name: several hosts may share one machine (and Flower shows them apart).
     kids = [Child(f"worker-{i}", [py, "-m", "celery", "-A", "dispatcher", "worker", "-P", "solo", "-l", loglevel,
-                                  "-n", f"worker{i}@%h", "-E"]) for i in range(workers)]
+                                  "-n", f"worker{i}.{settings.host.name}@%h", "-E"]) for i in range(workers)]
     kids.append(Child("beat", [py, "-m", "celery", "-A", "dispatcher", "beat", "-l", loglevel,
                                "-s", str(state / "celerybeat-schedule")]))
     kids.append(Child("watcher", [py, "-m", "dispatcher", "watch"]))
@@ -110,6 +111,21 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
     return errors
 
 
+def claim_host_name(settings: Settings) -> str | None:
+    """Publish this host's first heartbeat; the reason when a live deployment elsewhere owns the name."""
+    from . import hosts, redis_conn, runtime
+    from .errors import HostConflictError
+
+    r = redis_conn.client(settings=settings)
+    try:
+        hosts.publish(r, runtime.host_info(settings), now=time.time(), lost_after=settings.host_lost_after)
+    except HostConflictError as exc:
+        return str(exc)
+    finally:
+        r.close()
+    return None
+
+
 def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", workers: int = 1,
            stop: threading.Event | None = None) -> int:
     """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code (2: preflight failed)."""
@@ -129,6 +145,12 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
         logger.info("embedded Redis at %s", url)
     if settings.source is not None:
         os.environ["DISPATCHER_CONFIG"] = str(settings.source)
+    conflict = claim_host_name(settings)
+    if conflict:
+        logger.error("%s", conflict)
+        if server is not None:
+            server.shutdown()
+        return 2
     settings.projects_dir.mkdir(parents=True, exist_ok=True)
     created = pool.create(Tmux(settings.tmux.socket_name), settings.pool, cwd=settings.projects_dir)
     logger.info("tmux pool on socket %s: created %s", settings.tmux.socket_name, created or "none (all there)")

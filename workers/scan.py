@@ -14,9 +14,9 @@ logger = logging.getLogger(__name__)
 
 @app.task(name="full_scan", ignore_result=False)
 def full_scan() -> dict[str, Any]:
-    """Reconcile everything (abandoned launches, sessions, markers), then give work to free sessions."""
+    """Reconcile everything (lost hosts' tasks, markers), then give work to free sessions of every host."""
     disp = runtime.dispatcher()
-    recovered = recovery.recover_launching(disp) + recovery.recover_sessions(disp)
+    recovered = recovery.recover_cluster(disp)
     outcomes = disp.fan_out()
     return {"recovered": recovered, "assigned": [o.as_dict() for o in outcomes]}
 

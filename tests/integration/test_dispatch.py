@@ -7,6 +7,7 @@ from pathlib import Path
 
 import redis
 
+from dispatcher.session_ref import SessionRef
 from dispatcher import agent_queue as aq
 from dispatcher import keys, monitor, pool_state, recovery
 from dispatcher import sessions as ss
@@ -36,7 +37,7 @@ def test_assign_next_launches_in_project_dir_with_model(disp: Dispatcher, settin
     assert msgs[0]["text"].startswith("[T1.md] Work on T1.\nDo it")
     assert Path(msgs[0]["cwd"]) == settings.projects_dir / "alpha"
     assert msgs[0]["model"] == "opus"
-    info = ss.get(disp.r, "ccl-auto-0")
+    info = ss.get(disp.r, disp.ref("ccl-auto-0"))
     assert info is not None and info.state is State.WORKING and info.task_key == "alpha:T1"
 
 
@@ -131,7 +132,7 @@ def test_racing_dispatchers_never_double_book(settings: Settings, sys_redis: "re
     got = tags_received(agent_log)
     assert len(got) == 3 and len(set(got)) == 3, got
     sessions = [m["env_session"] for m in messages(agent_log) if "env_session" in m] or None
-    states = ss.get_all(sys_redis, settings.pool.names())
+    states = ss.get_all(sys_redis, [SessionRef(settings.host.name, n) for n in settings.pool.names()])
     tasks = [s.task for s in states.values() if s is not None and s.state is State.WORKING]
     assert len(tasks) == 3 and len(set(tasks)) == 3
     inbox = aq.project(settings.projects_dir, "alpha").inbox
@@ -145,7 +146,7 @@ def test_abandoned_launch_is_returned_to_pending_and_runs_once(disp: Dispatcher,
     """A worker died after claiming (no flock holder, agent never got the task): back to pending, then once."""
     path = add_task(settings, "alpha", "K1")
     launching = aq.claim(path)
-    info = ss.get(disp.r, "ccl-auto-0") or ss.SessionInfo("ccl-auto-0")
+    info = ss.get(disp.r, disp.ref("ccl-auto-0")) or ss.SessionInfo("ccl-auto-0", host=disp.host)
     info = ss.transition(disp.r, info, State.LAUNCHING, project="alpha", task="K1", agent_uuid="x")
     pool_state.tag(disp.tmux, "ccl-auto-0", info)
     assert recovery.recover_launching(disp) == []  # too young: may be a live claim
@@ -188,7 +189,7 @@ def test_session_lock_excludes_a_second_dispatcher(disp: Dispatcher, settings: S
     from dispatcher import locks
 
     add_task(settings, "alpha", "S1")
-    held = locks.try_acquire(disp.r, keys.session_lock("ccl-auto-0"), 30)
+    held = locks.try_acquire(disp.r, keys.session_lock(str(disp.ref("ccl-auto-0"))), 30)
     assert held is not None
     try:
         assert disp.assign_next("ccl-auto-0").status == "busy"
@@ -265,13 +266,14 @@ def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys
     add_task(settings, "alpha", "E1")
     for _ in range(20):  # twenty inbox events for files arriving together
         d.fan_out()
-    assert sorted(queued) == list(settings.pool.names())
+    host = settings.host.name  # messages name sessions HOST/NAME (routed to that host's queue)
+    assert sorted(queued) == [f"{host}/{n}" for n in settings.pool.names()]
     assert d.assign_next("ccl-auto-0").status == "dispatched"  # the queued messages run…
-    assert d.assign_next("ccl-auto-1").status == "no-task"
+    assert d.assign_next(f"{host}/ccl-auto-1").status == "no-task"
     d.fan_out()  # …so the next event may queue again, for free sessions only
-    assert queued.count("ccl-auto-0") == 1  # now working
-    assert queued.count("ccl-auto-1") == 2
-    assert queued.count("ccl-auto-2") == 1  # its first message is still queued
+    assert queued.count(f"{host}/ccl-auto-0") == 1  # now working
+    assert queued.count(f"{host}/ccl-auto-1") == 2
+    assert queued.count(f"{host}/ccl-auto-2") == 1  # its first message is still queued
 
 
 def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(

@@ -111,7 +111,7 @@ def test_dialog_raises_and_types_nothing(tmux: Tmux, rdb: redis.Redis, make_agen
     assert err.value.dialog == name and name in str(err.value)
     log = read_log(fake_log, event=None)
     assert [e["event"] for e in log] == ["start"]  # no key reached the dialog, no message
-    assert rdb.get(keys.STARTUP_LOCK) is None  # lock released
+    assert rdb.get(keys.startup_lock("")) is None  # lock released
 
 
 def test_slow_boot_waits(tmux: Tmux, rdb: redis.Redis, make_agent: Callable[..., AgentSettings], project: Path,
@@ -131,7 +131,7 @@ def test_never_ready_times_out(tmux: Tmux, rdb: redis.Redis, make_agent: Callabl
         launch(tmux, "s", request(project), make_agent(prompt_timeout=1.0, env={"FAKE_AGENT_BOOT_MS": "60000"}),
                rdb, state_dir=tmp_path / "state")
     assert 1.0 <= time.monotonic() - started < 5
-    assert read_log(fake_log) == [] and rdb.get(keys.STARTUP_LOCK) is None
+    assert read_log(fake_log) == [] and rdb.get(keys.startup_lock("")) is None
 
 
 def test_agent_dying_at_start_is_a_launch_error(tmux: Tmux, rdb: redis.Redis, project: Path, tmp_path: Path,

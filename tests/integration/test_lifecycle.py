@@ -75,7 +75,7 @@ def test_usage_limit_pauses_pool_and_resumes_same_conversation(disp: Dispatcher,
     assert resume_file.read_text().strip() == first["session_id"]
     inbox = aq.project(settings.projects_dir, "p").inbox
     assert (inbox / "LIM.md.dispatched").exists()  # still owned
-    disp.r.delete(keys.session_state("ccl-auto-0"))  # Redis loses it: the tmux copy says limited too
+    disp.r.delete(keys.session_state(str(disp.ref("ccl-auto-0"))))  # Redis loses it: the tmux copy says limited too
     assert disp.session_info("ccl-auto-0").state is State.LIMITED
 
     clock.advance(26 * 3600)
@@ -125,7 +125,7 @@ def test_lost_tmux_session_is_recreated(disp: Dispatcher, settings: Settings) ->
     monitor.monitor_all(disp)
     assert disp.tmux.has_session("ccl-auto-2")
     assert disp.session_info("ccl-auto-2").state is State.IDLE
-    assert ss.get(disp.r, "ccl-auto-2") is not None
+    assert ss.get(disp.r, disp.ref("ccl-auto-2")) is not None
 
 
 def test_agent_asking_a_question_shows_as_waiting_then_working(disp: Dispatcher, settings: Settings,
@@ -139,7 +139,7 @@ def test_agent_asking_a_question_shows_as_waiting_then_working(disp: Dispatcher,
     add_task(settings, "p", "Q", "@fake: hang")
     assert disp.assign_next("ccl-auto-0").status == "dispatched"
     info = disp.session_info("ccl-auto-0")
-    env = {"AQ_SESSION": "ccl-auto-0", "AQ_TASK": "p:Q", "AQ_REDIS_URL": settings.redis_url or ""}
+    env = {"AQ_SESSION": info.ref, "AQ_TASK": "p:Q", "AQ_REDIS_URL": settings.redis_url or ""}
     payload = {"session_id": info.agent_uuid, "hook_event_name": "Notification",
                "notification_type": "permission_prompt", "message": "Claude needs your permission to use Bash"}
     assert hook.main(["Notification"], io.StringIO(json.dumps(payload)), env) == 0
