@@ -136,7 +136,9 @@ class FakeAgent:
         if not self.log_path:
             return
         entry = {"event": event, "time": time.time(), "cwd": self.cwd, "model": self.args.model,
-                 "session_id": self.session_id, "resume": self.args.resume, "argv": sys.argv[1:], **fields}
+                 "session_id": self.session_id, "resume": self.args.resume, "argv": sys.argv[1:],
+                 # Which pool session (HOST/NAME) and which tmux server this agent runs under (multi-host tests).
+                 "aq_session": os.environ.get("AQ_SESSION", ""), "tmux": os.environ.get("TMUX", ""), **fields}
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
@@ -305,6 +307,7 @@ class FakeAgent:
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, dst)
                     self.outcome = f"Moved {self.task_id}.md to done/."
+                    self.log("done", task=self.task_id)
                 except OSError as exc:
                     self.outcome = f"Could not move the task: {exc}"
             elif cmd == "fail":
