@@ -22,6 +22,7 @@ from .errors import ClaimError, TmuxError
 from .gate import DoneIndex
 from .hooks import HookLog, HookReport
 from .launcher import resume_path
+from .recovery import fence_session
 from .sessions import SessionInfo, State
 from .taskfile import DepRef
 
@@ -136,7 +137,7 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     if info.task and info.state in _OWNING:
         other = owners.confirm(disp.r, info.project, info.task, info.ref)
         if other is not None:
-            return _fenced(disp, info, other)
+            return fence_session(disp, info, other)
     if info.state is State.MISSING:
         return _recreate(disp, info)
     if info.state is State.LIMITED:
@@ -174,16 +175,6 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
 
 #: States in which a session owns its task (a MISSING one may still own it: its agent is resumed).
 _OWNING = (State.WORKING, State.WAITING, State.LIMITED, State.MISSING)
-
-
-def _fenced(disp: Dispatcher, info: SessionInfo, other: str) -> str:
-    """The task was given to someone else (this host was lost meanwhile): stop the agent, never resume it."""
-    if info.state is not State.MISSING:
-        pool_state.reset_pane(disp.tmux, info.name, disp.settings)
-    pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail=f"fenced: {info.task_key} is not ours")
-    resume_path(disp.settings.agent, info.name).unlink(missing_ok=True)
-    events.emit(disp.r, "fenced", task=info.task_key, session=info.ref, detail=f"owner record: {other[:200]}")
-    return f"fenced off {info.task_key} ({other[:80]})"
 
 
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:

@@ -24,6 +24,7 @@ RECORD_TTL_S = 7 * 86400
 #: A tombstone is read by a returning host; a day is far longer than any outage it must outlive.
 TOMBSTONE_TTL_S = 86400
 TOMBSTONE = "fenced:"
+RELEASED = "released:"
 
 # Keep the record if it is ours (refresh), write it if missing, else return the owner that is not us.
 _CONFIRM = """
@@ -32,9 +33,10 @@ if cur == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 'ours' end
 if not cur then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 'reasserted' end
 return cur
 """
-# Delete the record only while it is ours.
+# Turn the record into a "released" stone only while it is ours: a host that returns with a stale agent on
+# this task then finds someone else's word, not an empty record it could re-assert.
 _DROP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
 return 0
 """
 # Replace the record by a tombstone only while it still names the owner we take the task from.
@@ -79,12 +81,15 @@ def confirm(r: "redis.Redis", project: str, task_id: str, owner: str) -> str | N
 
 
 def drop(r: "redis.Redis", project: str, task_id: str, owner: str) -> None:
-    """Forget the record of a task that ``owner`` released, finished or failed."""
-    r.eval(_DROP, 1, keys.owner(project, task_id), owner)
+    """``owner`` released, finished or failed the task: its record becomes a ``released:`` stone."""
+    r.eval(_DROP, 1, keys.owner(project, task_id), owner, f"{RELEASED}{owner}", TOMBSTONE_TTL_S)
 
 
 def fence(r: "redis.Redis", project: str, task_id: str, owner: str | None, why: str) -> bool:
-    """Take a task from ``owner`` (None: it had no record): True when the tombstone was written."""
+    """Take a task from ``owner`` (the record as last read; None: none): True when the tombstone was written.
+
+    Compare-and-set: a record that changed since it was read (its owner re-asserted it) is left alone.
+    """
     stone = f"{TOMBSTONE}{owner or '?'}: {why}"
     return bool(r.eval(_FENCE, 1, keys.owner(project, task_id), owner or "", stone, TOMBSTONE_TTL_S)) if owner \
         else bool(r.set(keys.owner(project, task_id), stone, ex=TOMBSTONE_TTL_S, nx=True))
@@ -92,6 +97,11 @@ def fence(r: "redis.Redis", project: str, task_id: str, owner: str | None, why: 
 
 def host_of(owner: str | None) -> str | None:
     """The host part of an owner record (None for a tombstone or no record)."""
-    if not owner or owner.startswith(TOMBSTONE) or "/" not in owner:
+    if not owner or is_stone(owner) or "/" not in owner:
         return None
     return owner.split("/", 1)[0]
+
+
+def is_stone(record: str | None) -> bool:
+    """True for a record that names no current owner (fenced off, or released)."""
+    return bool(record) and record.startswith((TOMBSTONE, RELEASED))  # type: ignore[union-attr]

@@ -25,6 +25,7 @@ from . import events, hosts, keys, locks, owners, pool_state, screen
 from .dispatch import Dispatcher, claim_is_live
 from .errors import ClaimError, TmuxError
 from .hooks import HookLog
+from .launcher import resume_path
 from .message import tag as message_tag
 from .sessions import SessionInfo, State
 
@@ -119,6 +120,16 @@ def _resolve(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path) -> st
     return f"{key}: returned to pending"
 
 
+def fence_session(disp: Dispatcher, info: SessionInfo, other: str) -> str:
+    """The task was given to someone else (this host was lost meanwhile): stop the agent, never resume it."""
+    if info.state is not State.MISSING:
+        pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+    pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail=f"fenced: {info.task_key} is not ours")
+    resume_path(disp.settings.agent, info.name).unlink(missing_ok=True)
+    events.emit(disp.r, "fenced", task=info.task_key, session=info.ref, detail=f"owner record: {other[:200]}")
+    return f"fenced off {info.task_key} ({other[:80]})"
+
+
 def recover_sessions(disp: Dispatcher) -> list[str]:
     """Sessions left in ``launching`` by a dead worker, with no launch in progress any more."""
     done: list[str] = []
@@ -127,6 +138,10 @@ def recover_sessions(disp: Dispatcher) -> list[str]:
         if info.state is not State.LAUNCHING or now - info.since < CLAIM_GRACE_S:
             continue
         if locks.is_held(disp.r, keys.session_lock(info.ref)):
+            continue
+        other = owners.confirm(disp.r, info.project, info.task, info.ref) if info.task else None
+        if other is not None:  # taken back while this host was away: never promote or resume it here
+            done.append(f"{name}: {fence_session(disp, info, other)}")
             continue
         proj = aq.project(disp.settings.projects_dir, info.project) if info.project else None
         if proj is not None and proj.task_path(info.task, d.LAUNCHING).exists():
@@ -183,8 +198,7 @@ def recover_cluster(disp: Dispatcher) -> list[str]:
             since = float(disp.r.get(keys.orphan_since(proj.name, task_id)) or now)
             if now - since < lost_after or (path.name.endswith(d.LAUNCHING) and claim_is_live(path)):
                 continue
-            why = (f"no live host owns it (owner {owner or 'unrecorded'} silent for {now - since:.0f}s)"
-                   if not (owner or "").startswith(owners.TOMBSTONE) else "taken back earlier; file left behind")
+            why = f"no live host owns it (owner record {owner or 'missing'} for {now - since:.0f}s)"
         done.append(_take_back(disp, proj, task_id, path, owner, why))
         disp.r.delete(keys.orphan_since(proj.name, task_id))
     return [x for x in done if x]
@@ -193,10 +207,8 @@ def recover_cluster(disp: Dispatcher) -> list[str]:
 def _take_back(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path, owner: str | None, why: str) -> str:
     """Fence the old owner off, then put the task back to pending (or ``.failed`` after too many attempts)."""
     key = f"{proj.name}:{task_id}"
-    if owner and not owner.startswith(owners.TOMBSTONE) and not owners.fence(disp.r, proj.name, task_id, owner, why):
-        return ""  # the record changed meanwhile: the owner is alive after all
-    if not owner:
-        owners.fence(disp.r, proj.name, task_id, None, why)
+    if not owners.fence(disp.r, proj.name, task_id, owner, why):
+        return ""  # the record changed since we read it: its owner is alive after all
     attempts = disp.count_attempt(proj.name, task_id)
     note = f"{why}\nowner: {owner or 'unrecorded'}\nattempt {attempts}/{disp.settings.max_launch_attempts}"
     try:

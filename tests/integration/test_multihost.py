@@ -132,7 +132,11 @@ def test_a_lost_host_s_tasks_run_elsewhere_and_it_is_fenced_when_it_returns(
         # The host returns (same name, same deployment): it must not resume what was given away.
         before = len(got)
         hs[2].start()
-        wait_for(lambda: _h2_fenced(sys_redis, hs[2]) or not lost, timeout=60, what="h2's stale agents fenced")
+        wait_for(lambda: _h2_fenced(sys_redis, hs[2]), timeout=60,
+                 what=lambda: f"h2's stale agents fenced; lost {lost}; h2 sessions "
+                              f"{[sys_redis.hgetall(k) for k in sys_redis.keys('aq:session:h2/*')]}")
+        wait_for(lambda: all(sys_redis.hget(f"aq:session:h2/{n}", "state") == "idle"
+                             for n in ("ccl-auto-0", "ccl-auto-1")), timeout=60, what="h2's sessions idle")
         kinds = [(e.kind, e.session) for e in events.recent(sys_redis, 5000)]
         assert not any(kind == "resumed" and session.startswith("h2/") for kind, session in kinds)
         assert len(delivered(hs[0].agent_log)) == before
@@ -142,6 +146,7 @@ def test_a_lost_host_s_tasks_run_elsewhere_and_it_is_fenced_when_it_returns(
 
 def _h2_fenced(r: "redis.Redis[str]", host: SimHost) -> bool:
     return any(e.kind == "fenced" and e.session.startswith(f"{host.name}/") for e in events.recent(r, 5000))
+
 
 
 def test_a_message_for_a_stopped_host_waits_for_it(fleet: Callable[..., SimHost],
@@ -156,8 +161,9 @@ def test_a_message_for_a_stopped_host_waits_for_it(fleet: Callable[..., SimHost]
     assert send.returncode == 0, send.stderr
     # h0's worker is up and consuming its queues; the message waits on h1's.
     wait_for(lambda: sys_redis.llen(host_queue("h1")) == 1, timeout=30, what="message queued for h1")
+    # A message h0 consumes and refuses (not one of its sessions): proof h0's worker ran meanwhile.
     ping = subprocess.run([sys.executable, "-m", "celery", "-A", "dispatcher", "call", "assign_next",
-                           "--args", json.dumps(["h0/ccl-auto-0"])], env=h0.env(), capture_output=True,
+                           "--args", json.dumps(["h0/not-a-pool-session"])], env=h0.env(), capture_output=True,
                           text=True, timeout=60, cwd=h0.root)
     assert ping.returncode == 0
     wait_for(lambda: sys_redis.llen(host_queue("h0")) == 0, timeout=60, what="h0 consumed its own message")
