@@ -75,6 +75,14 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """How long the pool pauses on an API rate limit (429) or overload (529) that states no wait."""
+
+    rate_limit_pause: float = d.RATE_LIMIT_PAUSE_S
+    rate_limit_max_pause: float = d.RATE_LIMIT_MAX_PAUSE_S
+
+
+@dataclass(frozen=True)
 class FlowerSettings:
     """Flower monitoring: loopback by default, basic auth from FLOWER_BASIC_AUTH."""
 
@@ -93,6 +101,7 @@ class Settings:
     tmux: TmuxSettings = TmuxSettings()
     agent: AgentSettings = AgentSettings()
     flower: FlowerSettings = FlowerSettings()
+    limits: LimitSettings = LimitSettings()
     scan_interval: float = d.SCAN_INTERVAL_S
     monitor_interval: float = d.MONITOR_INTERVAL_S
     blocked_timeout: float = d.BLOCKED_TIMEOUT_S
@@ -250,6 +259,14 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         port=flower_r.get("port", _strict_int, d.FLOWER_PORT, lambda v: None if 0 < v < 65536 else "must be a TCP port"),
         basic_auth=_env_first(env, "FLOWER_BASIC_AUTH", flower_r.get("basic_auth", _string, None)),
     )
+    limits_r = r.section("limits")
+    base_pause = limits_r.get("rate_limit_pause", _number, d.RATE_LIMIT_PAUSE_S, _positive)
+    limit_settings = LimitSettings(
+        rate_limit_pause=base_pause,
+        rate_limit_max_pause=limits_r.get(
+            "rate_limit_max_pause", _number, max(d.RATE_LIMIT_MAX_PAUSE_S, base_pause),
+            lambda v: None if v >= base_pause else f"must be >= limits.rate_limit_pause ({base_pause:g})"),
+    )
     settings = Settings(
         projects_dir=_env_first(env, "AQ_PROJECTS_DIR", r.get("projects_dir", to_path, base / "projects"), to_path),
         projects=r.get("projects", _name_list, None),
@@ -257,6 +274,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         tmux=tmux,
         agent=agent,
         flower=flower,
+        limits=limit_settings,
         scan_interval=r.get("scan_interval", _number, d.SCAN_INTERVAL_S, _positive),
         monitor_interval=r.get("monitor_interval", _number, d.MONITOR_INTERVAL_S, _positive),
         blocked_timeout=r.get("blocked_timeout", _number, d.BLOCKED_TIMEOUT_S, _positive),
@@ -267,7 +285,8 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         redis_url=_env_first(env, "REDIS_URL", r.get("redis_url", _string, None)),
         state_dir=_env_first(env, "AQ_STATE_DIR", r.get("state_dir", to_path, base / d.STATE_DIR), to_path),
     )
-    extra = r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
+    extra = (r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
+             + limits_r.unknown())
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; see README 'Configuration'")
     return settings

@@ -13,8 +13,12 @@ PREFIX: Final = "aq:"
 #: Capped stream of every state change (``dispatcher events``).
 EVENTS: Final = PREFIX + "events"
 EVENTS_MAXLEN: Final = 10_000
-#: Hash: pool-wide pause (usage limit) — fields ``until``, ``reason``.
+#: Hash: pool-wide pause — fields ``until`` (epoch s or ``inf``), ``reason``, ``cause`` (see pause.py).
 PAUSE: Final = PREFIX + "pause"
+#: Counter of consecutive API rate limits (backoff step); deleted when a task finishes.
+RATE_LIMIT_STREAK: Final = PREFIX + "rate-limit-streak"
+#: Hash: project → JSON ``{until, reason}`` of projects whose tasks are held (e.g. folder not trusted).
+HOLDS: Final = PREFIX + "holds"
 #: Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts).
 STARTUP_LOCK: Final = PREFIX + "lock:startup"
 

@@ -17,9 +17,11 @@ PROMPT = "❯\u00a0"
 RULE = "───"
 SPINNER_SYMBOLS = "·✢*✶✻✽✳"
 
+#: The dialog asking whether to trust the project folder (the project's problem, not the session's).
+TRUST_DIALOG = "trust folder"
 #: Dialog name → texts that identify it (any one is enough).
 DIALOGS: dict[str, tuple[str, ...]] = {
-    "trust folder": ("Yes, I trust this folder", "Do you trust the files in this folder", "Accessing workspace:"),
+    TRUST_DIALOG: ("Yes, I trust this folder", "Do you trust the files in this folder", "Accessing workspace:"),
     "custom API key": ("Detected a custom API key",),
     "bypass permissions": ("running in Bypass Permissions mode",),
 }
