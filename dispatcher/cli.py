@@ -167,7 +167,6 @@ def scan(obj: Ctx, dry_run: bool, as_json: bool) -> None:
     """
     from .report import dumps, plan_json, render_plan
     from .scan import run_scan
-
     from .status import current_holds
 
     result = run_scan(obj.settings, now=time.time(), write=not dry_run)

@@ -20,6 +20,7 @@ KINDS = (USAGE_LIMIT, RATE_LIMIT, OVERLOADED)
 
 #: Longest message kept from an API error (it ends up in status lines and events).
 MAX_MESSAGE = 300
+_MAX_LINES, _MAX_LINE = 20, 2000
 
 _USAGE = (
     re.compile(r"You[’']ve hit your (?:session |weekly |\w+ )?limit\s*[·∙•-]\s*resets\s+(?P<reset>[^\n]+?)\s*$"),
@@ -75,11 +76,7 @@ def _retry_after(text: str) -> float | None:
     return float(m.group("n")) * _UNIT_S[m.group("unit")[0].lower()]
 
 
-def classify(text: str) -> Limit | None:
-    """The limit one message means (a screen line without its ``●``/``⎿`` marker, or a hook's text), or None."""
-    line = text.strip()
-    if not line:
-        return None
+def _classify_line(line: str) -> Limit | None:
     for pattern in _USAGE:
         m = pattern.search(line)
         if m:
@@ -89,6 +86,16 @@ def classify(text: str) -> Limit | None:
         if m:
             msg = _message(m.group("msg"))
             return Limit(kind, line[:MAX_MESSAGE], message=msg, retry_after=_retry_after(msg))
+    return None
+
+
+def classify(text: str) -> Limit | None:
+    """The limit a message means (a screen line without its ``●``/``⎿`` marker, or a hook's text), or None."""
+    # Line by line, each bounded: a hook's text may be long, and only the CLI's own lines count.
+    for raw in text.strip().splitlines()[:_MAX_LINES]:
+        found = _classify_line(raw.strip()[:_MAX_LINE])
+        if found is not None:
+            return found
     return None
 
 

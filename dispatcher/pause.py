@@ -139,19 +139,16 @@ def hold(r: "redis.Redis", project: str, reason: str, until: float) -> Hold:
 
 
 def holds(r: "redis.Redis", now: float) -> dict[str, Hold]:
-    """Projects held at ``now`` (expired holds are dropped)."""
+    """Projects held at ``now`` (read only: an expired hold is ignored, and overwritten by the next one)."""
     out: dict[str, Hold] = {}
     for key, value in (r.hgetall(keys.HOLDS) or {}).items():  # type: ignore[union-attr]
-        project = _text(key)
         try:
             data = json.loads(_text(value))
-            item = Hold(project, str(data["reason"]), float(data["until"]))
-        except (ValueError, KeyError, TypeError):
-            item = Hold(project, "", 0.0)
+            item = Hold(_text(key), str(data["reason"]), float(data["until"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
         if item.until > now:
-            out[project] = item
-        else:
-            r.hdel(keys.HOLDS, project)
+            out[item.project] = item
     return out
 
 

@@ -48,9 +48,14 @@ def current_holds(settings: Settings, *, now: float | None = None) -> dict[str, 
 
     try:
         r = client(settings=settings, timeout=1.0)
-        return {p: h.reason for p, h in pause.holds(r, time.time() if now is None else now).items()}
-    except (redis.RedisError, DispatcherError):
+    except DispatcherError:
         return {}
+    try:
+        return {p: h.reason for p, h in pause.holds(r, time.time() if now is None else now).items()}
+    except redis.RedisError:
+        return {}
+    finally:
+        r.close()
 
 
 def _dur(seconds: int | None) -> str:

@@ -51,6 +51,12 @@ def test_newest_cli_529_screen_without_a_done_line_is_a_finished_turn_and_overlo
     assert screen.input_text(text) == "" and screen.turn_finished(text)
 
 
+def test_a_long_hook_text_is_read_line_by_line() -> None:
+    text = "API Error: Request rejected (429) · Too many requests\n" + "x" * 100_000 + "\nOverloaded " * 100
+    found = limits.from_hook({"error": "rate_limit", "last_assistant_message": text})
+    assert found is not None and found.kind == RATE_LIMIT and found.message == "Too many requests"
+
+
 @pytest.mark.parametrize("payload,kind,message", [
     ({"error": "rate_limit", "last_assistant_message": "API Error: Request rejected (429) · slow down"},
      RATE_LIMIT, "slow down"),  # what 2.1.197 and 2.1.332 send
