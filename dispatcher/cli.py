@@ -167,9 +167,11 @@ def scan(obj: Ctx, dry_run: bool, as_json: bool) -> None:
     """
     from .report import dumps, plan_json, render_plan
     from .scan import run_scan
+    from .status import current_holds
 
     result = run_scan(obj.settings, now=time.time(), write=not dry_run)
-    click.echo(dumps(plan_json(result)) if as_json else render_plan(result))
+    holds = current_holds(obj.settings)  # projects on hold (e.g. folder not trusted) say so, not "eligible"
+    click.echo(dumps(plan_json(result, holds)) if as_json else render_plan(result, holds))
     if not dry_run:
         from .client import send_task
 

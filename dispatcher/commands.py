@@ -179,4 +179,54 @@ def retry(obj: Ctx, task: str) -> None:
         send_task(obj.settings, "full_scan")
 
 
-__all__ = ["cli", "up", "watch", "pool_group", "status", "events", "retry"]
+@cli.command("pause")
+@click.option("--until", "until", metavar="WHEN",
+              help="A duration (30m, 2h), a time of day (14:30) or a date-time (2026-11-28T09:00); "
+                   "default: until 'dispatcher resume'.")
+@click.option("--reason", default="", help="Shown by status and assign_next.")
+@pass_ctx
+def pause_cmd(obj: Ctx, until: str | None, reason: str) -> None:
+    """Stop launching new tasks on the whole pool (running agents go on); 'dispatcher resume' lifts it.
+
+    \b
+    Example:  dispatcher pause --until 2h --reason "API maintenance"
+    """
+    import math
+
+    from . import events as ev
+    from . import pause
+
+    r = _redis(obj, required=True)
+    assert r is not None
+    now = time.time()
+    try:
+        at = pause.parse_until(until, now) if until else math.inf
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from None
+    held = pause.pause(r, at, reason, pause.OPERATOR, account=obj.settings.host.account)
+    ev.emit(r, "paused", detail=held.describe())
+    click.echo(held.describe())
+
+
+@cli.command("resume")
+@pass_ctx
+def resume_cmd(obj: Ctx) -> None:
+    """Lift the pool pause (whatever its cause) and every project hold; free sessions get work again.
+
+    \b
+    Example:  dispatcher resume
+    """
+    from . import events as ev
+    from . import pause
+    from .client import send_task
+
+    r = _redis(obj, required=True)
+    assert r is not None
+    lifted, projects = pause.resume(r, obj.settings.host.account)
+    was = lifted.describe() if lifted is not None and lifted.until > time.time() else "not paused"
+    click.echo(f"resumed ({was})" + (f"; holds lifted: {', '.join(projects)}" if projects else ""))
+    ev.emit(r, "unpaused", detail=f"by operator ({was})")
+    send_task(obj.settings, "full_scan")
+
+
+__all__ = ["cli", "up", "watch", "pool_group", "status", "events", "retry", "pause_cmd", "resume_cmd"]

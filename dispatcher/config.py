@@ -91,6 +91,14 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """How long the pool pauses on an API rate limit (429) or overload (529) that states no wait."""
+
+    rate_limit_pause: float = d.RATE_LIMIT_PAUSE_S
+    rate_limit_max_pause: float = d.RATE_LIMIT_MAX_PAUSE_S
+
+
+@dataclass(frozen=True)
 class FlowerSettings:
     """Flower monitoring: loopback by default, basic auth from FLOWER_BASIC_AUTH."""
 
@@ -111,6 +119,7 @@ class Settings:
     flower: FlowerSettings = FlowerSettings()
     host: HostSettings = field(default_factory=HostSettings)
     host_lost_after: float = d.HOST_LOST_AFTER_S
+    limits: LimitSettings = LimitSettings()
     scan_interval: float = d.SCAN_INTERVAL_S
     monitor_interval: float = d.MONITOR_INTERVAL_S
     blocked_timeout: float = d.BLOCKED_TIMEOUT_S
@@ -284,6 +293,14 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         account=host_r.get("account", _string, d.ACCOUNT,
                            lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+"),
     )
+    limits_r = r.section("limits")
+    base_pause = limits_r.get("rate_limit_pause", _number, d.RATE_LIMIT_PAUSE_S, _positive)
+    limit_settings = LimitSettings(
+        rate_limit_pause=base_pause,
+        rate_limit_max_pause=limits_r.get(
+            "rate_limit_max_pause", _number, max(d.RATE_LIMIT_MAX_PAUSE_S, base_pause),
+            lambda v: None if v >= base_pause else f"must be >= limits.rate_limit_pause ({base_pause:g})"),
+    )
     settings = Settings(
         projects_dir=_env_first(env, "AQ_PROJECTS_DIR", r.get("projects_dir", to_path, base / "projects"), to_path),
         projects=r.get("projects", _name_list, None),
@@ -294,6 +311,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         host=host,
         host_lost_after=r.get("host_lost_after", _number, d.HOST_LOST_AFTER_S,
                               lambda v: None if v >= 3 else "must be >= 3 (seconds)"),
+        limits=limit_settings,
         scan_interval=r.get("scan_interval", _number, d.SCAN_INTERVAL_S, _positive),
         monitor_interval=r.get("monitor_interval", _number, d.MONITOR_INTERVAL_S, _positive),
         blocked_timeout=r.get("blocked_timeout", _number, d.BLOCKED_TIMEOUT_S, _positive),
@@ -305,7 +323,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         state_dir=_env_first(env, "AQ_STATE_DIR", r.get("state_dir", to_path, base / d.STATE_DIR), to_path),
     )
     extra = (r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
-             + host_r.unknown())
+             + host_r.unknown() + limits_r.unknown())
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; see README 'Configuration'")
     return settings

@@ -68,6 +68,21 @@ HEARTBEATS_PER_LOST: Final = 6
 #: The Claude account of a host when none is configured (usage limits pause per account).
 ACCOUNT: Final = "default"
 
+#: API rate limit (429) / overload (529) without a stated wait: pause this long, doubling per repeat…
+RATE_LIMIT_PAUSE_S: Final = 60.0
+#: …up to this (configurable: ``limits.rate_limit_pause``, ``limits.rate_limit_max_pause``).
+RATE_LIMIT_MAX_PAUSE_S: Final = 1800.0
+#: The backoff starts over after this long without a rate limit (or at once when a task finishes).
+RATE_LIMIT_QUIET_S: Final = 3600.0
+#: Longest wait taken from an API message ("retry after N"); a hostile or absurd number is capped.
+RETRY_AFTER_MAX_S: Final = 6 * 3600.0
+#: A usage limit whose reset time cannot be read pauses the pool this long.
+USAGE_LIMIT_FALLBACK_S: Final = 3600.0
+#: How long a project whose folder the agent does not trust is held (then tried again).
+PROJECT_HOLD_S: Final = 600.0
+#: How long the pool pauses when the agent executable is missing (then it checks again).
+AGENT_MISSING_PAUSE_S: Final = 60.0
+
 FLOWER_ADDRESS: Final = "127.0.0.1"
 FLOWER_PORT: Final = 5555
 

@@ -28,12 +28,13 @@ import redis
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, hosts, keys, locks, owners, pool_state
+from . import events, hosts, keys, locks, owners, pause, pool_state
 from . import sessions as ss
 from .config import Settings
-from .errors import ClaimError, LaunchError, SessionError, TaskFileError, TmuxError
+from .errors import ClaimError, DialogError, LaunchError, SessionError, TaskFileError, TmuxError
 from .hooks import HookLog
 from .scan import Plan, run_scan
+from .screen import TRUST_DIALOG
 from .session_ref import SessionRef, parse
 from .sessions import SessionInfo, State
 from .taskfile import Task, parse_task, read_task_bytes
@@ -67,7 +68,7 @@ class LaunchFn(Protocol):
 class Outcome:
     """Result of one dispatch attempt (returned by the Celery tasks as JSON)."""
 
-    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing | forwarded
+    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing | held | forwarded
     session: str = ""
     task: str = ""
     detail: str = ""
@@ -78,8 +79,6 @@ class Outcome:
 
 #: Failed-attempt counters are forgotten after a week without failures.
 ATTEMPTS_TTL_S = 7 * 86400
-#: How long the pool pauses when the agent executable is missing (then it checks again).
-AGENT_MISSING_PAUSE_S = 60
 #: A queued assign_next whose message was lost stops deduplicating after this long (beat re-sends).
 ASSIGN_PENDING_TTL_S = 60
 
@@ -155,7 +154,8 @@ class Dispatcher:
         out: list[SessionRef] = []
         if not self.paused_until(now):
             out = [self.ref(n) for n, info in self.pool_infos().items() if self.is_free(info, now)]
-        others = [h for n, h in hosts.alive(self.r, now, self.settings.host_lost_after).items() if n != self.host]
+        others = [h for n, h in hosts.alive(self.r, now, self.settings.host_lost_after).items()
+                  if n != self.host and pause.current(self.r, now, h.account) is None]
         refs = [SessionRef(h.name, n) for h in others for n in h.sessions]
         if not refs:
             return out
@@ -172,9 +172,9 @@ class Dispatcher:
         return out
 
     def paused_until(self, now: float) -> float:
-        """Pool-wide pause (usage limit): the time launching may resume, or 0."""
-        until = float(self.r.hget(keys.PAUSE, "until") or 0)
-        return until if until > now else 0.0
+        """Pool-wide pause (limit, missing agent, operator): the time launching may resume, or 0."""
+        held = pause.current(self.r, now, self.settings.host.account)
+        return held.until if held is not None else 0.0
 
     def free_sessions(self) -> list[str]:
         """Free sessions of this host (names)."""
@@ -271,15 +271,16 @@ class Dispatcher:
             return Outcome("not-in-pool", session=str(ref),
                            detail="not one of " + ", ".join(self.settings.pool.names()))
         now = self.clock()
-        until = self.paused_until(now)
-        if until:
-            return Outcome("paused", session=session, detail=f"usage limit until {time.ctime(until)}")
+        held = pause.current(self.r, now, self.settings.host.account)
+        if held is not None:
+            return Outcome("paused", session=session, detail=held.describe())
         missing = self.agent_missing()
         if missing:
             # Not the task's fault: pause the pool (status shows why) instead of failing every task in turn.
-            self.r.hset(keys.PAUSE, mapping={"until": f"{now + AGENT_MISSING_PAUSE_S:.0f}", "reason": missing})
-            events.emit(self.r, "paused", session=session, detail=missing)
-            return Outcome("paused", session=session, detail=missing)
+            held = pause.pause(self.r, now + d.AGENT_MISSING_PAUSE_S, missing, pause.AGENT_MISSING,
+                               account=self.settings.host.account)
+            events.emit(self.r, "paused", session=session, detail=held.describe())
+            return Outcome("paused", session=session, detail=held.describe())
         info = self.session_info(session)
         if info.state is State.MISSING:
             return Outcome("missing", session=session, detail="tmux session does not exist")
@@ -288,12 +289,19 @@ class Dispatcher:
         return self._assign(session, self.plan())
 
     def _assign(self, session: str, result: Plan) -> Outcome:
+        held = set(pause.holds(self.r, self.clock()))
         for task in result.eligible:
+            if task.project in held:
+                continue  # the project's own problem (say, an untrusted folder): serve the others
             outcome = self.dispatch_one(task, session)
+            if outcome.status == "held":
+                held.add(task.project)  # the session is still free: give it another project's task
+                continue
             if outcome.status in ("taken",):
                 continue  # another worker got this task: try the next one
             return outcome
-        return Outcome("no-task", session=session, detail="nothing eligible")
+        detail = "nothing eligible" + (f" (held: {', '.join(sorted(held))})" if held else "")
+        return Outcome("no-task", session=session, detail=detail)
 
     # -- one dispatch -------------------------------------------------------------
 
@@ -344,6 +352,10 @@ class Dispatcher:
         spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid, self.host)
         try:
             self.launch(spec)
+        except DialogError as exc:
+            if exc.dialog == TRUST_DIALOG:
+                return self._project_untrusted(task, launching, info)
+            return self._launch_failed(task, launching, info, exc)
         except (LaunchError, TmuxError, OSError) as exc:
             return self._launch_failed(task, launching, info, exc)
         try:
@@ -354,6 +366,23 @@ class Dispatcher:
         self.r.delete(keys.attempts(task.project, task.id))
         events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
         return Outcome("dispatched", session=session, task=key, detail=f"model {model}")
+
+    def _project_untrusted(self, task: Task, launching: Path, info: SessionInfo) -> Outcome:
+        """The agent does not trust the project folder: hold the project (with the fix), not the task or session."""
+        key = str(task.key)
+        folder = os.path.realpath(self.settings.projects_dir / task.project)  # the path the agent sees as its cwd
+        now = self.clock()
+        reason = (f"Claude Code does not trust the folder {folder}: accept it once by running `claude` in that "
+                  f"directory (as the agents' user), or add \"projects\": {{\"{folder}\": "
+                  f"{{\"hasTrustDialogAccepted\": true}}}} to ~/.claude.json (or $CLAUDE_CONFIG_DIR/.claude.json)")
+        aq.release(launching)  # back to pending, no attempt counted: nothing is wrong with the task
+        pause.hold(self.r, task.project, reason, now + d.PROJECT_HOLD_S)
+        logger.warning("%s: project %s held until %s: %s", key, task.project, time.ctime(now + d.PROJECT_HOLD_S),
+                       reason)
+        events.emit(self.r, "held", task=key, session=info.name, detail=reason)
+        pool_state.reset_pane(self.tmux, info.name, self.settings)
+        pool_state.set_idle(self.r, self.tmux, info, now=now, detail=f"project {task.project} held: folder not trusted")
+        return Outcome("held", session=info.name, task=key, detail=reason)
 
     def _launch_failed(self, task: Task, launching: Path, info: SessionInfo, exc: Exception) -> Outcome:
         key = str(task.key)

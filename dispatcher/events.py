@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 KINDS = frozenset({
     "submitted", "blocked", "unblocked", "invalid", "claimed", "launched", "launch-failed", "finished", "failed",
     "released", "limited", "resumed", "waiting", "stuck", "recovered", "retried", "session-created", "paused",
+    "unpaused", "held",
 })
 
 

@@ -42,6 +42,9 @@ monitor_interval: 5                # session monitor period, seconds
 blocked_timeout: 3600              # .blocked older than this becomes .stuck
 finish_grace: 30                   # agent idle this long without done/ -> failed
 max_launch_attempts: 3             # launch failures before a task is .failed
+limits:
+  rate_limit_pause: 60             # API 429/529 naming no wait: pause the pool this long,
+  rate_limit_max_pause: 1800       # doubling per repeat up to this (usage limits wait for their reset)
 state_dir: .state                  # embedded Redis, beat schedule, agent settings
 
 # redis_url: redis://127.0.0.1:6379/0   # unset: an embedded Redis (REDIS_URL env wins)

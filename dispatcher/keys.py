@@ -13,12 +13,26 @@ PREFIX: Final = "aq:"
 #: Capped stream of every state change (``dispatcher events``).
 EVENTS: Final = PREFIX + "events"
 EVENTS_MAXLEN: Final = 10_000
-#: Hash: pool-wide pause (usage limit) — fields ``until``, ``reason``.
+#: Hash: pool-wide pause — fields ``until`` (epoch s or ``inf``), ``reason``, ``cause`` (see pause.py).
 PAUSE: Final = PREFIX + "pause"
 #: Hash: host name → JSON heartbeat (fingerprint, account, sessions, last_seen, version).
 HOSTS: Final = PREFIX + "hosts"
 #: Lease of the one beat that schedules for the whole cluster.
 BEAT_LEADER: Final = PREFIX + "lock:beat"
+#: Counter of consecutive API rate limits (backoff step); deleted when a task finishes.
+RATE_LIMIT_STREAK: Final = PREFIX + "rate-limit-streak"
+
+
+def pause(account: str) -> str:
+    """The pause of one Claude account (limits are per account): ``PAUSE`` for the default one."""
+    return PAUSE if account == "default" else f"{PAUSE}:{account}"
+
+
+def rate_limit_streak(account: str) -> str:
+    """Backoff step of one account's rate limits."""
+    return RATE_LIMIT_STREAK if account == "default" else f"{RATE_LIMIT_STREAK}:{account}"
+#: Hash: project → JSON ``{until, reason}`` of projects whose tasks are held (e.g. folder not trusted).
+HOLDS: Final = PREFIX + "holds"
 
 
 def startup_lock(host: str) -> str:

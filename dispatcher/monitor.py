@@ -8,14 +8,12 @@ was observed, so the whole loop is one pass per session and idempotent.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
 from typing import Callable
-from datetime import datetime, timezone
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, hosts, keys, owners, pool_state, screen
+from . import events, hosts, keys, limits, owners, pause, pool_state, screen
 from . import sessions as ss
 from .dispatch import Dispatcher
 from .errors import ClaimError, TmuxError
@@ -28,8 +26,6 @@ from .taskfile import DepRef
 
 logger = logging.getLogger(__name__)
 
-#: Wait before resuming after a limit whose reset time could not be read.
-DEFAULT_LIMIT_WAIT_S = 3600.0
 #: Notification types that mean "the agent waits for a person".
 WAITING_TYPES = ("permission_prompt", "elicitation_dialog")
 
@@ -41,7 +37,7 @@ class Observation:
     done: bool
     dead: bool
     idle: bool
-    limit_text: str | None
+    limit: limits.Limit | None
     waiting_text: str | None
     screen_tail: str
 
@@ -79,16 +75,14 @@ def observe(disp: Dispatcher, info: SessionInfo) -> Observation:
         text, dead = "", True
     tail = "\n".join(line for line in text.splitlines() if line.strip())[-2000:]
     reports = HookLog(disp.r).read(info.ref, after_id=info.hooks_after or "0-0", count=10_000)
-    limit_text = None
     failure = _latest(reports, "StopFailure")
     submit = _latest(reports, "UserPromptSubmit")
     if failure is not None and submit is not None and _stream_order(failure.id) < _stream_order(submit.id):
         failure = None  # about an earlier turn (e.g. reported late by the agent we just resumed)
-    if failure is not None and "rate_limit" in str(failure.payload.get("error_type") or failure.payload.get("error")):
-        limit_text = str(failure.payload.get("error") or "rate_limit")
-    found = screen.detect_limit(_current_turn(text))
-    if found is not None and found.kind == "usage_limit":
-        limit_text = found.line
+    # Hook and screen are read by the same classifier; the screen wins when it names a reset time.
+    by_hook = limits.from_hook(failure.payload) if failure is not None else None
+    on_screen = screen.detect_limit(_current_turn(text))
+    limit = on_screen if on_screen is not None and (by_hook is None or on_screen.resets) else by_hook
     waiting_text = None
     note = _latest(reports, "Notification")
     later = [r for r in reports if r.event in ("UserPromptSubmit", "Stop") and note is not None
@@ -99,7 +93,7 @@ def observe(disp: Dispatcher, info: SessionInfo) -> Observation:
     stop = _latest(reports, "Stop")
     hook_idle = stop is not None and (submit is None or _stream_order(stop.id) > _stream_order(submit.id))
     idle = not dead and not busy and (hook_idle or screen.turn_finished(text))
-    return Observation(done, dead, idle, limit_text, waiting_text, tail)
+    return Observation(done, dead, idle, limit, waiting_text, tail)
 
 
 def monitor_all(disp: Dispatcher) -> list[str]:
@@ -150,8 +144,8 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     obs = observe(disp, info)
     if obs.done:
         return _finish(disp, info)
-    if obs.limit_text:
-        return _limited(disp, info, obs.limit_text, now)
+    if obs.limit is not None:
+        return _limited(disp, info, obs.limit, now)
     if obs.dead:
         return _agent_died(disp, info, obs)
     if obs.waiting_text and info.state is not State.WAITING:
@@ -193,6 +187,7 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
     owners.drop(disp.r, info.project, info.task, info.ref)
     events.emit(disp.r, "finished", task=info.task_key, session=info.ref,
                 detail=f"after {int(disp.clock() - info.since)}s")
+    pause.reset_backoff(disp.r, disp.settings.host.account)  # the API answered a whole task: the next rate limit starts the backoff over
     _free(disp, info, failed=False, detail=f"finished {info.task_key}")
     return f"finished {info.task_key}"
 
@@ -229,18 +224,14 @@ def _agent_died(disp: Dispatcher, info: SessionInfo, obs: Observation) -> str:
     return f"agent died; {info.task_key} requeued"
 
 
-def _limited(disp: Dispatcher, info: SessionInfo, text: str, now: float) -> str:
-    """Account-wide limit: pause the pool, keep the task owned, remember the agent to resume."""
-    found = screen.detect_limit(text)
-    resets = found.resets if found else None
-    at = screen.parse_reset(resets, datetime.fromtimestamp(now, timezone.utc)) if resets else None
-    until = at.timestamp() if at is not None else now + DEFAULT_LIMIT_WAIT_S
-    disp.r.hset(keys.PAUSE, mapping={"until": f"{until:.0f}", "reason": text[:300]})
+def _limited(disp: Dispatcher, info: SessionInfo, limit: limits.Limit, now: float) -> str:
+    """Account-wide limit: pause the pool (as long as the limit says), keep the task owned, remember the agent."""
+    held = pause.for_limit(disp.r, limit, now, disp.settings.limits, disp.settings.host.account)
     _remember_resume(disp, info)
-    pool_state.transition(disp.r, disp.tmux, info, State.LIMITED, since=info.since,
-                          detail=f"until {time.ctime(until)}: {text[:200]}")
-    events.emit(disp.r, "limited", task=info.task_key, session=info.ref, detail=f"paused until {time.ctime(until)}")
-    return f"limited until {time.ctime(until)}"
+    said = held.describe() if held.reason == limit.describe() else f"{limit.describe()}; {held.describe()}"
+    pool_state.transition(disp.r, disp.tmux, info, State.LIMITED, since=info.since, detail=said[:500])
+    events.emit(disp.r, "limited", task=info.task_key, session=info.ref, detail=said[:500])
+    return f"limited: {said}"
 
 
 def _maybe_resume(disp: Dispatcher, info: SessionInfo, now: float) -> str:

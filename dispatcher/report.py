@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from .gate import format_path
 from .scan import Plan
@@ -15,11 +15,20 @@ def _label(task: Task) -> str:
     return f"{task.project}:{task.id} [{task.priority.value}]{title}"
 
 
-def render_plan(result: Plan) -> str:
-    """What ``dispatcher scan --dry-run`` prints: order, reasons, counts per project."""
-    lines: list[str] = [f"Eligible, in dispatch order ({len(result.eligible)}):"]
-    lines += [f"  {n:>3}. {_label(t)}" for n, t in enumerate(result.eligible, 1)] or ["  (none)"]
+def _split_held(result: Plan, holds: Mapping[str, str] | None) -> tuple[list[Task], list[tuple[Task, str]]]:
+    """Eligible tasks that will dispatch, and those whose project is held (with the hold's reason)."""
+    holds = holds or {}
+    return ([t for t in result.eligible if t.project not in holds],
+            [(t, holds[t.project]) for t in result.eligible if t.project in holds])
+
+
+def render_plan(result: Plan, holds: Mapping[str, str] | None = None) -> str:
+    """What ``dispatcher scan --dry-run`` prints: order, reasons, counts per project; ``holds``: project → reason."""
+    ready, held = _split_held(result, holds)
+    lines: list[str] = [f"Eligible, in dispatch order ({len(ready)}):"]
+    lines += [f"  {n:>3}. {_label(t)}" for n, t in enumerate(ready, 1)] or ["  (none)"]
     sections: list[tuple[str, list[str]]] = [
+        ("Held", [f"  {_label(t)}  — held: {why}" for t, why in held]),
         ("Blocked", [f"  {_label(t)}  — {why}" for t, why in result.blocked]),
         ("Stuck", [f"  {_label(t)}  — {why}" for t, why in result.stuck]),
         ("Waiting", [f"  {_label(t)}  — {why}" for t, why in result.waiting]),
@@ -42,8 +51,10 @@ def render_counts(counts: dict[str, dict[str, int]]) -> str:
     return "\n".join([head, *rows]) if rows else "no projects found (each needs a .agent-queue/ directory)"
 
 
-def plan_json(result: Plan) -> dict[str, Any]:
-    """Machine-readable form of a plan."""
+def plan_json(result: Plan, holds: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Machine-readable form of a plan (tasks of held projects under ``held``, not ``eligible``)."""
+    ready, held = _split_held(result, holds)
+
     def t(task: Task, why: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"project": task.project, "id": task.id, "priority": task.priority.value,
                                "title": task.title, "depends_on": [str(x) for x in task.depends_on]}
@@ -51,7 +62,8 @@ def plan_json(result: Plan) -> dict[str, Any]:
             out["reason"] = why
         return out
     return {
-        "eligible": [t(x) for x in result.eligible],
+        "eligible": [t(x) for x in ready],
+        "held": [t(x, w) for x, w in held],
         "blocked": [t(x, w) for x, w in result.blocked],
         "stuck": [t(x, w) for x, w in result.stuck],
         "waiting": [t(x, w) for x, w in result.waiting],

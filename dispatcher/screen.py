@@ -8,46 +8,39 @@ the agent is busy; history prompts and dialog cursors use ``❯`` + a normal spa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .limits import Limit, classify
 
 PROMPT = "❯\u00a0"
 RULE = "───"
 SPINNER_SYMBOLS = "·✢*✶✻✽✳"
 
+#: The dialog asking whether to trust the project folder (the project's problem, not the session's).
+TRUST_DIALOG = "trust folder"
 #: Dialog name → texts that identify it (any one is enough).
 DIALOGS: dict[str, tuple[str, ...]] = {
-    "trust folder": ("Yes, I trust this folder", "Do you trust the files in this folder", "Accessing workspace:"),
+    TRUST_DIALOG: ("Yes, I trust this folder", "Do you trust the files in this folder", "Accessing workspace:"),
     "custom API key": ("Detected a custom API key",),
     "bypass permissions": ("running in Bypass Permissions mode",),
 }
 
-# Hints the CLI draws inside an empty input box.
-_INPUT_HINTS = ("Press up to edit queued messages",)
+# Hints the CLI draws inside an empty input box (the second one: 2.1.332 after an API error).
+_INPUT_HINTS = ("Press up to edit queued messages", "Resend your message to try again")
 
 _SPIN = f"[{re.escape(SPINNER_SYMBOLS)}]"
 _SPINNER = re.compile(rf"^{_SPIN} (?:\S+…|API error · Retrying)")
 _DONE = re.compile(rf"^{_SPIN} \S+ for (?:\d+h ?)?(?:\d+m ?)?\d+s\b")
 _PLACEHOLDER = re.compile(r"\[Pasted text #\d+(?: \+\d+ lines)?\]")
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_RESUME = re.compile(rf"claude --resume ({_UUID})")
-_LIMITS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("usage_limit", re.compile(r"You[’']ve hit your (?:session |weekly |\w+ )?limit\s*[·∙•-]\s*resets\s+(?P<reset>[^\n]+?)\s*$")),
-    ("usage_limit", re.compile(r"Claude usage limit reached\.?\s*Your limit will reset at\s+(?P<reset>[^\n]+?)\.?\s*$")),
-    ("usage_limit", re.compile(r"limit reached\s*[·∙•]\s*resets\s+(?P<reset>[^\n]+?)\s*$")),
-    ("rate_limit", re.compile(r"API Error: Request rejected \(429\)(?:\s*·\s*(?P<detail>[^\n]*?))?\s*$")),
-)
+# 2.1.197: ``claude --resume <uuid>``; 2.1.332: ``claude --model <model> --resume <uuid>``.
+_RESUME = re.compile(rf"(?:^|\s)claude\s[^\n]*?--resume\s+({_UUID})(?![0-9a-fA-F-])", re.M)
 _CLOCK = re.compile(r"(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<ampm>am|pm)\b(?:\s*\((?P<tz>[^)]+)\))?", re.I)
 
 
-@dataclass(frozen=True)
-class UsageLimit:
-    """A usage/rate limit message seen on screen."""
-
-    kind: str  # "usage_limit" (subscription, has a reset time) or "rate_limit" (API 429)
-    line: str
-    resets: str | None
+#: A limit seen on screen (kept under its old name; see limits.Limit).
+UsageLimit = Limit
 
 
 def _lines(screen: str) -> list[str]:
@@ -155,25 +148,47 @@ def shows_submitted(screen: str, tag: str) -> bool:
     return is_busy(screen) or any(line.startswith("❯ ") and tag in line for line in history)
 
 
+def _agent_lines(lines: list[str], prompt_at: int | None) -> list[str]:
+    """What the agent printed above the input box: the user's messages (``❯ `` + indented lines) left out."""
+    out: list[str] = []
+    in_message = False
+    for line in lines[:prompt_at]:
+        if line.startswith("❯ "):
+            in_message = True
+        elif line.startswith(("●", "✻")) or (line.strip() and not line.startswith(" ")):
+            in_message = False
+        if not in_message:
+            out.append(line)
+    return out
+
+
+def _api_error_ended_turn(lines: list[str], prompt_at: int) -> bool:
+    """The last thing above the input box is an ``● API Error:`` line (2.1.332 prints no ``✻ … for Ns`` then)."""
+    for line in reversed(lines[:prompt_at]):
+        if not line.strip() or line.startswith(RULE):
+            continue
+        return line.startswith("● API Error:")
+    return False
+
+
 def turn_finished(screen: str) -> bool:
-    """A turn ended: a ``✻ <Verb> for <N>s`` line, then an empty, idle prompt."""
+    """A turn ended: a ``✻ <Verb> for <N>s`` line (or, newest CLI, an API error), then an empty, idle prompt."""
     lines = _lines(screen)
     prompt_at = _input_index(lines)
     if prompt_at is None or not prompt_ready(screen) or input_text(screen) != "":
         return False
-    return any(_DONE.match(line) for line in _status_region(lines, prompt_at))
+    return (any(_DONE.match(line) for line in _status_region(lines, prompt_at))
+            or _api_error_ended_turn(lines, prompt_at))
 
 
-def detect_limit(screen: str) -> UsageLimit | None:
-    """The last usage-limit or 429 message on screen, with its reset text when given."""
-    found: UsageLimit | None = None
-    for raw in _lines(screen):
-        line = raw.strip().lstrip("●⎿ ").strip()
-        for kind, pattern in _LIMITS:
-            m = pattern.search(line)
-            if m:
-                found = UsageLimit(kind=kind, line=line, resets=m.groupdict().get("reset"))
-                break
+def detect_limit(screen: str) -> Limit | None:
+    """The last usage-limit / 429 / 529 message the agent printed (not text quoted in a task), classified."""
+    lines = _lines(screen)
+    found: Limit | None = None
+    for raw in _agent_lines(lines, _input_index(lines)):
+        limit = classify(raw.strip().lstrip("●⎿ ").strip())
+        if limit is not None:
+            found = limit
     return found
 
 
@@ -200,7 +215,7 @@ def parse_reset(resets: str, now: datetime) -> datetime | None:
 
 
 def parse_resume_id(screen: str) -> str | None:
-    """Session UUID from ``Resume this session with:`` / ``claude --resume <uuid>`` (the last one)."""
+    """Session UUID from ``Resume this session with:`` / ``claude [--model M] --resume <uuid>``."""
     marker = screen.rfind("Resume this session with")
     if marker < 0:
         return None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import redis
 
-from . import hosts, keys
+from . import hosts, pause
 from . import sessions as ss
 from .config import Settings
+from .errors import DispatcherError
 from .report import render_counts
 from .scan import run_scan
 from .session_ref import SessionRef
@@ -47,13 +49,33 @@ def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: flo
                           "version": h.version, "account": h.account, "sessions": len(mine),
                           "working": sum(row["state"] in ("launching", "working", "waiting") for row in mine),
                           "idle": sum(row["state"] == "idle" for row in mine), "this": name == me})
-    pause: dict[Any, Any] = dict(r.hgetall(keys.PAUSE)) if r is not None else {}
-    paused = float(pause.get("until", 0) or 0) > now
+    held = pause.current(r, now, settings.host.account) if r is not None else None
+    holds = pause.holds(r, now) if r is not None else {}
     result = run_scan(settings, now=now, write=False)
     return {"time": now, "host": me, "hosts": host_rows, "sessions": rows, "counts": result.counts(),
-            "paused_until": float(pause["until"]) if paused else None,
-            "pause_reason": pause.get("reason", "") if paused else "",
+            # JSON has no infinity: an operator's open-ended pause has no end time.
+            "paused": held is not None,
+            "paused_until": held.until if held is not None and math.isfinite(held.until) else None,
+            "pause_cause": held.cause if held is not None else "",
+            "pause_reason": held.describe() if held is not None else "",
+            "held": {p: {"reason": h.reason, "until": h.until} for p, h in sorted(holds.items())},
             "redis": r is not None}
+
+
+def current_holds(settings: Settings, *, now: float | None = None) -> dict[str, str]:
+    """Held projects → reason, from the running system's Redis; {} when it cannot be reached (dry runs)."""
+    from .redis_conn import client
+
+    try:
+        r = client(settings=settings, timeout=1.0)
+    except DispatcherError:
+        return {}
+    try:
+        return {p: h.reason for p, h in pause.holds(r, time.time() if now is None else now).items()}
+    except redis.RedisError:
+        return {}
+    finally:
+        r.close()
 
 
 def _dur(seconds: int | None) -> str:
@@ -69,8 +91,10 @@ def render(data: dict[str, Any]) -> str:
     lines = [f"agent-queue status  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(data['time']))}"]
     if not data["redis"]:
         lines.append("(Redis unreachable: session states rebuilt from tmux)")
-    if data["paused_until"]:
-        lines.append(f"POOL PAUSED until {time.ctime(data['paused_until'])}: {data['pause_reason']}")
+    if data["paused"]:
+        lines.append(f"POOL PAUSED: {data['pause_reason']}")
+    for project, hold in data["held"].items():
+        lines.append(f"project {project} held until {time.ctime(hold['until'])}: {hold['reason']}")
     lines.append("")
     fleet = len(data.get("hosts") or []) > 1
     if fleet:

@@ -4,8 +4,12 @@
 [--resume UUID] [--session-id UUID] [--settings FILE]``
 
 Imitates the screens of the real CLI (tests/fixtures/claude_screens): optional
-startup dialog (FAKE_AGENT_DIALOG=trust|apikey|bypass), boot delay
-(FAKE_AGENT_BOOT_MS), the ``❯``+NBSP input line between rules, bracketed
+startup dialog (FAKE_AGENT_DIALOG=trust|apikey|bypass; or the trust dialog
+whenever $FAKE_AGENT_CLAUDE_JSON, read like ~/.claude.json, does not hold
+``"projects": {"<cwd>": {"hasTrustDialogAccepted": true}}``), boot delay
+(FAKE_AGENT_BOOT_MS), the CLI version to imitate where screens differ
+(FAKE_AGENT_VERSION=2.1.197, the default, or 2.1.332: ``/exit`` prints
+``claude --model … --resume``; an API error ends the turn without ``✻ … for Ns``), the ``❯``+NBSP input line between rules, bracketed
 paste with ``[Pasted text #N +M lines]``, a busy spinner with ``esc to
 interrupt``, ``✻ Worked for Ns``, ``/exit`` printing the resume command, and
 the hooks of a ``--settings`` file run like Claude Code runs them. Every
@@ -15,7 +19,9 @@ Scripted behaviour from ``@fake: <cmd> [arg]`` lines in a message:
 ``sleep MS`` (stay busy), ``done`` (move inbox/<id>.md.dispatched to done/<id>.md),
 ``fail`` (finish without doing it), ``limit`` (usage-limit text + StopFailure; a later
 bare message for the same task, i.e. the resume's "continue", then completes it),
-``hang`` (busy until interrupted), ``exit [CODE]`` (exit the process at once).
+``hang`` (busy until interrupted), ``exit [CODE]`` (exit the process at once),
+``error 429|529`` (the turn ends with that API error on screen + StopFailure; a later
+bare message for the same task completes it, like ``limit``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,15 @@ from typing import Any
 
 PROMPT = "❯\u00a0"
 LIMIT_TEXT = "You've hit your limit · resets 2pm (America/Toronto)"
+NEWEST = "2.1.332"
+#: API error texts by (status, version) and the StopFailure ``error`` the CLI reports with them.
+API_ERRORS = {
+    ("429", "2.1.197"): "API Error: Request rejected (429) · Fake rate limit for tests",
+    ("429", NEWEST): "API Error: Request rejected (429) · Fake rate limit for tests",
+    ("529", "2.1.197"): 'API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+    ("529", NEWEST): "API Error: 529 Overloaded. This is a server-side issue, usually temporary — try again in a moment.",
+}
+HOOK_ERRORS = {"429": "rate_limit", "529": "server_error"}
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 # A directive starts a line, or follows the "[<id>.md] " tag on the first line.
 _DIRECTIVE = re.compile(r"^(?:\[[^\]\n]*\]\s*)?@fake:\s*(\w+)(?:\s+(\S+))?\s*$", re.M)
@@ -112,7 +127,9 @@ class FakeAgent:
         self.session_id = args.session_id or args.resume or str(uuid.uuid4())
         self.log_path = os.environ.get("FAKE_AGENT_LOG")
         self.busy_ms = int(os.environ.get("FAKE_AGENT_BUSY_MS", "100"))
-        self.dialog = os.environ.get("FAKE_AGENT_DIALOG") or None
+        self.dialog = os.environ.get("FAKE_AGENT_DIALOG") or (None if self._trusted() else "trust")
+        self.version = NEWEST if os.environ.get("FAKE_AGENT_VERSION") == NEWEST else "2.1.197"
+        self.input_hint = ""  # 2.1.332 after an API error: "Resend your message to try again"
         self.history: list[str] = []
         self.segments: list[tuple[str, str]] = []  # (shown, real) parts of the input
         self.pastes = 0
@@ -129,6 +146,18 @@ class FakeAgent:
         self.task_id: str | None = None
         self.in_paste = False
         self.paste_buf = ""
+
+    def _trusted(self) -> bool:
+        """Like the CLI: a folder is trusted when the config file says so (no file configured: trusted)."""
+        path = os.environ.get("FAKE_AGENT_CLAUDE_JSON")
+        if not path:
+            return True
+        try:
+            projects = json.loads(Path(path).read_text(encoding="utf-8")).get("projects") or {}
+        except (OSError, ValueError, AttributeError):
+            return False
+        entry = projects.get(self.cwd) if isinstance(projects, dict) else None
+        return isinstance(entry, dict) and entry.get("hasTrustDialogAccepted") is True
 
     # -- output -----------------------------------------------------------------
 
@@ -152,7 +181,8 @@ class FakeAgent:
         else:
             shown = "".join(s for s, _ in self.segments).split("\n")
             status = ["✻ Working…"] + [f"  ❯ {q.splitlines()[0] if q else ''}" for q in self.queued] if self.busy else []
-            first = "Press up to edit queued messages" if self.queued and not shown[0] else shown[0]
+            hint = "Press up to edit queued messages" if self.queued else self.input_hint
+            first = hint if hint and not shown[0] else shown[0]
             footer = "  ⏵⏵ bypass permissions on (shift+tab to cycle)" + (" · esc to interrupt" if self.busy else "")
             box = ["─" * cols, PROMPT + first] + ["  " + s for s in shown[1:]] + ["─" * cols, footer]
             bottom = status + box + (tail or [])
@@ -261,6 +291,7 @@ class FakeAgent:
     # -- turns ------------------------------------------------------------------
 
     def start_turn(self, text: str) -> None:
+        self.input_hint = ""
         lines = text.split("\n")
         self.history += ["❯ " + lines[0]] + ["  " + line for line in lines[1:]]
         self.busy, self.turn_started, self.outcome = True, time.monotonic(), "Done."
@@ -312,20 +343,29 @@ class FakeAgent:
                     self.outcome = f"Could not move the task: {exc}"
             elif cmd == "fail":
                 self.outcome = "I could not complete this task."
-            elif cmd == "limit":
+            elif cmd in ("limit", "error"):
                 if self.task_id:
                     self._limit_marker().touch()
-                self.finish(limit=True)
+                self.finish(limit=True, status=arg if cmd == "error" else None)
                 return
         self.finish()
 
-    def finish(self, limit: bool = False) -> None:
+    def finish(self, limit: bool = False, status: str | None = None) -> None:
         secs = int(time.monotonic() - self.turn_started)
-        self.history += [f"● {LIMIT_TEXT if limit else self.outcome}", f"✻ Worked for {secs}s"]
+        said = API_ERRORS.get((status or "", self.version), f"API Error: {status}") if status else LIMIT_TEXT
+        self.history.append(f"● {said if limit else self.outcome}")
+        if status and self.version == NEWEST:
+            self.input_hint = "Resend your message to try again"  # and no "✻ … for Ns" line
+        else:
+            self.history.append(f"✻ Worked for {secs}s")
         self.busy, self.steps, self.wake_at = False, [], None
         self.render()
         if limit:
-            self.hooks.fire("StopFailure", {"error_type": "rate_limit", "error": "rate_limit"})
+            error = HOOK_ERRORS.get(status or "", "unknown") if status else "rate_limit"
+            payload = {"error": error, "last_assistant_message": said}
+            if not status:
+                payload["error_type"] = "rate_limit"  # the older documented key, kept for the limit tests
+            self.hooks.fire("StopFailure", payload)
         else:
             self.hooks.fire("Stop", {"stop_hook_active": False, "last_assistant_message": self.outcome})
         if self.queued:
@@ -348,7 +388,8 @@ class FakeAgent:
 
     def quit(self, code: int, exit_text: bool = False) -> None:
         if exit_text:
-            self.render(tail=["Resume this session with:", f"claude --resume {self.session_id}"])
+            model = f"--model {self.args.model} " if self.version == NEWEST else ""
+            self.render(tail=["Resume this session with:", f"claude {model}--resume {self.session_id}"])
             self.hooks.fire("SessionEnd", {"reason": "prompt_input_exit"})
         self.log("exit", code=code)
         self.hooks.drain()

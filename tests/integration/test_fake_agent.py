@@ -54,16 +54,19 @@ def test_dialogs(tmux: Tmux, tmp_path: Path, fake_log: Path, kind: str, name: st
     assert not screen.prompt_ready(tmux.capture("s"))
 
 
+@pytest.mark.parametrize("version,line", [("2.1.197", "claude --resume "),
+                                          ("2.1.332", "claude --model sonnet --resume ")])
 def test_exit_prints_resume_id_and_fires_session_end(tmux: Tmux, rdb: redis.Redis, tmp_path: Path,
-                                                     fake_log: Path) -> None:
+                                                     fake_log: Path, version: str, line: str) -> None:
     sid = str(uuid.uuid4())
     settings = write_settings(tmp_path / "state", "s")
     start(tmux, tmp_path, fake_log, "--session-id", sid, "--settings", str(settings),
-          env={"AQ_SESSION": "s", "AQ_TASK": "p:T", "AQ_REDIS_URL": redis_url_of(rdb)})
+          env={"AQ_SESSION": "s", "AQ_TASK": "p:T", "AQ_REDIS_URL": redis_url_of(rdb), "FAKE_AGENT_VERSION": version})
     wait_until(lambda: screen.prompt_ready(tmux.capture("s")), what="ready")
     tmux.send_literal("s", "/exit")
     tmux.send_keys("s", "Enter")
     wait_until(lambda: tmux.pane_info("s").dead, what="exit")
+    assert line + sid in tmux.capture("s", history=100)
     assert screen.parse_resume_id(tmux.capture("s", history=100)) == sid
     log = HookLog(rdb)
     events = [r.event for r in log.read("s")]

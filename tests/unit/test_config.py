@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher import defaults as d
-from dispatcher.config import Settings, find_config_path, load_config
+from dispatcher.config import LimitSettings, Settings, find_config_path, load_config
 from dispatcher.errors import ConfigError
 
 
@@ -77,6 +77,15 @@ redis_url: redis://file:6379/0
     assert (s.scan_interval, s.blocked_timeout, s.redis_url) == (10.0, 99.0, "redis://file:6379/0")
 
 
+def test_rate_limit_pauses_are_read_with_their_defaults(tmp_path):
+    assert load_config(write_config(tmp_path, "{}\n"), env={}).limits == LimitSettings(60.0, 1800.0)
+    s = load_config(write_config(tmp_path, "limits: {rate_limit_pause: 30, rate_limit_max_pause: 600}\n"), env={})
+    assert (s.limits.rate_limit_pause, s.limits.rate_limit_max_pause) == (30.0, 600.0)
+    # A base above the default cap lifts the default cap with it.
+    assert load_config(write_config(tmp_path, "limits: {rate_limit_pause: 3600}\n"), env={}).limits == \
+        LimitSettings(3600.0, 3600.0)
+
+
 def test_absolute_and_home_paths_are_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = write_config(tmp_path, f"projects_dir: {tmp_path / 'abs'}\nstate_dir: ~/state\n")
@@ -106,6 +115,10 @@ def test_absolute_and_home_paths_are_kept(tmp_path, monkeypatch):
     ("projects: web", "projects", "list of project names"),
     ("flower: {port: 70000}", "flower.port", "TCP port"),
     ("projects_dir: 42", "projects_dir", "must be a string"),
+    ("limits: {rate_limit_pause: 0}", "limits.rate_limit_pause", "must be > 0"),
+    ("limits: {rate_limit_pause: 120, rate_limit_max_pause: 60}", "limits.rate_limit_max_pause",
+     "must be >= limits.rate_limit_pause (120)"),
+    ("limits: {rate_limit_max_pause: soon}", "limits.rate_limit_max_pause", "number of seconds"),
 ])
 def test_each_validation_error_names_file_key_and_problem(tmp_path, text, key, problem):
     message = config_error(tmp_path, text + "\n")
@@ -116,7 +129,8 @@ def test_each_validation_error_names_file_key_and_problem(tmp_path, text, key, p
 
 @pytest.mark.parametrize("text,unknown", [("scan_intervall: 5", "scan_intervall"),
                                           ("pool: {size: 3}", "pool.size"),
-                                          ("agent: {modles: {}}", "agent.modles")])
+                                          ("agent: {modles: {}}", "agent.modles"),
+                                          ("limits: {rate_limit: 5}", "limits.rate_limit")])
 def test_unknown_keys_are_refused(tmp_path, text, unknown):
     message = config_error(tmp_path, text + "\n")
 

@@ -74,6 +74,17 @@ def test_resume_id_and_exit() -> None:
     assert screen.parse_resume_id("❯ run claude --resume d2d07d8c-dcf1-4b42-bc21-d3c6826d3909\n" + box()) is None
 
 
+def test_resume_id_of_the_newest_cli_exit_line() -> None:
+    """2.1.332 prints ``claude --model … --resume <uuid>``; 2.1.197 printed ``claude --resume <uuid>``."""
+    uid = "0b7a9a64-5e0c-4c1e-9a57-2f4d3f0f6a11"
+    for line in (f"claude --model claude-sonnet-5-5 --resume {uid}", f"claude --model opus --resume {uid}",
+                 f"claude --resume {uid}"):
+        assert screen.parse_resume_id(f"● Bye\n{box('/exit')}\nResume this session with:\n{line}\n") == uid
+    # Not a resume line: another word than claude, or an id that is not a whole UUID.
+    assert screen.parse_resume_id(f"Resume this session with:\nxclaude --resume {uid}\n") is None
+    assert screen.parse_resume_id(f"Resume this session with:\nclaude --resume {uid}0\n") is None
+
+
 def test_limits_real_429() -> None:
     lim = screen.detect_limit(fixture("api_error_429.txt"))
     assert lim is not None and lim.kind == "rate_limit" and lim.resets is None
