@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -12,6 +13,8 @@ import redis
 
 from .cli import Ctx, cli, pass_ctx
 from .errors import ClaimError, DispatcherError
+
+logger = logging.getLogger(__name__)
 
 
 @cli.command()
@@ -39,7 +42,13 @@ def watch(obj: Ctx, polling: bool) -> None:
     from .client import send_task
     from .watcher import run
 
+    from .fsinfo import is_network
+
     settings = obj.settings
+    if not polling and is_network(settings.projects_dir):
+        # inotify never hears of files another machine writes over NFS/CIFS: poll (the full scan backs it up).
+        logger.warning("%s is on a network filesystem: polling for new task files", settings.projects_dir)
+        polling = True
     stop = threading.Event()
     try:
         run(settings.projects_dir, lambda p: send_task(settings, "inbox_event", [p]),

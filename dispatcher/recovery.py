@@ -186,8 +186,8 @@ def recover_cluster(disp: Dispatcher) -> list[str]:
     for proj, task_id, path in claimed:
         owner = records[(proj.name, task_id)]
         host = owners.host_of(owner)
-        if host is not None and host in registry:
-            if registry[host].alive(now, lost_after):
+        if host == disp.host or (host is not None and host in registry):
+            if host == disp.host or registry[host].alive(now, lost_after):  # we run this: we are alive
                 disp.r.delete(keys.orphan_since(proj.name, task_id))
                 continue
             why = f"host {host} lost (no heartbeat for {now - registry[host].last_seen:.0f}s) while it held the task"
