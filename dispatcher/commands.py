@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import time
+from typing import Any
 
 import click
 import redis
@@ -21,17 +22,29 @@ logger = logging.getLogger(__name__)
 @click.option("--flower", is_flag=True, help="Also run Flower (loopback; basic auth from FLOWER_BASIC_AUTH).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
+@click.option("--join", "join", metavar="REDIS_URL", default=None,
+              help="Join a fleet: use this shared Redis (redis:// or rediss://) instead of an embedded one.")
+@click.option("--host", "host", metavar="NAME", default=None,
+              help="This host's name in the fleet (default: host.name, $AQ_HOST, else the machine's hostname).")
 @pass_ctx
-def up(obj: Ctx, flower: bool, workers: int, loglevel: str) -> None:
+def up(obj: Ctx, flower: bool, workers: int, loglevel: str, join: str | None, host: str | None) -> None:
     """Run everything on this host: Redis (embedded if none configured), tmux pool, worker, beat, watcher.
 
     \b
     Example:  dispatcher init demo && cd demo && dispatcher up --flower
+    A second machine (docs/multi-host.md):
+              dispatcher up --join rediss://:PASSWORD@redis.example:6379/0 --host build-2
     Stop with Ctrl-C; restarting loses nothing.
     """
-    from .up import run_up
+    from .up import join_fleet, run_up
 
-    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers))
+    settings = obj.settings
+    if join or host:
+        try:
+            settings = join_fleet(settings, join, host)
+        except DispatcherError as exc:
+            raise click.BadParameter(str(exc)) from None
+    sys.exit(run_up(settings, flower=flower, loglevel=loglevel, workers=workers))
 
 
 @cli.command()
@@ -238,4 +251,56 @@ def resume_cmd(obj: Ctx) -> None:
     send_task(obj.settings, "full_scan")
 
 
-__all__ = ["cli", "up", "watch", "pool_group", "status", "events", "retry", "pause_cmd", "resume_cmd"]
+@cli.group("hosts", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def hosts_group(ctx: click.Context, as_json: bool) -> None:
+    """The hosts of the fleet: alive or lost, last heartbeat, version (docs/multi-host.md).
+
+    \b
+    Example:  dispatcher hosts
+              dispatcher hosts forget build-3      (retire a lost host)
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import hosts
+
+    obj: Ctx = ctx.obj
+    r = _redis(obj, required=True)
+    assert r is not None
+    now = time.time()
+    rows: list[dict[str, Any]] = [{"host": h.name, "alive": h.alive(now, obj.settings.host_lost_after), "account": h.account,
+             "last_seen_s": round(now - h.last_seen, 1), "version": h.version, "sessions": list(h.sessions),
+             "fingerprint": h.fingerprint} for h in sorted(hosts.read_all(r).values(), key=lambda h: h.name)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no host has published a heartbeat yet (is a worker running?)")
+    for row in rows:
+        state = "alive" if row["alive"] else "LOST"
+        click.echo(f"{row['host']:<20}{state:<7}{row['last_seen_s']:>8.0f}s ago  {row['version']:<8}"
+                   f"account {row['account']:<10}{len(row['sessions'])} sessions  {row['fingerprint']}")
+
+
+@hosts_group.command("forget")
+@click.argument("name")
+@click.pass_obj
+def hosts_forget(obj: Ctx, name: str) -> None:
+    """Remove a lost host from the registry (its claimed tasks were already taken back)."""
+    from . import hosts
+
+    r = _redis(obj, required=True)
+    assert r is not None
+    known = hosts.read_all(r)
+    if name not in known:
+        raise click.ClickException(f"no host {name!r} (known: {', '.join(sorted(known)) or 'none'})")
+    if known[name].alive(time.time(), obj.settings.host_lost_after):
+        raise click.ClickException(f"host {name!r} is alive (heartbeat {time.time() - known[name].last_seen:.0f}s "
+                                   "ago): stop its workers first")
+    hosts.forget(r, name)
+    click.echo(f"forgot host {name}")
+
+
+__all__ = ["cli", "up", "watch", "pool_group", "status", "events", "retry", "pause_cmd", "resume_cmd",
+           "hosts_group"]

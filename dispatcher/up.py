@@ -24,6 +24,7 @@ from typing import Any
 from . import pool
 from .redis_conn import EMBEDDED_URL_FILE
 from .config import Settings
+from .errors import ConfigError, DispatcherError
 from .tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,27 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
         errors.append(f"Flower on {settings.flower.address} without basic auth: set FLOWER_BASIC_AUTH=user:password "
                       "or bind it to 127.0.0.1")
     return errors
+
+
+def join_fleet(settings: Settings, redis_url: str | None, host: str | None) -> Settings:
+    """Settings of a host joining a fleet: the shared Redis and this host's name (exported to the children)."""
+    from dataclasses import replace
+
+    from .session_ref import check_host_name
+
+    if redis_url is not None:
+        if not redis_url.startswith(("redis://", "rediss://")):
+            raise ConfigError(f"--join wants a redis:// or rediss:// URL reachable from every host, got {redis_url!r}")
+        os.environ["REDIS_URL"] = redis_url
+        settings = settings.with_overrides(redis_url=redis_url)
+    if host is not None:
+        try:
+            check_host_name(host)
+        except DispatcherError as exc:
+            raise ConfigError(str(exc)) from None
+        os.environ["AQ_HOST"] = host
+        settings = settings.with_overrides(host=replace(settings.host, name=host))
+    return settings
 
 
 def claim_host_name(settings: Settings) -> str | None:
