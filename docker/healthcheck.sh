@@ -73,7 +73,7 @@ def check_worker() -> None:
                        capture_output=True, text=True, timeout=10)
     if r.returncode != 0 or not r.stdout.strip():
         fail(f"tmux server -L {sock} has no sessions: {r.stderr.strip() or r.stdout.strip()}")
-    node = os.environ.get("AQ_WORKER_NODE") or f"celery@{socket.gethostname()}"
+    node = (os.environ.get("AQ_WORKER_NODE") or "celery@%h").replace("%h", socket.gethostname())
     r = subprocess.run(["celery", "-A", "dispatcher", "inspect", "ping", "--timeout", "10", "-d", node],
                        capture_output=True, text=True, timeout=30)
     if r.returncode != 0 or "pong" not in r.stdout:
