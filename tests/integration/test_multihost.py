@@ -20,7 +20,7 @@ from dispatcher.hosts import host_queue
 from dispatcher.taskfile import render_task
 from dispatcher import agent_queue as aq
 
-from fleet import SimHost, delivered, agent_entries, start_beat, stop_proc
+from dispatcher.testing.fleet import SimHost, delivered, agent_entries, start_beat, stop_proc
 from system_fixtures import wait_for
 
 #: Tasks of the big fleet run (the issue asks for 300; AQ_FLEET_TASKS lowers it on a slow machine).

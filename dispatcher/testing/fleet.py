@@ -1,4 +1,4 @@
-"""Simulated hosts on one machine: each its own host name, tmux server, state dir and Celery worker process.
+"""Simulated hosts on one machine (tests and bench): each its own host name, tmux server, state dir and worker.
 
 All hosts share one Redis DB and one projects dir, like machines sharing a
 Redis server and an NFS export. Killing a host = kill -9 its worker's process
@@ -111,6 +111,13 @@ class SimHost:
             return (self.root / "worker.log").read_text(errors="replace")[-3000:]
         except OSError:
             return ""
+
+
+def start_watcher(host: SimHost) -> subprocess.Popen[bytes]:
+    """A real ``dispatcher watch`` with this host's config (inbox events → inbox_event messages)."""
+    log = open(host.root / "watcher.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "dispatcher", "watch"], env=host.env(), stdout=log, stderr=log,
+                            start_new_session=True, cwd=host.root)
 
 
 def start_beat(host: SimHost, name: str = "beat") -> subprocess.Popen[bytes]:
