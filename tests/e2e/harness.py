@@ -65,8 +65,8 @@ def latest_version(timeout: float = 60.0) -> str:
         raise OSError(f"npm view {PACKAGE} timed out after {timeout:.0f}s") from exc
     out = p.stdout.strip()
     if p.returncode != 0 or not VERSION_RE.match(out):
-        detail = (p.stderr.strip() or out)[-500:]
-        raise OSError(f"npm view {PACKAGE} version failed (exit {p.returncode}): {detail}")
+        lines = [x.strip() for x in (p.stderr or out).splitlines() if x.strip() and " at " not in x]
+        raise OSError(f"npm view {PACKAGE} version failed (exit {p.returncode}): {' / '.join(lines[:4])[:500]}")
     return out
 
 
