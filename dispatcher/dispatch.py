@@ -30,7 +30,7 @@ from . import agent_queue as aq
 from . import defaults as d
 from . import events, keys, locks, pool_state
 from .config import Settings
-from .errors import ClaimError, LaunchError, TaskFileError, TmuxError
+from .errors import ClaimError, SessionError, TaskFileError
 from .hooks import HookLog
 from .scan import Plan, run_scan
 from .sessions import SessionInfo, State
@@ -291,7 +291,7 @@ class Dispatcher:
         spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid)
         try:
             self.launch(spec)
-        except (LaunchError, TmuxError, OSError) as exc:
+        except (SessionError, OSError) as exc:  # SessionError: also the session vanished under us
             return self._launch_failed(task, launching, info, exc)
         try:
             aq.promote(launching)
@@ -304,6 +304,12 @@ class Dispatcher:
 
     def _launch_failed(self, task: Task, launching: Path, info: SessionInfo, exc: Exception) -> Outcome:
         key = str(task.key)
+        if type(exc) is SessionError:
+            # The tmux session vanished (killed, tmux restarted): neither the task's fault nor the agent's.
+            aq.release(launching)
+            events.emit(self.r, "launch-failed", task=key, session=info.name, detail=str(exc))
+            pool_state.set_idle(self.r, self.tmux, info, now=self.clock(), detail=str(exc)[:500])
+            return Outcome("launch-failed", session=info.name, task=key, detail=str(exc))
         attempts = self.count_attempt(task.project, task.id)
         reason = f"launch failed in {info.name} (attempt {attempts}/{self.settings.max_launch_attempts}): {exc}"
         logger.warning("%s: %s", key, reason)
