@@ -69,3 +69,5 @@ FLOWER_PORT: Final = 5555
 CONFIG_ENV: Final = "DISPATCHER_CONFIG"
 CONFIG_FILE: Final = "dispatcher.yaml"
 STATE_DIR: Final = ".state"
+#: In the state dir: flock-ed by the running ``dispatcher up`` of this deployment (holds its pid).
+UP_LOCK_FILE: Final = "up.lock"

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from . import keys
+from . import keys, pool
 from .config import Settings
 from .report import render_counts
 from .scan import run_scan
@@ -33,7 +33,7 @@ def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: flo
     return {"time": now, "sessions": rows, "counts": result.counts(),
             "paused_until": float(pause["until"]) if paused else None,
             "pause_reason": pause.get("reason", "") if paused else "",
-            "redis": r is not None}
+            "redis": r is not None, "attach": pool.attach_command(settings.tmux.socket_name, settings.pool)}
 
 
 def _dur(seconds: int | None) -> str:
@@ -59,7 +59,7 @@ def render(data: dict[str, Any]) -> str:
         state = row["state"] + ("*" if row["cooldown"] else "")
         lines.append(f"{row['session']:<14}{state:<11}{task[:31]:<32}{(row['model'] or '-'):<8}"
                      f"{_dur(row['for_s']):>8}  {row['detail'][:60]}")
-    lines += ["", render_counts(data["counts"])]
+    lines += ["", render_counts(data["counts"]), "", f"attach: {data['attach']}"]
     if any(r["cooldown"] for r in data["sessions"]):
         lines.append("\n* cooling down after a failure")
     return "\n".join(lines)

@@ -107,7 +107,7 @@ def _command_args(argv: Sequence[str] | None) -> list[str]:
     return ["--", shlex.quote(argv[0])] if len(argv) == 1 else ["--", *argv]
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while process ``pid`` runs (a zombie has closed its sockets: not alive)."""
     try:
         os.kill(pid, 0)
@@ -218,7 +218,7 @@ class Tmux:
             return
         # kill-server returns before the server has exited; until then a new client reaches the dying one.
         deadline = time.monotonic() + self.timeout
-        while _alive(pid):
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 logger.warning("tmux server %d on %s still running %.0fs after kill-server", pid, self.socket_name,
                                self.timeout)
