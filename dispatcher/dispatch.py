@@ -158,9 +158,11 @@ class Dispatcher:
 
     def announce(self, project: str, task_id: str, path: str) -> None:
         """One "submitted" event per version (inode) of a task file, however often the watcher reports it."""
-        for suffix in ("", d.LAUNCHING, d.DISPATCHED):  # it may already be claimed: a move keeps the inode
+        # It may already be claimed, or even done when the event comes late: a move keeps the inode.
+        done = aq.project(self.settings.projects_dir, project).done / (task_id + d.TASK_SUFFIX)
+        for candidate in (path, path + d.LAUNCHING, path + d.DISPATCHED, str(done)):
             try:
-                version = os.stat(path + suffix, follow_symlinks=False).st_ino
+                version = os.stat(candidate, follow_symlinks=False).st_ino
                 break
             except OSError:
                 continue
