@@ -6,8 +6,10 @@ escaping the Celery task; a dialog failure's note carries the last screen lines.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from dispatcher import agent_queue as aq
 from dispatcher import keys, monitor, pool, pool_state, runtime, status
@@ -19,6 +21,13 @@ from dispatcher.sessions import State
 from dispatcher.tmux import Tmux
 
 from system_fixtures import Clock, add_task, done_ids, messages, wait_for
+
+
+def _log_entries(log: Path) -> list[dict[str, Any]]:
+    """Every line the fake agents logged (start, message, exit…)."""
+    if not log.exists():
+        return []
+    return [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def _shell_name() -> str:
@@ -47,7 +56,7 @@ def test_finished_task_leaves_an_idle_shell_not_the_last_agent(disp: Dispatcher,
     wait_for(lambda: done_ids(settings, "p") == {"F1"} and disp.session_info("ccl-auto-0").state is State.IDLE,
              timeout=60, what="F1 finished", step=lambda: monitor.monitor_all(disp))
     _assert_idle_shell_everywhere(disp, settings, "ccl-auto-0")
-    starts = [m for m in messages_all(agent_log) if m["event"] == "start"]
+    starts = [m for m in _log_entries(agent_log) if m["event"] == "start"]
     assert len(starts) == 1
 
 
@@ -110,11 +119,3 @@ def test_session_killed_before_a_resume_requeues_the_task(disp: Dispatcher, sett
     assert result == "resume failed, p:R1 requeued"
     assert aq.project(settings.projects_dir, "p").task_path("R1").exists()
     assert ss.get(disp.r, "ccl-auto-1").state is State.IDLE  # type: ignore[union-attr]
-
-
-def messages_all(log: Path) -> list[dict]:  # type: ignore[type-arg]
-    import json
-
-    if not log.exists():
-        return []
-    return [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()]
