@@ -30,7 +30,7 @@ from . import agent_queue as aq
 from . import defaults as d
 from . import events, keys, locks, pause, pool_state
 from .config import Settings
-from .errors import ClaimError, DialogError, LaunchError, TaskFileError, TmuxError
+from .errors import ClaimError, DialogError, SessionError, TaskFileError
 from .hooks import HookLog
 from .scan import Plan, run_scan
 from .screen import TRUST_DIALOG
@@ -157,9 +157,11 @@ class Dispatcher:
 
     def announce(self, project: str, task_id: str, path: str) -> None:
         """One "submitted" event per version (inode) of a task file, however often the watcher reports it."""
-        for suffix in ("", d.LAUNCHING, d.DISPATCHED):  # it may already be claimed: a move keeps the inode
+        # It may already be claimed, or even done when the event comes late: a move keeps the inode.
+        done = aq.project(self.settings.projects_dir, project).done / (task_id + d.TASK_SUFFIX)
+        for candidate in (path, path + d.LAUNCHING, path + d.DISPATCHED, str(done)):
             try:
-                version = os.stat(path + suffix, follow_symlinks=False).st_ino
+                version = os.stat(candidate, follow_symlinks=False).st_ino
                 break
             except OSError:
                 continue
@@ -301,7 +303,7 @@ class Dispatcher:
             if exc.dialog == TRUST_DIALOG:
                 return self._project_untrusted(task, launching, info)
             return self._launch_failed(task, launching, info, exc)
-        except (LaunchError, TmuxError, OSError) as exc:
+        except (SessionError, OSError) as exc:  # SessionError: also the session vanished under us
             return self._launch_failed(task, launching, info, exc)
         try:
             aq.promote(launching)
@@ -331,6 +333,12 @@ class Dispatcher:
 
     def _launch_failed(self, task: Task, launching: Path, info: SessionInfo, exc: Exception) -> Outcome:
         key = str(task.key)
+        if type(exc) is SessionError:
+            # The tmux session vanished (killed, tmux restarted): neither the task's fault nor the agent's.
+            aq.release(launching)
+            events.emit(self.r, "launch-failed", task=key, session=info.name, detail=str(exc))
+            pool_state.set_idle(self.r, self.tmux, info, now=self.clock(), detail=str(exc)[:500])
+            return Outcome("launch-failed", session=info.name, task=key, detail=str(exc))
         attempts = self.count_attempt(task.project, task.id)
         reason = f"launch failed in {info.name} (attempt {attempts}/{self.settings.max_launch_attempts}): {exc}"
         logger.warning("%s: %s", key, reason)

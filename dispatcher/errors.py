@@ -69,5 +69,9 @@ class SubmitError(LaunchError):
     """The message was typed but the agent never showed it as submitted."""
 
 
+class DeploymentError(DispatcherError):
+    """Another running deployment owns this state dir or tmux socket."""
+
+
 class LockError(DispatcherError):
     """A Redis lock could not be taken or was lost."""

@@ -14,7 +14,7 @@ from . import agent_queue as aq
 from . import defaults as d
 from . import events, keys, locks, pool_state
 from .dispatch import Dispatcher, LaunchSpec
-from .errors import LaunchError, TaskFileError, TmuxError
+from .errors import SessionError, TaskFileError
 from .hooks import HookLog
 from .sessions import SessionInfo, State
 from .taskfile import Task, parse_task, read_task_bytes
@@ -47,7 +47,7 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
         hooks_after = HookLog(disp.r).last_id(info.name)
         try:
             disp.launch(spec)
-        except (LaunchError, TmuxError, OSError) as exc:
+        except (SessionError, OSError) as exc:  # SessionError: also the session vanished under us
             aq.move_no_replace(dispatched, proj.task_path(info.task))
             events.emit(disp.r, "launch-failed", task=info.task_key, session=info.name, detail=f"resume failed: {exc}")
             pool_state.reset_pane(disp.tmux, info.name, disp.settings)
