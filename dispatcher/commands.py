@@ -90,7 +90,7 @@ def pool_create(obj: Ctx) -> None:
     s = obj.settings
     created = pool.create(_tmux(obj), s.pool, cwd=s.projects_dir if s.projects_dir.is_dir() else None)
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
-    click.echo(f"attach: tmux -L {s.tmux.socket_name} attach -t ={s.pool.names()[0]}")
+    click.echo(f"attach: {pool.attach_command(s.tmux.socket_name, s.pool)}")
 
 
 @pool_group.command("list")
@@ -102,6 +102,7 @@ def pool_list(obj: Ctx) -> None:
     for p in pool.status(_tmux(obj), obj.settings.pool):
         state = "missing" if not p.exists else ("dead" if p.dead else p.command)
         click.echo(f"{p.name:<16} {state}")
+    click.echo(f"attach: {pool.attach_command(obj.settings.tmux.socket_name, obj.settings.pool)}")
 
 
 @pool_group.command("kill")

@@ -6,6 +6,7 @@ environment (``REDIS_URL``, ``FLOWER_BASIC_AUTH``), never from the file alone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -257,10 +258,8 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         height=pool_r.get("height", _strict_int, d.TMUX_HEIGHT, lambda v: None if v >= 20 else "must be >= 20"),
     )
     tmux_r = r.section("tmux")
-    tmux = TmuxSettings(
-        socket_name=tmux_r.get("socket_name", _string, d.TMUX_SOCKET,
-                               lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+"),
-    )
+    socket_name = tmux_r.get("socket_name", _string, "",  # unset: derived from state_dir below
+                             lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+")
     agent_r = r.section("agent")
     models: Mapping[str, str] = agent_r.get("models", _str_map, MappingProxyType(dict(d.MODELS)))
     unknown_prio = [k for k in models if k not in d.PRIORITIES]
@@ -305,7 +304,6 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         projects_dir=_env_first(env, "AQ_PROJECTS_DIR", r.get("projects_dir", to_path, base / "projects"), to_path),
         projects=r.get("projects", _name_list, None),
         pool=pool,
-        tmux=tmux,
         agent=agent,
         flower=flower,
         host=host,
@@ -326,7 +324,13 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
              + host_r.unknown() + limits_r.unknown())
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; see README 'Configuration'")
-    return settings
+    return replace(settings, tmux=TmuxSettings(socket_name=socket_name or default_socket(settings.state_dir)))
+
+
+def default_socket(state_dir: Path) -> str:
+    """tmux socket of a deployment that names none: one per state dir, so two deployments never share a pool."""
+    digest = hashlib.sha256(str(Path(state_dir).resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{d.TMUX_SOCKET}-{digest[:8]}"
 
 
 def find_config_path(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:

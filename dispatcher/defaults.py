@@ -41,6 +41,8 @@ POOL_COOLDOWN_S: Final = 300.0
 TMUX_WIDTH: Final = 200
 TMUX_HEIGHT: Final = 50
 TMUX_SOCKET: Final = "agent-queue"
+#: new-session attempts while a just-killed tmux server is still exiting ("server exited unexpectedly").
+TMUX_NEW_SESSION_TRIES: Final = 6
 
 AGENT_COMMAND: Final = "claude --model {model} --dangerously-skip-permissions {resume}"
 PROMPT_TIMEOUT_S: Final = 60.0
@@ -89,3 +91,5 @@ FLOWER_PORT: Final = 5555
 CONFIG_ENV: Final = "DISPATCHER_CONFIG"
 CONFIG_FILE: Final = "dispatcher.yaml"
 STATE_DIR: Final = ".state"
+#: In the state dir: flock-ed by the running ``dispatcher up`` of this deployment (holds its pid).
+UP_LOCK_FILE: Final = "up.lock"

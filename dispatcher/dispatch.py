@@ -31,7 +31,7 @@ from . import defaults as d
 from . import events, hosts, keys, locks, owners, pause, pool_state
 from . import sessions as ss
 from .config import Settings
-from .errors import ClaimError, DialogError, LaunchError, SessionError, TaskFileError, TmuxError
+from .errors import ClaimError, DialogError, SessionError, TaskFileError
 from .hooks import HookLog
 from .scan import Plan, run_scan
 from .screen import TRUST_DIALOG
@@ -194,9 +194,11 @@ class Dispatcher:
 
     def announce(self, project: str, task_id: str, path: str) -> None:
         """One "submitted" event per version (inode) of a task file, however often the watcher reports it."""
-        for suffix in ("", d.LAUNCHING, d.DISPATCHED):  # it may already be claimed: a move keeps the inode
+        # It may already be claimed, or even done when the event comes late: a move keeps the inode.
+        done = aq.project(self.settings.projects_dir, project).done / (task_id + d.TASK_SUFFIX)
+        for candidate in (path, path + d.LAUNCHING, path + d.DISPATCHED, str(done)):
             try:
-                version = os.stat(path + suffix, follow_symlinks=False).st_ino
+                version = os.stat(candidate, follow_symlinks=False).st_ino
                 break
             except OSError:
                 continue
@@ -356,7 +358,7 @@ class Dispatcher:
             if exc.dialog == TRUST_DIALOG:
                 return self._project_untrusted(task, launching, info)
             return self._launch_failed(task, launching, info, exc)
-        except (LaunchError, TmuxError, OSError) as exc:
+        except (SessionError, OSError) as exc:  # SessionError: also the session vanished under us
             return self._launch_failed(task, launching, info, exc)
         try:
             aq.promote(launching)
@@ -376,16 +378,24 @@ class Dispatcher:
                   f"directory (as the agents' user), or add \"projects\": {{\"{folder}\": "
                   f"{{\"hasTrustDialogAccepted\": true}}}} to ~/.claude.json (or $CLAUDE_CONFIG_DIR/.claude.json)")
         aq.release(launching)  # back to pending, no attempt counted: nothing is wrong with the task
+        owners.drop(self.r, task.project, task.id, info.ref)
         pause.hold(self.r, task.project, reason, now + d.PROJECT_HOLD_S)
         logger.warning("%s: project %s held until %s: %s", key, task.project, time.ctime(now + d.PROJECT_HOLD_S),
                        reason)
-        events.emit(self.r, "held", task=key, session=info.name, detail=reason)
+        events.emit(self.r, "held", task=key, session=info.ref, detail=reason)
         pool_state.reset_pane(self.tmux, info.name, self.settings)
         pool_state.set_idle(self.r, self.tmux, info, now=now, detail=f"project {task.project} held: folder not trusted")
         return Outcome("held", session=info.name, task=key, detail=reason)
 
     def _launch_failed(self, task: Task, launching: Path, info: SessionInfo, exc: Exception) -> Outcome:
         key = str(task.key)
+        if type(exc) is SessionError:
+            # The tmux session vanished (killed, tmux restarted): neither the task's fault nor the agent's.
+            aq.release(launching)
+            owners.drop(self.r, task.project, task.id, info.ref)
+            events.emit(self.r, "launch-failed", task=key, session=info.ref, detail=str(exc))
+            pool_state.set_idle(self.r, self.tmux, info, now=self.clock(), detail=str(exc)[:500])
+            return Outcome("launch-failed", session=info.name, task=key, detail=str(exc))
         attempts = self.count_attempt(task.project, task.id)
         reason = f"launch failed in {info.name} (attempt {attempts}/{self.settings.max_launch_attempts}): {exc}"
         logger.warning("%s: %s", key, reason)

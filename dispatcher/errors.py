@@ -73,5 +73,9 @@ class HostConflictError(DispatcherError):
     """Another live deployment already uses this host name."""
 
 
+class DeploymentError(DispatcherError):
+    """Another running deployment owns this state dir or tmux socket."""
+
+
 class LockError(DispatcherError):
     """A Redis lock could not be taken or was lost."""

@@ -24,7 +24,8 @@ pool:
   height: 50
 
 tmux:
-  socket_name: agent-queue         # tmux -L agent-queue attach -t =ccl-auto-0
+  # socket_name: agent-queue       # default: agent-queue-<hash of state_dir>, one per deployment;
+  #                                # 'dispatcher pool list' prints the attach command
 
 agent:
   command: "claude --model {model} --dangerously-skip-permissions {resume}"

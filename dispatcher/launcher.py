@@ -170,7 +170,7 @@ def wait_ready(tmux: Tmux, session: str, deadline: float, clock: Callable[[], fl
         last = snap.text
         dialog = screen.detect_dialog(last)
         if dialog is not None:
-            raise DialogError(dialog, f"session {session}")
+            raise DialogError(dialog, f"session {session}; last screen:\n{_last_lines(last)}")
         if snap.info.dead:
             status, last = _dead_screen(tmux, session, clock)
             raise LaunchError(f"agent in {session} exited (status {_status(status)}) before its prompt "

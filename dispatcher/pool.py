@@ -24,6 +24,11 @@ class PoolSession:
     pid: int | None = None
 
 
+def attach_command(socket_name: str, pool: PoolSettings) -> str:
+    """The exact command that shows the pool's first session (socket names are validated: no quoting needed)."""
+    return f"tmux -L {socket_name} attach -t ={pool.names()[0]}"
+
+
 def create(tmux: Tmux, pool: PoolSettings, *, cwd: str | Path | None = None) -> list[str]:
     """Create the missing pool sessions (fixed size, remain-on-exit, a shell); return the created names."""
     created: list[str] = []

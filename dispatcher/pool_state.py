@@ -9,6 +9,7 @@ a free session.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Sequence
 
 import redis
@@ -115,9 +116,19 @@ def _resolve(r: "redis.Redis", tmux: Tmux, host: str, name: str, info: SessionIn
     return info
 
 
+def idle_shell() -> list[str]:
+    """argv of the shell a reset pane runs: the user's $SHELL (absolute, executable) else /bin/sh, login."""
+    shell = os.environ.get("SHELL", "")
+    if not (os.path.isabs(shell) and os.access(shell, os.X_OK)):
+        shell = "/bin/sh"
+    # Two words: tmux execs them directly (no 'sh -c'); -l like a fresh tmux session's shell.
+    return [shell, "-l"]
+
+
 def reset_pane(tmux: Tmux, name: str, settings: Settings) -> None:
-    """Kill whatever runs in the pane and leave a shell (an operator attaching sees a prompt)."""
+    """Kill whatever runs in the pane and leave an idle shell (an operator attaching sees a prompt)."""
     try:
-        tmux.run("respawn-pane", "-k", "-t", f"={name}:", "-c", str(settings.projects_dir))
+        # An explicit command: a bare 'respawn-pane -k' re-runs the pane's last one, i.e. the old agent.
+        tmux.respawn(name, idle_shell(), cwd=settings.projects_dir)
     except TmuxError as exc:
         logger.warning("cannot reset pane of %s: %s", name, exc)

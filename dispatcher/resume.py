@@ -14,7 +14,7 @@ from . import agent_queue as aq
 from . import defaults as d
 from . import events, keys, locks, owners, pool_state
 from .dispatch import Dispatcher, LaunchSpec
-from .errors import LaunchError, TaskFileError, TmuxError
+from .errors import SessionError, TaskFileError
 from .hooks import HookLog
 from .sessions import SessionInfo, State
 from .taskfile import Task, parse_task, read_task_bytes
@@ -47,7 +47,7 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
         hooks_after = HookLog(disp.r).last_id(info.ref)
         try:
             disp.launch(spec)
-        except (LaunchError, TmuxError, OSError) as exc:
+        except (SessionError, OSError) as exc:  # SessionError: also the session vanished under us
             aq.move_no_replace(dispatched, proj.task_path(info.task))
             owners.drop(disp.r, info.project, info.task, info.ref)
             events.emit(disp.r, "launch-failed", task=info.task_key, session=info.ref, detail=f"resume failed: {exc}")

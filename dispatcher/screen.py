@@ -26,11 +26,11 @@ DIALOGS: dict[str, tuple[str, ...]] = {
     "bypass permissions": ("running in Bypass Permissions mode",),
 }
 
-# Hints the CLI draws inside an empty input box (the second one: 2.1.332 after an API error).
+# Hints the CLI draws inside an empty input box (the second: 2.1.332, after a final API error).
 _INPUT_HINTS = ("Press up to edit queued messages", "Resend your message to try again")
 
 _SPIN = f"[{re.escape(SPINNER_SYMBOLS)}]"
-_SPINNER = re.compile(rf"^{_SPIN} (?:\S+…|API error · Retrying)")
+_SPINNER = re.compile(rf"^{_SPIN} (?:\S+…|API error · [Rr]etrying)")  # "retrying" in 2.1.332
 _DONE = re.compile(rf"^{_SPIN} \S+ for (?:\d+h ?)?(?:\d+m ?)?\d+s\b")
 _PLACEHOLDER = re.compile(r"\[Pasted text #\d+(?: \+\d+ lines)?\]")
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -71,8 +71,9 @@ def detect_dialog(screen: str) -> str | None:
     return None
 
 
-def _status_region(lines: list[str], prompt_at: int | None) -> list[str]:
-    """Lines between the last history prompt and the input box (where the spinner lives)."""
+def _status_region(lines: list[str], prompt_at: int | None) -> tuple[list[str], str | None]:
+    """Non-blank lines between the last history prompt or answer and the input box (where the
+    spinner lives), and that prompt/answer line (None if not within reach)."""
     end = len(lines) if prompt_at is None else prompt_at
     if prompt_at is not None:
         for i in range(prompt_at - 1, max(prompt_at - 3, -1), -1):
@@ -80,12 +81,17 @@ def _status_region(lines: list[str], prompt_at: int | None) -> list[str]:
                 end = i
                 break
     region: list[str] = []
-    for i in range(end - 1, max(end - 12, -1), -1):
+    # Blank lines are skipped, not counted: 2.1.332 pins the box to the bottom of the window,
+    # so the spinner or "✻ … for Ns" line may sit dozens of blank lines above it.
+    for i in range(end - 1, -1, -1):
         line = lines[i]
         if line.startswith("❯ ") or line.startswith("●"):
-            break
-        region.append(line)
-    return region
+            return region, line
+        if line.strip():
+            region.append(line)
+            if len(region) >= 12:
+                break
+    return region, None
 
 
 def _footer(lines: list[str], prompt_at: int | None) -> str:
@@ -100,7 +106,7 @@ def is_busy(screen: str) -> bool:
     prompt_at = _input_index(lines)
     if "esc to interrupt" in _footer(lines, prompt_at):
         return True
-    return any(_SPINNER.match(line) for line in _status_region(lines, prompt_at))
+    return any(_SPINNER.match(line) for line in _status_region(lines, prompt_at)[0])
 
 
 def input_text(screen: str) -> str | None:
@@ -162,23 +168,15 @@ def _agent_lines(lines: list[str], prompt_at: int | None) -> list[str]:
     return out
 
 
-def _api_error_ended_turn(lines: list[str], prompt_at: int) -> bool:
-    """The last thing above the input box is an ``● API Error:`` line (2.1.332 prints no ``✻ … for Ns`` then)."""
-    for line in reversed(lines[:prompt_at]):
-        if not line.strip() or line.startswith(RULE):
-            continue
-        return line.startswith("● API Error:")
-    return False
-
-
 def turn_finished(screen: str) -> bool:
-    """A turn ended: a ``✻ <Verb> for <N>s`` line (or, newest CLI, an API error), then an empty, idle prompt."""
+    """A turn ended: a ``✻ <Verb> for <N>s`` line (or, 2.1.332, an ``● API Error: …`` answer, after
+    which it prints none), then an empty, idle prompt."""
     lines = _lines(screen)
     prompt_at = _input_index(lines)
     if prompt_at is None or not prompt_ready(screen) or input_text(screen) != "":
         return False
-    return (any(_DONE.match(line) for line in _status_region(lines, prompt_at))
-            or _api_error_ended_turn(lines, prompt_at))
+    region, above = _status_region(lines, prompt_at)
+    return any(_DONE.match(line) for line in region) or (above or "").startswith("● API Error")
 
 
 def detect_limit(screen: str) -> Limit | None:

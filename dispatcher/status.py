@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from . import hosts, pause
+from . import hosts, pause, pool
 from . import sessions as ss
 from .config import Settings
 from .errors import DispatcherError
@@ -59,7 +59,7 @@ def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: flo
             "pause_cause": held.cause if held is not None else "",
             "pause_reason": held.describe() if held is not None else "",
             "held": {p: {"reason": h.reason, "until": h.until} for p, h in sorted(holds.items())},
-            "redis": r is not None}
+            "redis": r is not None, "attach": pool.attach_command(settings.tmux.socket_name, settings.pool)}
 
 
 def current_holds(settings: Settings, *, now: float | None = None) -> dict[str, str]:
@@ -112,7 +112,7 @@ def render(data: dict[str, Any]) -> str:
         name = row["ref"] if fleet else row["session"]
         lines.append(f"{name:<{width}}{state:<11}{task[:31]:<32}{(row['model'] or '-'):<8}"
                      f"{_dur(row['for_s']):>8}  {row['detail'][:60]}")
-    lines += ["", render_counts(data["counts"])]
+    lines += ["", render_counts(data["counts"]), "", f"attach: {data['attach']}"]
     if any(r["cooldown"] for r in data["sessions"]):
         lines.append("\n* cooling down after a failure")
     return "\n".join(lines)

@@ -9,14 +9,17 @@ keeps every byte we send visible and testable.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .defaults import TMUX_NEW_SESSION_TRIES
 from .errors import TmuxError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +29,8 @@ SEP = object()
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: What a client says when it reached a server that is exiting (kill-server, crash): a new one can start soon.
+_SERVER_EXITING = "server exited unexpectedly"
 _INFO_FORMAT = "#{pane_dead}\t#{pane_dead_status}\t#{pane_current_command}\t#{pane_pid}\t#{pane_width}\t#{pane_height}"
 
 
@@ -102,6 +107,26 @@ def _command_args(argv: Sequence[str] | None) -> list[str]:
     return ["--", shlex.quote(argv[0])] if len(argv) == 1 else ["--", *argv]
 
 
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie has closed its sockets: not alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _pause(seconds: float) -> None:
+    # The polling interval of a bounded wait, not a fixed wait for something to happen.
+    time.sleep(seconds)
+
+
 class Tmux:
     """One tmux server (``tmux -L socket_name``)."""
 
@@ -149,7 +174,16 @@ class Tmux:
         args += [SEP, "set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if remain_on_exit else "off"]
         # A fixed window size keeps screen parsing stable whatever clients attach.
         args += [SEP, "set-option", "-w", "-t", _pane(name), "window-size", "manual"]
-        self.run(*args)
+        for attempt in range(1, TMUX_NEW_SESSION_TRIES + 1):
+            try:
+                self.run(*args)
+                return
+            except TmuxError as exc:
+                # A server killed a moment ago still accepts connections while it exits, then drops them.
+                if _SERVER_EXITING not in str(exc) or attempt == TMUX_NEW_SESSION_TRIES:
+                    raise
+                logger.info("tmux server on %s is still exiting; new-session %s retried", self.socket_name, name)
+                _pause(0.05 * attempt)
 
     def kill_session(self, name: str) -> None:
         """Kill the session named exactly ``name``."""
@@ -165,12 +199,31 @@ class Tmux:
             raise
         return [line for line in out.splitlines() if line]
 
+    def server_pid(self) -> int | None:
+        """Process id of this tmux server, or None when none runs."""
+        try:
+            out = self.run("display-message", "-p", "#{pid}").strip()
+        except TmuxError:
+            return None
+        return int(out) if out.isdigit() else None
+
     def kill_server(self) -> None:
-        """Kill this tmux server (tests); no error when none runs."""
+        """Kill this tmux server and wait until it has exited (a new one can start at once); no error when none runs."""
+        pid = self.server_pid()
         try:
             self.run("kill-server")
         except TmuxError:
             pass
+        if pid is None:
+            return
+        # kill-server returns before the server has exited; until then a new client reaches the dying one.
+        deadline = time.monotonic() + self.timeout
+        while pid_alive(pid):
+            if time.monotonic() > deadline:
+                logger.warning("tmux server %d on %s still running %.0fs after kill-server", pid, self.socket_name,
+                               self.timeout)
+                return
+            _pause(0.01)
 
     def set_remain_on_exit(self, name: str, on: bool = True) -> None:
         """Keep a dead pane (and its last screen) readable after its process exits."""

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import pool
+from . import deployment, pool
 from .redis_conn import EMBEDDED_URL_FILE
 from .config import Settings
-from .errors import ConfigError, DispatcherError
+from .errors import ConfigError, DeploymentError, DispatcherError
 from .tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -150,44 +150,65 @@ def claim_host_name(settings: Settings) -> str | None:
 
 def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", workers: int = 1,
            stop: threading.Event | None = None) -> int:
-    """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code (2: preflight failed)."""
+    """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code (2: preflight failed or already running)."""
     problems = preflight(settings, flower=flower)
     for problem in problems:
         logger.error("%s", problem)
     if problems:
         return 2
     stop = stop or threading.Event()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    server = None
-    if not (os.environ.get("REDIS_URL") or settings.redis_url):
-        server, url = start_embedded_redis(settings.state_dir)
-        os.environ["REDIS_URL"] = url
-        # Lets `dispatcher status`, `celery -A dispatcher call …` from another shell find it.
-        (settings.state_dir / EMBEDDED_URL_FILE).write_text(url + "\n", encoding="utf-8")
-        logger.info("embedded Redis at %s", url)
-    if settings.source is not None:
-        os.environ["DISPATCHER_CONFIG"] = str(settings.source)
-    conflict = claim_host_name(settings)
-    if conflict:
-        logger.error("%s", conflict)
-        if server is not None:
-            server.shutdown()
-        return 2
-    settings.projects_dir.mkdir(parents=True, exist_ok=True)
-    created = pool.create(Tmux(settings.tmux.socket_name), settings.pool, cwd=settings.projects_dir)
-    logger.info("tmux pool on socket %s: created %s", settings.tmux.socket_name, created or "none (all there)")
 
     def on_signal(signum: int, _frame: Any) -> None:
         logger.info("signal %d: stopping", signum)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
+        # From the start: a Ctrl-C while Redis or the pool is still starting also stops it all cleanly.
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-    kids = children(settings, flower=flower, loglevel=loglevel, workers=workers)
-    for kid in kids:
-        kid.start()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    tmux = Tmux(settings.tmux.socket_name)
     try:
+        lock = deployment.lock_state_dir(settings)
+    except DeploymentError as exc:
+        logger.error("%s", exc)
+        return 2
+    try:
+        deployment.claim_socket(tmux, settings)
+    except DeploymentError as exc:
+        logger.error("%s", exc)
+        os.close(lock)
+        return 2
+    try:
+        return _run(settings, tmux, stop, flower=flower, loglevel=loglevel, workers=workers)
+    finally:
+        os.close(lock)
+
+
+def _run(settings: Settings, tmux: Tmux, stop: threading.Event, *, flower: bool, loglevel: str, workers: int) -> int:
+    server = None
+    kids: list[Child] = []
+    try:
+        if not (os.environ.get("REDIS_URL") or settings.redis_url):
+            server, url = start_embedded_redis(settings.state_dir)
+            os.environ["REDIS_URL"] = url
+            # Lets `dispatcher status`, `celery -A dispatcher call …` from another shell find it.
+            (settings.state_dir / EMBEDDED_URL_FILE).write_text(url + "\n", encoding="utf-8")
+            logger.info("embedded Redis at %s", url)
+        if settings.source is not None:
+            os.environ["DISPATCHER_CONFIG"] = str(settings.source)
+        conflict = claim_host_name(settings)
+        if conflict:  # another live deployment has this host name in the fleet: never share it silently
+            logger.error("%s", conflict)
+            return 2
+        settings.projects_dir.mkdir(parents=True, exist_ok=True)
+        created = pool.create(tmux, settings.pool, cwd=settings.projects_dir)
+        deployment.mark_socket(tmux, settings)
+        logger.info("tmux pool on socket %s: created %s; watch it with: %s", settings.tmux.socket_name,
+                    created or "none (all there)", pool.attach_command(settings.tmux.socket_name, settings.pool))
+        kids = children(settings, flower=flower, loglevel=loglevel, workers=workers) if not stop.is_set() else []
+        for kid in kids:
+            kid.start()
         while not stop.wait(0.5):
             for kid in kids:
                 if kid.proc is not None and kid.proc.poll() is not None:
@@ -203,7 +224,8 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
     finally:
         for kid in reversed(kids):
             kid.stop()
+        deployment.stop_pool(tmux, settings)  # "Ctrl-C stops it all": no agent or shell outlives up
         if server is not None:
             (settings.state_dir / EMBEDDED_URL_FILE).unlink(missing_ok=True)
-            server.shutdown()
+            deployment.stop_embedded_redis(server)
     return 0

@@ -1,67 +1,82 @@
 """Capture real Claude Code screens into tests/fixtures/claude_screens/.
 
-Run:  python -m tests.e2e.capture_screens [outdir]
-Needs npm (installs the pinned CLI via install_claude.sh) and tmux.
+Run:  python -m tests.e2e.capture_screens [--version V|latest] [--states a,b] [outdir]
+Needs tmux and npm (installs the CLI via install_claude.sh).  Files are named
+``<state>_v<version>.txt``; the unsuffixed files in that folder are the original
+v2.1.197 captures (see its README).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 from pathlib import Path
 
-from tests.e2e.fake_api import Error429, FakeAnthropicAPI, Text
+from tests.e2e.fake_api import Error429, FakeAnthropicAPI, Overloaded529, Text
 from tests.e2e.harness import (
-    RawTmux, claude_env, install_claude, is_busy, is_ready, seed_home, wait_screen, wait_until,
+    CLAUDE_VERSION, RESUME_RE, RawTmux, choose, claude_env, install_claude, is_busy, is_ready, latest_version,
+    seed_home, wait_screen, wait_until,
 )
-import re
-
-RESUME_RE = re.compile(r"claude --resume [0-9a-f-]{36}")
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "claude_screens"
+STATES = ("ready", "busy", "queued", "finished", "pasted", "api_retrying", "api_error_429", "api_error_529",
+          "exit_resume", "dialog_trust", "dialog_apikey", "dialog_bypass")
 
 BODY_30 = "\n".join(
     f"line {i:02d}: \"quoted\" 'single' `tick` $(echo pwned) \t tab → ✓ é 中文" for i in range(1, 31)
 )
+# (dialog marker, option that accepts it)
+DIALOGS = (
+    ("dialog_trust", "trust this folder", "Yes, I trust this folder"),
+    ("dialog_apikey", "Detected a custom API key", "Yes"),
+    ("dialog_bypass", "Bypass Permissions mode", "Yes, I accept"),
+)
 
 
-def save(outdir: Path, name: str, screen: str) -> None:
-    (outdir / name).write_text(screen, encoding="utf-8")
-    print(f"saved {name}")
+class Saver:
+    def __init__(self, outdir: Path, version: str, states: set[str]) -> None:
+        self.outdir, self.version, self.states = outdir, version, states
+
+    def __call__(self, state: str, screen: str) -> None:
+        if state not in self.states:
+            return
+        name = f"{state}_v{self.version}.txt"
+        (self.outdir / name).write_text(screen, encoding="utf-8")
+        print(f"saved {name}")
 
 
-def main(outdir: Path = OUT) -> None:
+def main(outdir: Path, version: str, states: set[str]) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
-    claude = install_claude()
+    claude = install_claude(version)
+    save = Saver(outdir, version, states)
     tmp = Path(tempfile.mkdtemp(prefix="aq-capture-"))
     proj = tmp / "proj"
     proj.mkdir()
+    argv = [claude, "--model", "sonnet", "--dangerously-skip-permissions"]
     with FakeAnthropicAPI() as api:
         t = RawTmux()
         try:
             # ---------------- pre-seeded session -------------------------------------
-            home = seed_home(tmp / "home", [proj])
+            home = seed_home(tmp / "home", [proj], version=version)
             s = "cap"
-            t.new_session(s, proj, [claude, "--model", "sonnet", "--dangerously-skip-permissions"],
-                          claude_env(home, api.base_url))
-            save(outdir, "ready.txt", wait_screen(t, s, is_ready, 30, what="ready").screen)
+            t.new_session(s, proj, argv, claude_env(home, api.base_url))
+            save("ready", wait_screen(t, s, is_ready, 30, what="ready").screen)
 
             # busy: hold the reply until we have the screen
             api.script(Text("Hello from the fake model.", gate=api.gate))
             t.paste(s, "Say hello")
             wait_screen(t, s, lambda x: "Say hello" in x, 10, what="typed text")
             t.send_keys(s, "Enter")
-            save(outdir, "busy.txt", wait_screen(t, s, is_busy, 20, what="busy").screen)
+            save("busy", wait_screen(t, s, is_busy, 20, what="busy").screen)
 
             # queued: submit another message while busy
             t.paste(s, "A queued follow-up")
             wait_screen(t, s, lambda x: "A queued follow-up" in x, 10, what="typed follow-up")
             t.send_keys(s, "Enter")
-            save(outdir, "queued.txt",
-                 wait_screen(t, s, lambda x: "queued messages" in x, 10, what="queued").screen)
+            save("queued", wait_screen(t, s, lambda x: "queued messages" in x, 10, what="queued").screen)
             api.release()
-            save(outdir, "finished.txt",
+            save("finished",
                  wait_screen(t, s, lambda x: is_ready(x) and "Hello from the fake model." in x
                              and api.pending == 0 and "queued messages" not in x
                              and x.count("OK.") >= 1, 30, what="finished").screen)
@@ -69,8 +84,7 @@ def main(outdir: Path = OUT) -> None:
 
             # pasted: 30-line paste placeholder before Enter
             t.paste(s, BODY_30)
-            save(outdir, "pasted.txt",
-                 wait_screen(t, s, lambda x: "[Pasted text" in x, 10, what="paste placeholder").screen)
+            save("pasted", wait_screen(t, s, lambda x: "[Pasted text" in x, 10, what="paste placeholder").screen)
             n_before = len(api.turns())
             t.send_keys(s, "Enter")
             api.wait_for_request(lambda r: r.is_turn and "line 30:" in r.last_user_text(), 15)
@@ -85,51 +99,61 @@ def main(outdir: Path = OUT) -> None:
             t.send_keys(s, "Enter")
             api.wait_for_request(lambda r: r.is_turn and "Trigger a rate limit" in r.last_user_text(), 15)
             try:
-                save(outdir, "api_retrying.txt",
-                     wait_screen(t, s, lambda x: "Retrying" in x, 15, what="retrying").screen)
+                save("api_retrying",
+                     wait_screen(t, s, lambda x: "etrying in" in x, 15, what="retrying").screen)
             except TimeoutError as e:
                 print("no retry screen:", str(e)[:200])
-            save(outdir, "api_error_429.txt",
+            save("api_error_429",
                  wait_screen(t, s, lambda x: "Request rejected (429)" in x and is_ready(x), 30,
                              what="429 error").screen)
 
             # exit
             t.send_literal(s, "/exit")
-            wait_screen(t, s, lambda x: "/exit" in x, 10, what="typed /exit")
+            wait_screen(t, s, lambda x: "Exit the CLI" in x, 10, what="/exit menu")
             t.send_keys(s, "Enter")
             wait_until(lambda: t.pane_dead(s), 15, what="claude exited")
-            save(outdir, "exit_resume.txt",
+            save("exit_resume",
                  wait_screen(t, s, lambda x: RESUME_RE.search(x) is not None, 5, what="resume hint").screen)
 
+            # ---------------- 529 overloaded, final (2.1.197 retries even with x-should-retry: false) ----
+            o = "ovl"
+            t.new_session(o, proj, argv, claude_env(home, api.base_url, {"CLAUDE_CODE_MAX_RETRIES": "1"}))
+            wait_screen(t, o, is_ready, 30, what="ready")
+            api.script(Overloaded529(times=2, should_retry=False))
+            t.paste(o, "Trigger an overload")
+            wait_screen(t, o, lambda x: "Trigger an overload" in x, 10, what="typed")
+            t.send_keys(o, "Enter")
+            save("api_error_529",
+                 wait_screen(t, o, lambda x: "529" in x and is_ready(x), 30, what="529 error").screen)
+
             # ---------------- not pre-seeded: dialogs --------------------------------
-            home2 = seed_home(tmp / "home2", [proj], preseed=False)
+            home2 = seed_home(tmp / "home2", [proj], preseed=False, version=version)
             d = "dlg"
-            t.new_session(d, proj, [claude, "--model", "sonnet", "--dangerously-skip-permissions"],
-                          claude_env(home2, api.base_url))
+            t.new_session(d, proj, argv, claude_env(home2, api.base_url))
             seen: set[str] = set()
-            for _ in range(4):
-                w = wait_screen(
-                    t, d,
-                    lambda x: is_ready(x) or ("trust" not in seen and "trust this folder" in x)
-                    or ("apikey" not in seen and "Detected a custom API key" in x)
-                    or ("bypass" not in seen and "Bypass Permissions mode" in x),
-                    30, what="dialog or ready")
-                x = w.screen
+            while True:
+                x = wait_screen(
+                    t, d, lambda x: is_ready(x) or any(m in x and st not in seen for st, m, _ in DIALOGS),
+                    30, what="dialog or ready").screen
                 if is_ready(x):
                     break
-                if "trust this folder" in x and "trust" not in seen:
-                    seen.add("trust"); save(outdir, "dialog_trust.txt", x)
-                    t.send_keys(d, "Enter")  # default: 1. Yes, I trust this folder
-                elif "Detected a custom API key" in x and "apikey" not in seen:
-                    seen.add("apikey"); save(outdir, "dialog_apikey.txt", x)
-                    t.send_keys(d, "Up"); t.send_keys(d, "Enter")  # default is No -> choose Yes
-                elif "Bypass Permissions mode" in x and "bypass" not in seen:
-                    seen.add("bypass"); save(outdir, "dialog_bypass.txt", x)
-                    t.send_keys(d, "Down"); t.send_keys(d, "Enter")  # default No, exit -> Yes, I accept
+                st, _, accept = next((st, m, a) for st, m, a in DIALOGS if m in x and st not in seen)
+                seen.add(st)
+                save(st, x)
+                choose(t, d, accept)
+                t.send_keys(d, "Enter")
             print("dialogs seen:", sorted(seen))
         finally:
             t.kill_server()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outdir", nargs="?", type=Path, default=OUT)
+    ap.add_argument("--version", default=CLAUDE_VERSION, help="a version, or 'latest' (asks npm)")
+    ap.add_argument("--states", default=",".join(STATES), help="comma-separated subset of: " + ",".join(STATES))
+    a = ap.parse_args()
+    wanted = {x for x in a.states.split(",") if x}
+    if wanted - set(STATES):
+        ap.error(f"unknown states: {sorted(wanted - set(STATES))}")
+    main(a.outdir, latest_version() if a.version == "latest" else a.version, wanted)

@@ -1,8 +1,14 @@
 """Fixtures for the end-to-end tier against the real Claude Code CLI.
 
-The tier runs only with ``AQ_E2E=1`` and ``npm`` available; otherwise every test
-under ``tests/e2e`` is skipped with the reason.  The pinned CLI is installed once
-per machine into ``$AQ_CLAUDE_CACHE`` (see install_claude.sh).
+The tier runs only with ``AQ_E2E=1``; otherwise every test under ``tests/e2e`` is
+skipped with the reason.  With ``AQ_E2E=1`` a missing tmux, npm or a failed install
+of the pinned CLI is an error, never a skip (CI must not pass without this tier).
+
+Every test runs once per CLI version (the session fixture ``claude_cli``): the pinned
+one (``v<pinned>``) and the newest release on the npm registry (``latest``; skipped
+only when the registry does not answer).  ``AQ_CLAUDE_LATEST=<version>`` fixes what
+"latest" means (e.g. offline with a filled cache).  Each version is installed once
+per machine into its own cache dir (see install_claude.sh).
 """
 
 from __future__ import annotations
@@ -21,15 +27,13 @@ from tests.e2e import harness
 from tests.e2e.fake_api import FakeAnthropicAPI
 
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "Notification", "SessionEnd")
+PINNED = harness.CLAUDE_VERSION
+VERSION_IDS = (f"v{PINNED}", "latest")
 
 
 def _skip_reason() -> str | None:
     if os.environ.get("AQ_E2E") != "1":
         return "end-to-end tier with the real Claude Code: set AQ_E2E=1 to run"
-    if shutil.which("npm") is None:
-        return "end-to-end tier needs npm to install @anthropic-ai/claude-code"
-    if shutil.which("tmux") is None:
-        return "end-to-end tier needs tmux"
     return None
 
 
@@ -43,15 +47,52 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
-@pytest.fixture(scope="session")
-def claude_bin() -> str:
+@dataclass(frozen=True)
+class ClaudeCLI:
+    """One installed Claude Code version under test."""
+
+    version: str
+    bin: str
+    label: str  # "pinned" or "latest"
+
+    @property
+    def is_pinned(self) -> bool:
+        return self.label == "pinned"
+
+
+def _install(version: str) -> str:
+    try:
+        return harness.install_claude(version)
+    except harness.InstallError as exc:
+        # AQ_E2E=1 asked for this tier: a failed install must fail the run, not skip it.
+        pytest.fail(f"could not install Claude Code {version} (npm: {shutil.which('npm') or 'missing'}): {exc}",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session", params=["pinned", "latest"], ids=VERSION_IDS)
+def claude_cli(request: pytest.FixtureRequest) -> ClaudeCLI:
+    """The CLI version under test: every e2e test runs on the pinned version and on the newest release."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    try:
-        return harness.install_claude()
-    except Exception as exc:  # npm present but install failed (offline registry, ...)
-        pytest.skip(f"could not install Claude Code {harness.CLAUDE_VERSION}: {exc}")
+    if shutil.which("tmux") is None:
+        pytest.fail("AQ_E2E=1 but tmux is not installed", pytrace=False)
+    if request.param == "pinned":
+        return ClaudeCLI(PINNED, _install(PINNED), "pinned")
+    version = os.environ.get("AQ_CLAUDE_LATEST", "").strip()
+    if not version:
+        try:
+            version = harness.latest_version()
+        except OSError as exc:
+            pytest.skip(f"newest Claude Code release unknown, the npm registry did not answer: {exc}")
+    if version == PINNED:
+        pytest.skip(f"the newest release is the pinned version {PINNED}: already tested")
+    return ClaudeCLI(version, _install(version), "latest")
+
+
+@pytest.fixture(scope="session")
+def claude_bin(claude_cli: ClaudeCLI) -> str:
+    return claude_cli.bin
 
 
 @pytest.fixture
@@ -70,15 +111,15 @@ def project_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path, project_dir: Path) -> Path:
+def home(tmp_path: Path, project_dir: Path, claude_cli: ClaudeCLI) -> Path:
     """Isolated HOME with every start-up dialog answered in advance."""
-    return harness.seed_home(tmp_path / "home", [project_dir], preseed=True)
+    return harness.seed_home(tmp_path / "home", [project_dir], preseed=True, version=claude_cli.version)
 
 
 @pytest.fixture
-def bare_home(tmp_path: Path, project_dir: Path) -> Path:
+def bare_home(tmp_path: Path, project_dir: Path, claude_cli: ClaudeCLI) -> Path:
     """Isolated HOME without pre-seeding: trust, API-key and bypass dialogs appear."""
-    return harness.seed_home(tmp_path / "bare-home", [project_dir], preseed=False)
+    return harness.seed_home(tmp_path / "bare-home", [project_dir], preseed=False, version=claude_cli.version)
 
 
 @pytest.fixture

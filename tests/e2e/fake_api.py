@@ -33,6 +33,7 @@ __all__ = [
     "Text",
     "BashToolUse",
     "Error429",
+    "Overloaded529",
     "Response",
 ]
 
@@ -89,6 +90,11 @@ class Error429:
     error_type: str = "rate_limit_error"
 
 
+def Overloaded529(message: str = "Overloaded", **kw: Any) -> Error429:  # noqa: N802 - reads like the others
+    """HTTP 529 ``overloaded_error`` (same knobs as :class:`Error429`)."""
+    return Error429(message, status=529, error_type="overloaded_error", **kw)
+
+
 Response = Text | BashToolUse | Error429
 
 
@@ -126,6 +132,13 @@ class Recorded:
     def system_text(self) -> str:
         system = (self.body or {}).get("system") if isinstance(self.body, dict) else None
         return _flatten_text(system)
+
+    @property
+    def context_text(self) -> str:
+        """The system prompt and the text of every message: the CLI's environment block
+        (``Primary working directory: …``) is in ``system`` in 2.1.197 but in a
+        ``role: "system"`` message in 2.1.332."""
+        return "\n".join([self.system_text, *(_flatten_text(m.get("content")) for m in self.messages)])
 
     @property
     def tool_names(self) -> list[str]:
@@ -239,6 +252,11 @@ class FakeAnthropicAPI:
         """Queue responses for the next turn requests, in order."""
         with self._lock:
             self._script.extend(responses)
+
+    def clear_script(self) -> None:
+        """Drop the scripted responses not used yet (CLI versions retry differently)."""
+        with self._lock:
+            self._script.clear()
 
     def release(self) -> None:
         """Open the default gate ``api.gate`` (replies created with ``gate=api.gate``)."""

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Install a pinned @anthropic-ai/claude-code into a cache dir and print the
-# path of its `claude` executable. Idempotent: a complete install is reused.
+# Install one exact version of @anthropic-ai/claude-code into its own cache dir
+# and print the path of its `claude` executable. Idempotent: a complete install
+# is reused. Each version has its own prefix, so the pinned version and the
+# newest release (the e2e tier runs on both) never overwrite each other.
 #
 #   AQ_CLAUDE_VERSION  version to install (default: the pinned one below)
-#   AQ_CLAUDE_CACHE    install prefix (default: ~/.cache/agent-queue/claude-code-<version>)
+#   AQ_CLAUDE_CACHE    cache root (default: ~/.cache/agent-queue); the prefix is <root>/claude-code-<version>
 set -euo pipefail
 
 VERSION="${AQ_CLAUDE_VERSION:-2.1.197}"
-PREFIX="${AQ_CLAUDE_CACHE:-${HOME}/.cache/agent-queue/claude-code-${VERSION}}"
+[[ "${VERSION}" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]] || { echo "install_claude.sh: bad version '${VERSION}'" >&2; exit 2; }
+PREFIX="${AQ_CLAUDE_CACHE:-${HOME}/.cache/agent-queue}/claude-code-${VERSION}"
 BIN="${PREFIX}/node_modules/.bin/claude"
 STAMP="${PREFIX}/.installed-${VERSION}"
 

@@ -25,7 +25,7 @@ from dispatcher.tmux import Tmux  # noqa: E402
 
 from tests.e2e import harness  # noqa: E402
 from tests.e2e.fake_api import BashToolUse, FakeAnthropicAPI, Text  # noqa: E402
-from tests.e2e.harness import wait_until  # noqa: E402
+from tests.e2e.harness import RESUME_RE, as_delivered, cursor_line, model_family, unwrap_pasted, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -94,10 +94,11 @@ def test_launch_delivers_hostile_body_with_model_and_cwd(tmux, rdb, make_agent, 
     turn = fake_api.wait_for_request(lambda q: q.is_turn and "[T-7.md]" in q.last_user_text(), 20)
     expected = build_message("T-7", HOSTILE_BODY, project="proj", footer=agent.message_footer)
     assert "\x1b" not in expected and "\t" in expected
-    # Byte-exact except that Claude Code turns each pasted tab into 4 spaces.
-    assert turn.user_texts()[-1] == expected.replace("\t", "    ")
-    assert turn.model.startswith("claude-opus"), turn.model
-    assert f"Primary working directory: {project_dir}" in turn.system_text
+    # Byte-exact except that Claude Code turns each pasted tab into 4 spaces (2.1.332 also wraps
+    # the paste in <pasted_content id=…> and drops zero-width characters).
+    assert unwrap_pasted(turn.user_texts()[-1]) in as_delivered(expected)
+    assert model_family(turn.model) == "opus", turn.model
+    assert f"Primary working directory: {project_dir}" in turn.context_text
     assert not list(project_dir.glob("PWNED-*"))
     # Hook reports carry our session id and the task.
     submit = HookLog(rdb).latest("ccl-auto-1", "UserPromptSubmit")
@@ -114,7 +115,7 @@ def test_launch_default_priority_uses_sonnet(tmux, rdb, make_agent, home, projec
     result = launch(tmux, "s", req(project_dir), make_agent(home), rdb, state_dir=tmp_path / "state")
     assert result.model == "sonnet"
     turn = fake_api.wait_for_request(lambda q: q.is_turn and "[T-1.md]" in q.last_user_text(), 20)
-    assert turn.model.startswith("claude-sonnet"), turn.model
+    assert model_family(turn.model) == "sonnet", turn.model
 
 
 @pytest.mark.parametrize("hooks", [True, False])
@@ -125,7 +126,11 @@ def test_launch_reports_first_dialog_and_types_nothing(tmux, rdb, make_agent, ba
         launch(tmux, "s", req(project_dir), make_agent(bare_home, hooks=hooks), rdb, state_dir=tmp_path / "state")
     assert err.value.dialog == "trust folder"
     snap = tmux.snapshot("s")
-    assert not snap.info.dead and "❯ 1. Yes, I trust this folder" in snap.text  # still asking, untouched
+    # Still asking, untouched: no key was sent.  In 2.1.332 the default is "No, exit", so an Enter
+    # would have ended the CLI ("Claude Code didn't start because this folder isn't trusted").
+    assert not snap.info.dead and "Yes, I trust this folder" in snap.text
+    cur = cursor_line(snap.text)
+    assert cur is not None and ("Yes, I trust this folder" in cur[1] or "No, exit" in cur[1]), snap.text
     assert not fake_api.turns()
 
 
@@ -154,8 +159,11 @@ def test_launch_resumes_from_resume_file(tmux, rdb, make_agent, home, project_di
     wait_until(lambda: "Exit the CLI" in tmux.capture("s"), 10, what="/exit menu")
     tmux.send_keys("s", "Enter")
     wait_until(lambda: tmux.pane_info("s").dead, 15, what="agent exited")
-    shown = screen.parse_resume_id(tmux.capture("s", history=200))
-    assert shown == first.agent_uuid
+    exit_screen = tmux.capture("s", history=200)
+    m = RESUME_RE.search(exit_screen)  # 2.1.332: "claude --model sonnet … --resume <uuid>"
+    assert m is not None and m.group(1) == first.agent_uuid, exit_screen
+    shown = m.group(1)
+    prod_parsed = screen.parse_resume_id(exit_screen) == shown  # checked last (item 18)
     path = resume_path(agent, "s")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(shown + "\n")
@@ -171,6 +179,7 @@ def test_launch_resumes_from_resume_file(tmux, rdb, make_agent, home, project_di
     starts = [r for r in HookLog(rdb).read("s") if r.event == "SessionStart"]
     assert [s.payload["source"] for s in starts] == ["startup", "resume"]
     assert {s.payload["session_id"] for s in starts} == {shown}
+    assert prod_parsed, "dispatcher.screen.parse_resume_id misses the resume line (item 18)"
 
 
 def wait_until_value(fn, timeout: float, what: str):

@@ -1,8 +1,9 @@
 """End-to-end: the real Claude Code CLI in tmux against the local fake Messages API.
 
 Run with ``AQ_E2E=1 python -m pytest tests/e2e -q``.  No mocks: a real tmux server
-on a private socket, the pinned real CLI, a real HTTP server.  Every wait polls the
-screen, the request log or the hook log with a deadline.
+on a private socket, the real CLI (pinned and newest, see conftest.py), a real HTTP
+server.  Every wait polls the screen, the request log or the hook log with a deadline.
+Assertions hold on both versions; differences are in FINDINGS.md.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ import pytest
 
 from dispatcher import screen as prod_screen  # production parsers, cross-checked on live screens
 from tests.e2e import harness
-from tests.e2e.conftest import HookLog
-from tests.e2e.fake_api import BashToolUse, Error429, FakeAnthropicAPI, Text
-from tests.e2e.harness import RawTmux, has_dialog, has_ready_prompt, is_busy, is_ready, wait_screen, wait_until
+from tests.e2e.conftest import ClaudeCLI, HookLog
+from tests.e2e.fake_api import BashToolUse, Error429, FakeAnthropicAPI, Overloaded529, Text
+from tests.e2e.harness import (
+    RESUME_RE, RawTmux, as_delivered, choose, cursor_line, has_dialog, has_ready_prompt, is_busy, is_ready,
+    model_family, unwrap_pasted, wait_screen, wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 HOSTILE_BODY = "\n".join(
     f"line {i:02d}:\t\"double\" 'single' `backtick` $(touch PWNED-{i}) ${{HOME}} ; && | > x"
-    f" \\n C-c Enter Escape → ✓ é 中文 🚀 %s %%"
+    f" \\n C-c Enter Escape → ✓ é 中文 🚀 %s %% zero\u200bwidth\u200c\u200d"
     for i in range(1, 31)
 )
-RESUME_RE = re.compile(r"claude --resume ([0-9a-f-]{36})")
 
 
 def start_claude(
@@ -79,17 +82,20 @@ def test_ready_with_preseeded_config(claude_bin, raw_tmux, project_dir, claude_e
 
 
 def test_dialogs_without_preseeding_block_readiness(
-    claude_bin, raw_tmux, project_dir, bare_home, fake_api
+    claude_cli: ClaudeCLI, claude_bin, raw_tmux, project_dir, bare_home, fake_api
 ):
     env = harness.claude_env(bare_home, fake_api.base_url)
     start_claude(raw_tmux, "s", project_dir, claude_bin, env)
-    # (dialog marker, key moving the cursor to the accepting choice, that choice on screen)
+    # (dialog marker, the accepting option, the option under the cursor at first, dialog name).
+    # Enter on the default never gets past all three: the API key and bypass dialogs default to
+    # No (bypass: "No, exit"); the trust dialog defaults to Yes in 2.1.197, to "No, exit" in 2.1.332.
+    trust_default = "Yes, I trust this folder" if claude_cli.is_pinned else "No, exit"
     expected = [
-        ("Yes, I trust this folder", None, "❯ 1. Yes, I trust this folder", "trust folder"),  # default: Yes
-        ("Detected a custom API key", "Up", "❯ 1. Yes", "custom API key"),       # default: No (recommended)
-        ("Bypass Permissions mode", "Down", "❯ 2. Yes, I accept", "bypass permissions"),  # default: No, exit
+        ("Yes, I trust this folder", "Yes, I trust this folder", trust_default, "trust folder"),
+        ("Detected a custom API key", "Yes", "No (recommended)", "custom API key"),
+        ("Bypass Permissions mode", "Yes, I accept", "No, exit", "bypass permissions"),
     ]
-    for marker, key, chosen, dialog_name in expected:
+    for marker, accept, default, dialog_name in expected:
         screen = wait_screen(raw_tmux, "s", lambda s: marker in s or is_ready(s), 30,
                              what=f"dialog {marker!r}").screen
         assert marker in screen, f"expected dialog {marker!r}, got:\n{screen}"
@@ -97,16 +103,9 @@ def test_dialogs_without_preseeding_block_readiness(
         assert not has_ready_prompt(screen)         # ... but is not the ❯+NBSP input line
         assert not is_ready(screen)
         assert prod_screen.detect_dialog(screen) == dialog_name and not prod_screen.prompt_ready(screen)
-        if key:
-            # A dialog may be drawn before it takes keys: move, confirm the cursor moved, retry.
-            def moved() -> bool:
-                raw_tmux.send_keys("s", key)
-                try:
-                    wait_screen(raw_tmux, "s", lambda s: chosen in s, 1.0, what="cursor moved")
-                    return True
-                except TimeoutError:
-                    return False
-            wait_until(moved, 10, interval=0, what=f"cursor on {chosen!r}")
+        cur = cursor_line(screen)
+        assert cur is not None and default in cur[1], screen
+        choose(raw_tmux, "s", accept)  # confirmed moves; the cursor must then stay put
         raw_tmux.send_keys("s", "Enter")
         wait_screen(raw_tmux, "s", lambda s: marker not in s, 10, what=f"dialog {marker!r} gone")
     wait_screen(raw_tmux, "s", is_ready, 30, what="ready after dialogs")
@@ -121,6 +120,8 @@ def test_dialogs_without_preseeding_block_readiness(
 def test_hostile_30_line_body_arrives_intact_with_one_enter(
     claude_bin, raw_tmux, project_dir, claude_env, fake_api, hook_log: HookLog
 ):
+    """Byte-exact modulo the CLI's own rewrites: tab → 4 spaces; 2.1.332 wraps the paste in
+    ``<pasted_content id=…>`` and drops zero-width characters."""
     sid = str(uuid.uuid4())
     env = {**claude_env, "AQ_SESSION": "ccl-auto-1", "AQ_TASK": "T-7"}
     start_claude(raw_tmux, "ccl-auto-1", project_dir, claude_bin, env,
@@ -136,15 +137,14 @@ def test_hostile_30_line_body_arrives_intact_with_one_enter(
     req = fake_api.wait_for_request(lambda r: r.is_turn and "line 30:" in r.last_user_text(), 20)
     assert len(fake_api.turns()) == n_turns + 1
     got = req.user_texts()[-1]
-    # Claude Code turns each pasted tab into 4 spaces; everything else is byte-exact.
-    assert got == HOSTILE_BODY.replace("\t", "    ")
+    assert unwrap_pasted(got) in as_delivered(HOSTILE_BODY)
     wait_turn_done(raw_tmux, "ccl-auto-1", fake_api, "received")
     # Nothing in the body was executed by a shell.
     assert not list(project_dir.glob("PWNED-*"))
     # UserPromptSubmit carries the same text, our session id and our env.
     wait_until(lambda: hook_log.named("Stop"), 10, what="Stop hook")
     (ups,) = hook_log.named("UserPromptSubmit")
-    assert ups["prompt"] == got
+    assert unwrap_pasted(ups["prompt"]) == unwrap_pasted(got)
     assert ups["session_id"] == sid
     assert ups["cwd"] == str(project_dir)
     assert ups["_env"]["AQ_TASK"] == "T-7" and ups["_env"]["AQ_SESSION"] == "ccl-auto-1"
@@ -161,9 +161,10 @@ def test_model_flag_and_working_directory(claude_bin, raw_tmux, project_dir, cla
     start_claude(raw_tmux, "m", project_dir, claude_bin, claude_env, model=alias)
     wait_screen(raw_tmux, "m", is_ready, 30, what="ready")
     req = submit(raw_tmux, "m", "which model?", fake_api, "which model?")
-    assert req.model and req.model.startswith("claude-") and alias in req.model, req.model
-    assert req.model != alias  # the alias is resolved to a full model name
-    assert f"Primary working directory: {project_dir}" in req.system_text
+    # The alias is resolved to a full id (claude-opus-4-8 / claude-opus-5-5 …): check the family only.
+    assert model_family(req.model) == alias and req.model != alias, req.model
+    # In the system prompt (2.1.197) or in a role "system" message (2.1.332).
+    assert f"Primary working directory: {project_dir}" in req.context_text
     assert "Bash" in req.tool_names
 
 
@@ -200,7 +201,8 @@ def test_rate_limit_shows_error_and_fires_stop_failure(
     start_claude(raw_tmux, "r", project_dir, claude_bin, claude_env, "--settings", str(hook_log.settings))
     wait_screen(raw_tmux, "r", is_ready, 30, what="ready")
     submit(raw_tmux, "r", "hit the limit", fake_api, "hit the limit")
-    retrying = wait_screen(raw_tmux, "r", lambda s: "Retrying in" in s, 10, what="retry line").screen
+    retrying = wait_screen(raw_tmux, "r", lambda s: harness.RETRY_RE.search(s) is not None, 10,
+                           what="retry line").screen
     # The retry line has no spinner ellipsis (and after a long paste there is no
     # "esc to interrupt" either, see FINDINGS.md), yet the agent is busy.
     assert not harness.SPINNER_RE.search(retrying)
@@ -210,9 +212,42 @@ def test_rate_limit_shows_error_and_fires_stop_failure(
     assert "● API Error: Request rejected (429) · Fake limit for e2e" in screen
     limit = prod_screen.detect_limit(screen)
     assert limit is not None and limit.kind == "rate_limit"
-    wait_until(lambda: hook_log.named("StopFailure"), 10, what="StopFailure hook")
+    # 2.1.332 prints no "✻ <Verb> for Ns" after an API error: the error line itself ends the turn.
+    assert prod_screen.prompt_ready(screen) and prod_screen.turn_finished(screen)
+    wait_until(lambda: hook_log.named("StopFailure"), 20, what="StopFailure hook")
     assert hook_log.named("StopFailure")[0]["error"] == "rate_limit"
     assert not hook_log.named("Stop")
+
+
+def test_overloaded_529_screen_and_hooks(
+    raw_tmux, claude_bin, project_dir, claude_env, fake_api, hook_log: HookLog
+):
+    """A final 529: what screen and hooks show (for the 429/529 classification), and the next
+    prompt is merged with the failed one."""
+    # 2.1.197 retries a 529 despite x-should-retry: false (up to 10 times, backing off); one retry
+    # keeps the test short.  2.1.332 does not retry it at all.
+    env = {**claude_env, "CLAUDE_CODE_MAX_RETRIES": "1"}
+    fake_api.script(Overloaded529(times=2, should_retry=False))
+    start_claude(raw_tmux, "o", project_dir, claude_bin, env, "--settings", str(hook_log.settings))
+    wait_screen(raw_tmux, "o", is_ready, 30, what="ready")
+    submit(raw_tmux, "o", "overload me", fake_api, "overload me")
+    screen = wait_screen(raw_tmux, "o", lambda s: "API Error: 529" in s and is_ready(s), 30,
+                         what="529 error").screen
+    assert ("● API Error: 529 Overloaded. This is a server-side issue, usually temporary — try again in a moment. "
+            "If it persists, check your inference gateway (127.0.0.1:") in screen
+    assert not prod_screen.is_busy(screen) and prod_screen.prompt_ready(screen)
+    assert prod_screen.input_text(screen) == ""  # 2.1.332: "❯ Resend your message to try again" is a hint
+    assert prod_screen.turn_finished(screen)
+    wait_until(lambda: hook_log.named("StopFailure"), 20, what="StopFailure hook")
+    (failure,) = hook_log.named("StopFailure")
+    assert failure["error"] == "server_error"
+    assert failure["last_assistant_message"].startswith("API Error: 529 Overloaded.")
+    assert not hook_log.named("Stop")
+    fake_api.clear_script()  # 2.1.332 used one of the two 529s
+    fake_api.script(Text("recovered"))
+    req = submit(raw_tmux, "o", "next one", fake_api, "next one")
+    assert "overload me" in req.last_user_text()  # the failed prompt is sent again with the new one
+    wait_turn_done(raw_tmux, "o", fake_api, "recovered")
 
 
 # --------------------------------------------------------------------------- resume
@@ -234,9 +269,10 @@ def test_resume_after_exit_keeps_session_id(
     wait_until(lambda: raw_tmux.pane_dead("a"), 15, what="claude exited")
     screen = raw_tmux.capture("a")
     assert "Resume this session with:" in screen
-    m = RESUME_RE.search(screen)
+    m = RESUME_RE.search(screen)  # 2.1.332: "claude --model sonnet … --resume <uuid>"
     assert m and m.group(1) == sid
-    assert prod_screen.parse_resume_id(screen) == sid and prod_screen.has_exited(screen)
+    assert prod_screen.has_exited(screen)
+    prod_parsed = prod_screen.parse_resume_id(screen) == sid  # checked last (item 18)
     wait_until(lambda: hook_log.named("SessionEnd"), 10, what="SessionEnd hook")
     assert hook_log.named("SessionEnd")[0]["reason"] == "prompt_input_exit"
 
@@ -251,6 +287,7 @@ def test_resume_after_exit_keeps_session_id(
     assert [s["source"] for s in starts] == ["startup", "resume"]
     assert {s["session_id"] for s in starts} == {sid}
     assert hook_log.named("UserPromptSubmit")[-1]["session_id"] == sid
+    assert prod_parsed, f"dispatcher.screen.parse_resume_id misses {m.group(0)!r} (item 18)"
 
 
 def test_resume_and_session_id_need_fork_session(claude_bin, project_dir, claude_env):
@@ -260,4 +297,7 @@ def test_resume_and_session_id_need_fork_session(claude_bin, project_dir, claude
         cwd=project_dir, env=claude_env, capture_output=True, text=True, timeout=60,
     )
     assert p.returncode != 0
-    assert "--session-id can only be used with --continue or --resume if --fork-session" in p.stderr + p.stdout
+    # 2.1.197: "Error: --session-id can only be used with --continue or --resume if --fork-session is also
+    # specified."  2.1.332: "Error: --session-id with --continue or --resume also needs --fork-session."
+    out = p.stderr + p.stdout
+    assert out.startswith("Error: --session-id ") and "--fork-session" in out, out

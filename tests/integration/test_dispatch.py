@@ -289,3 +289,14 @@ def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
     assert path.exists()  # untouched: no attempt counted, nothing failed
     assert d.paused_until(clock()) > clock() and d.fan_out() == []
     assert not d.session_info("ccl-auto-0").in_cooldown(clock(), broken.pool.cooldown)
+
+
+def test_a_late_inbox_event_still_announces_a_task_already_done(disp: Dispatcher, settings: Settings) -> None:
+    """On a loaded machine the watcher's event can run after the agent finished: "submitted" is logged once."""
+    from dispatcher import events
+
+    path = add_task(settings, "alpha", "LATE")
+    run_until_done(disp, settings, {"alpha": {"LATE"}})
+    disp.announce("alpha", "LATE", str(path))
+    disp.announce("alpha", "LATE", str(path))
+    assert [e.task for e in events.recent(disp.r, 200) if e.kind == "submitted"] == ["alpha:LATE"]

@@ -32,7 +32,8 @@ def deliver(tmux: Tmux, rdb: redis.Redis, agent: AgentSettings, project: Path, b
 
 
 def test_screens_match_the_real_cli(tmux: Tmux, tmp_path: Path, fake_log: Path) -> None:
-    start(tmux, tmp_path, fake_log, env={"FAKE_AGENT_BUSY_MS": "300"})
+    # Busy long enough to be seen by a poll on a loaded machine.
+    start(tmux, tmp_path, fake_log, env={"FAKE_AGENT_BUSY_MS": "1500"})
     ready = wait_until(lambda: s if screen.prompt_ready(s := tmux.capture("s")) else None, what="ready")
     assert screen.input_text(ready) == "" and "bypass permissions on" in ready
     tmux.paste("s", "\n".join(f"line {i}" for i in range(30)))
@@ -107,7 +108,8 @@ def test_limit_prints_text_and_fires_stop_failure(tmux: Tmux, rdb: redis.Redis, 
 def test_hang_stays_busy_until_escape(tmux: Tmux, rdb: redis.Redis, project: Path, tmp_path: Path,
                                       make_agent: Callable[..., AgentSettings]) -> None:
     deliver(tmux, rdb, make_agent(), project, "@fake: hang", tmp_path)
-    assert screen.is_busy(tmux.capture("s"))
+    # Submission is confirmed by the hook; tmux may draw the busy screen a moment later.
+    wait_until(lambda: screen.is_busy(tmux.capture("s")), what="busy")
     tmux.send_keys("s", "Escape")
     wait_until(lambda: screen.prompt_ready(tmux.capture("s")), what="interrupted")
     assert "Interrupted" in tmux.capture("s")
@@ -124,10 +126,10 @@ def test_message_while_busy_is_queued(tmux: Tmux, tmp_path: Path, fake_log: Path
     start(tmux, tmp_path, fake_log)
     wait_until(lambda: screen.prompt_ready(tmux.capture("s")), what="ready")
     tmux.send_literal("s", "first @fake: x")
-    tmux.paste("s", "\n@fake: sleep 400")
+    tmux.paste("s", "\n@fake: sleep 2000")  # busy long enough to type the second one on a loaded machine
     tmux.send_keys("s", "Enter")
     wait_until(lambda: screen.is_busy(tmux.capture("s")), what="busy")
     tmux.send_literal("s", "second")
     tmux.send_keys("s", "Enter")
     wait_until(lambda: len(read_log(fake_log)) == 2, what="second message")
-    assert [m["text"] for m in read_log(fake_log)] == ["first @fake: x\n@fake: sleep 400", "second"]
+    assert [m["text"] for m in read_log(fake_log)] == ["first @fake: x\n@fake: sleep 2000", "second"]

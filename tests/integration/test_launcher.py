@@ -130,7 +130,7 @@ def test_never_ready_times_out(tmux: Tmux, rdb: redis.Redis, make_agent: Callabl
     with pytest.raises(PromptTimeout):
         launch(tmux, "s", request(project), make_agent(prompt_timeout=1.0, env={"FAKE_AGENT_BOOT_MS": "60000"}),
                rdb, state_dir=tmp_path / "state")
-    assert 1.0 <= time.monotonic() - started < 5
+    assert 1.0 <= time.monotonic() - started < 30  # gave up at its timeout, long before the 60 s boot ends
     assert read_log(fake_log) == [] and rdb.get(keys.startup_lock("")) is None
 
 
@@ -240,4 +240,4 @@ def test_hook_entry_never_fails_and_reports(rdb: redis.Redis, tmp_path: Path) ->
                           env={"AQ_SESSION": "s", "AQ_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"},
                           timeout=10)
     assert proc.returncode == 0 and proc.stdout == b"" and b"not reported" in proc.stderr
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 9  # never waits for the unreachable Redis (the run's timeout is 10 s)

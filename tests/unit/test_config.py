@@ -38,7 +38,7 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
     assert s.pool.cooldown == d.POOL_COOLDOWN_S and s.scan_interval == d.SCAN_INTERVAL_S
     assert s.blocked_timeout == d.BLOCKED_TIMEOUT_S and s.max_task_bytes == d.MAX_TASK_BYTES
     assert s.agent.model_for("critical") == "opus" and s.agent.model_for("low") == "sonnet"
-    assert s.tmux.socket_name == d.TMUX_SOCKET and s.flower.address == "127.0.0.1"
+    assert s.tmux.socket_name.startswith(d.TMUX_SOCKET + "-") and s.flower.address == "127.0.0.1"
 
 
 def test_empty_file_gives_defaults_relative_to_its_dir(tmp_path):
@@ -219,3 +219,19 @@ def test_env_state_dir_override_and_empty_env_value_is_ignored(tmp_path):
 
     assert s.state_dir == tmp_path / "env-state"
     assert s.redis_url is None
+
+
+def test_default_tmux_socket_is_derived_from_the_state_dir(tmp_path):
+    """Two deployments on one machine get their own tmux server by default; an explicit name is kept."""
+    from dispatcher.examples import CONFIG_TEMPLATE
+
+    a = load_config(write_config(tmp_path / "a", CONFIG_TEMPLATE), env={})
+    b = load_config(write_config(tmp_path / "b", CONFIG_TEMPLATE), env={})
+    a_again = load_config(tmp_path / "a" / "conf" / "dispatcher.yaml", env={})
+    moved = load_config(tmp_path / "a" / "conf" / "dispatcher.yaml", env={"AQ_STATE_DIR": str(tmp_path / "s")})
+    explicit = load_config(write_config(tmp_path / "c", "tmux: {socket_name: q}\n"), env={})
+
+    assert a.tmux.socket_name.startswith(d.TMUX_SOCKET + "-") and a.tmux.socket_name != b.tmux.socket_name
+    assert a_again.tmux.socket_name == a.tmux.socket_name  # every process of one deployment finds the same server
+    assert moved.tmux.socket_name not in (a.tmux.socket_name, b.tmux.socket_name)
+    assert explicit.tmux.socket_name == "q"

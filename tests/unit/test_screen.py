@@ -35,6 +35,23 @@ EXPECTED = {
     "dialog_trust.txt": (False, "trust folder", False, None, False),
     "dialog_apikey.txt": (False, "custom API key", False, None, False),
     "dialog_bypass.txt": (False, "bypass permissions", False, None, False),
+    # A final 529 (CLAUDE_CODE_MAX_RETRIES=1): 2.1.197 still prints "✻ <Verb> for 0s".
+    "api_error_529_v2.1.197.txt": (True, None, False, "", True),
+    # The newest CLI (tests/e2e runs on both): input box pinned to the bottom with blank lines and a
+    # right-aligned "◐ medium · /effort" line above it; "✻ <Verb> for Ns · done 9:52 AM"; lower-case
+    # "retrying"; no "✻ … for Ns" after an API error; after a 529 the box hints "Resend your message…".
+    "ready_v2.1.332.txt": (True, None, False, "", False),
+    "busy_v2.1.332.txt": (False, None, True, "", False),
+    "queued_v2.1.332.txt": (False, None, True, "", False),
+    "finished_v2.1.332.txt": (True, None, False, "", True),
+    "pasted_v2.1.332.txt": (True, None, False, "[Pasted text #1 +29 lines]", False),
+    "api_retrying_v2.1.332.txt": (False, None, True, "", False),
+    "api_error_429_v2.1.332.txt": (True, None, False, "", True),
+    "api_error_529_v2.1.332.txt": (True, None, False, "", True),
+    "exit_resume_v2.1.332.txt": (False, None, False, None, False),
+    "dialog_trust_v2.1.332.txt": (False, "trust folder", False, None, False),
+    "dialog_apikey_v2.1.332.txt": (False, "custom API key", False, None, False),
+    "dialog_bypass_v2.1.332.txt": (False, "bypass permissions", False, None, False),
 }
 
 
@@ -83,6 +100,21 @@ def test_resume_id_of_the_newest_cli_exit_line() -> None:
     # Not a resume line: another word than claude, or an id that is not a whole UUID.
     assert screen.parse_resume_id(f"Resume this session with:\nxclaude --resume {uid}\n") is None
     assert screen.parse_resume_id(f"Resume this session with:\nclaude --resume {uid}0\n") is None
+
+
+def test_busy_spinner_far_above_a_bottom_pinned_box() -> None:
+    # 2.1.332 keeps the box at the bottom: the spinner can be many blank lines above it, and after a
+    # long paste 2.1.197 shows "paste again to expand" instead of "esc to interrupt".
+    filler = "\n" * 30 + " " * 150 + "◐ medium · /effort\n"
+    assert screen.is_busy("❯ hi\n✽ Incubating…\n  ⎿  Tip: plan first\n" + filler + box(footer="  paste again to expand"))
+    assert screen.is_busy("❯ hi\n✻ API error · retrying in 2s · attempt 1/10\n" + filler + box(footer="  paste again to expand"))
+    assert screen.turn_finished("❯ hi\n● Answer\n✻ Churned for 1s · done 9:44 AM\n" + filler + box())
+
+
+def test_resume_id_newest_cli() -> None:
+    text = fixture("exit_resume_v2.1.332.txt")
+    assert screen.has_exited(text)
+    assert screen.parse_resume_id(text) == "22f93f83-0fa8-4a79-8e90-ce925d484497"
 
 
 def test_limits_real_429() -> None:
