@@ -101,7 +101,7 @@ def test_session_killed_before_the_launch_gives_the_task_back(disp: Dispatcher, 
     outcome = _racing(disp).assign_next("ccl-auto-0")  # launcher raises a bare SessionError
     assert outcome.status == "launch-failed" and "does not exist" in outcome.detail
     assert path.exists()
-    info = ss.get(disp.r, "ccl-auto-0")
+    info = ss.get(disp.r, disp.ref("ccl-auto-0"))
     assert info is not None and info.state is State.IDLE
     assert not info.in_cooldown(clock(), settings.pool.cooldown)  # not the task's or the session's fault
     assert disp.r.get(keys.attempts("p", "K1")) is None
@@ -119,4 +119,4 @@ def test_session_killed_before_a_resume_requeues_the_task(disp: Dispatcher, sett
     result = resume_session(_racing(disp), info)
     assert result == "resume failed, p:R1 requeued"
     assert aq.project(settings.projects_dir, "p").task_path("R1").exists()
-    assert ss.get(disp.r, "ccl-auto-1").state is State.IDLE  # type: ignore[union-attr]
+    assert ss.get(disp.r, disp.ref("ccl-auto-1")).state is State.IDLE  # type: ignore[union-attr]
