@@ -64,6 +64,7 @@ def socket_host(hosts_: list[SimHost]) -> dict[str, str]:
     return {h.socket: h.name for h in hosts_}
 
 
+@pytest.mark.timeout(900)
 def test_three_hosts_share_the_work_exactly_once_in_dependency_order(fleet: Callable[..., SimHost],
                                                                      sys_redis: "redis.Redis[str]") -> None:
     """300 tasks, 4 projects, cross-project chains: each delivered once, on the host owning the session."""
@@ -81,7 +82,7 @@ def test_three_hosts_share_the_work_exactly_once_in_dependency_order(fleet: Call
             deps[f"p{i}:T{j}"] = dep
     beat = start_beat(hs[0])
     try:
-        wait_for(lambda: all_done(projects, keys), timeout=420, poll=0.5,
+        wait_for(lambda: all_done(projects, keys), timeout=840, poll=0.5,
                  what=lambda: f"all done; {sum(all_done(projects, [k]) for k in keys)}/{len(keys)} so far\n"
                               + hs[0].log_tail())
     finally:
@@ -100,6 +101,7 @@ def test_three_hosts_share_the_work_exactly_once_in_dependency_order(fleet: Call
             assert done_at[dep] < start_at[key], f"{key} started before its dependency {dep} was done"
 
 
+@pytest.mark.timeout(600)
 def test_a_lost_host_s_tasks_run_elsewhere_and_it_is_fenced_when_it_returns(
         fleet: Callable[..., SimHost], sys_redis: "redis.Redis[str]") -> None:
     hs = [fleet(f"h{i}", sessions=2, lost_after=6.0).start() for i in range(3)]
