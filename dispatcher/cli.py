@@ -192,5 +192,6 @@ def graph(obj: Ctx) -> None:
 def main() -> None:
     """Console-script entry point."""
     from .commands import cli as group  # importing commands registers the runtime subcommands
+    from . import ops_commands  # noqa: F401  (web, doctor, logs)
 
     group(prog_name="dispatcher")

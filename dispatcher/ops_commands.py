@@ -1,0 +1,35 @@
+"""The operator's subcommands (web, doctor, logs), registered on the CLI group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .cli import Ctx, cli, pass_ctx
+
+
+@cli.command()
+@click.option("--address", help="Listen address (default: web.address, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: web.port, 5556).")
+@pass_ctx
+def web(obj: Ctx, address: str | None, port: int | None) -> None:
+    """The fleet page: sessions with their live screens, tasks, dependency graph, events, actions.
+
+    \b
+    Basic auth is always required: FLOWER_BASIC_AUTH=user:password, else a
+    password generated once into <state_dir>/web-auth (mode 0600).
+    Example:  dispatcher web && open http://127.0.0.1:5556/
+    """
+    import logging
+
+    from .web import serve
+
+    logging.getLogger("dispatcher.web").setLevel(logging.INFO)
+    s = obj.settings
+    address = address or s.web.address
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: the fleet page listens on {address}; basic auth over plain HTTP can be sniffed: "
+                   "put it behind TLS (a reverse proxy) or keep it on 127.0.0.1", err=True)
+    serve(s, address, s.web.port if port is None else port)
+    sys.exit(0)
