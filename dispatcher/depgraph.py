@@ -81,20 +81,21 @@ def build(plan: Plan, *, limit: int = 2000) -> Graph:
             g.edges.append(Edge(key, str(task.key), (str(task.key), key) in cycle_edges))
     seen: set[frozenset[DepRef]] = set()
     for path in cycles.values():
-        ring = frozenset(path)
-        if ring not in seen:
-            seen.add(ring)
-            g.cycles.append(format_path(path))
+        members = frozenset(path)
+        if members not in seen:
+            seen.add(members)
+            ring = path[:-1]
+            first = ring.index(min(ring))  # one spelling per cycle, whichever member found it
+            g.cycles.append(format_path((*ring[first:], *ring[:first], ring[first])))
     g.cycles.sort()
     return g
 
 
 def layers(g: Graph) -> list[list[str]]:
-    """Columns for drawing: each node after all its dependencies (cycle edges ignored), ordered to cut crossings."""
+    """Columns for drawing: each node after its dependencies (a cycle is cut where the walk meets it again)."""
     preds: dict[str, list[str]] = {k: [] for k in g.nodes}
     for e in g.edges:
-        if not e.cycle:
-            preds[e.task].append(e.dep)
+        preds[e.task].append(e.dep)
     depth: dict[str, int] = {}
     for start in sorted(g.nodes):
         stack, on_path = [start], set()
@@ -211,19 +212,26 @@ def render_svg(g: Graph, *, node_w: int = 170, node_h: int = 34, gap_x: int = 60
     xy: dict[str, tuple[int, int]] = {}
     for c, col in enumerate(cols):
         for r, key in enumerate(col):
-            xy[key] = (10 + c * (node_w + gap_x), 10 + r * (node_h + gap_y))
+            xy[key] = (10 + c * (node_w + gap_x), 24 + r * (node_h + gap_y))  # room above for arcs
     width = 20 + max(len(cols), 1) * (node_w + gap_x) - gap_x
-    height = 20 + max((len(c) for c in cols), default=1) * (node_h + gap_y)
+    height = 34 + node_h + max((len(c) for c in cols), default=1) * (node_h + gap_y)  # room below for back edges
     esc = html.escape
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="depgraph" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="task dependency graph">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="context-stroke"/></marker></defs>']
     for e in g.edges:
         (x1, y1), (x2, y2) = xy[e.dep], xy[e.task]
-        if x2 > x1:
+        if x2 > x1 + node_w + gap_x:  # skips a column: arc over the nodes in between, not through them
+            sx, sy, tx, ty = x1 + node_w, y1 + node_h // 2, x2, y2 + node_h // 2
+            lift = min(sy, ty) - node_h
+            path = f"M{sx},{sy} C{sx + gap_x},{lift} {tx - gap_x},{lift} {tx},{ty}"
+        elif x2 > x1:
             sx, sy, tx, ty = x1 + node_w, y1 + node_h // 2, x2, y2 + node_h // 2
             path = f"M{sx},{sy} C{sx + gap_x // 2},{sy} {tx - gap_x // 2},{ty} {tx},{ty}"
+        elif (x1, y1) == (x2, y2):  # a task that depends on itself
+            sx, sy = x1 + node_w, y1 + node_h // 2
+            path = f"M{sx},{sy - 8} C{sx + 40},{sy - 30} {sx + 40},{sy + 30} {sx},{sy + 8}"
         else:  # a back edge (cycle): loop below the nodes so it stays visible
             sx, sy, tx, ty = x1 + node_w // 2, y1 + node_h, x2 + node_w // 2, y2 + node_h
             drop = max(sy, ty) + node_h

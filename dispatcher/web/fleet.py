@@ -94,8 +94,8 @@ def tasks(settings: Settings, now: float) -> tuple[dict[str, list[dict[str, Any]
             reason=p.reason)
     suffixes = {"launching": d.LAUNCHING, "dispatched": d.DISPATCHED, "failed": d.FAILED}
     projects = {s.project.name: s.project for s in snaps}
-    for state, items in result.in_flight.items():
-        for project, task_id in items:
+    for state, flight in result.in_flight.items():
+        for project, task_id in flight:
             why = ""
             if state == "failed":
                 note = aq.read_marker(projects[project].task_path(task_id), aq.FAILURE_NOTE, limit=2048) or ""

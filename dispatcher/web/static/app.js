@@ -165,7 +165,7 @@ function renderGraph(snap) {
 
 function render(snap) {
   serverSkew = snap.time - Date.now() / 1000;
-  $("clock").textContent = new Date(snap.time * 1000).toLocaleTimeString();
+  $("clock").textContent = new Date(snap.time * 1000).toLocaleTimeString([], { hour12: false });
   renderBanners(snap.status);
   renderHosts(snap.status);
   renderSessions(snap);
@@ -175,7 +175,7 @@ function render(snap) {
 
 function addEvent(ev) {
   const list = $("events");
-  const when = new Date(ev.time * 1000).toLocaleTimeString();
+  const when = new Date(ev.time * 1000).toLocaleTimeString([], { hour12: false });
   const li = el("li", { class: `ev ${ev.kind}`, "data-kind": ev.kind, "data-task": ev.task || "" },
     el("span", { class: "when muted" }, when), el("span", { class: "kind" }, ev.kind),
     el("span", { class: "what" }, [ev.task, ev.session].filter(Boolean).join(" @ ")),
