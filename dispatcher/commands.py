@@ -16,10 +16,11 @@ from .errors import ClaimError, DispatcherError
 
 @cli.command()
 @click.option("--flower", is_flag=True, help="Also run Flower (loopback; basic auth from FLOWER_BASIC_AUTH).")
+@click.option("--web", is_flag=True, help="Also run the fleet page (loopback; basic auth always, see 'dispatcher web').")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
 @pass_ctx
-def up(obj: Ctx, flower: bool, workers: int, loglevel: str) -> None:
+def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str) -> None:
     """Run everything on this host: Redis (embedded if none configured), tmux pool, worker, beat, watcher.
 
     \b
@@ -28,7 +29,7 @@ def up(obj: Ctx, flower: bool, workers: int, loglevel: str) -> None:
     """
     from .up import run_up
 
-    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers))
+    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers, web=web))
 
 
 @cli.command()

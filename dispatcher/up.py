@@ -69,7 +69,7 @@ class Child:
             pass
 
 
-def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -> list[Child]:
+def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, web: bool = False) -> list[Child]:
     """The processes ``up`` runs (worker, beat, watcher, optional flower)."""
     py = sys.executable
     state = settings.state_dir
@@ -85,6 +85,8 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -
         if settings.flower.basic_auth:
             env["FLOWER_BASIC_AUTH"] = settings.flower.basic_auth  # flower reads it; keeps it off the argv
         kids.append(Child("flower", argv, env=env))
+    if web:
+        kids.append(Child("web", [py, "-m", "dispatcher", "web"]))  # the fleet page (auth always; see credentials.py)
     return kids
 
 
@@ -111,7 +113,7 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
 
 
 def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", workers: int = 1,
-           stop: threading.Event | None = None) -> int:
+           stop: threading.Event | None = None, web: bool = False) -> int:
     """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code (2: preflight failed)."""
     problems = preflight(settings, flower=flower)
     for problem in problems:
@@ -140,7 +142,7 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-    kids = children(settings, flower=flower, loglevel=loglevel, workers=workers)
+    kids = children(settings, flower=flower, loglevel=loglevel, workers=workers, web=web)
     for kid in kids:
         kid.start()
     try:

@@ -172,3 +172,53 @@ def test_stream_sends_snapshots_and_events(fleet_server: FleetServer, sys_redis:
                 break
     assert any("before connect" in x for x in seen)
     assert any(x.startswith("id: ") for x in seen)
+
+
+def test_up_web_serves_the_page_with_generated_credentials(tmp_path: Path) -> None:
+    """`dispatcher up --web`: the page runs beside the rest, on loopback, with a password generated once (0600)."""
+    import os
+    import signal
+    import stat
+    import subprocess
+    import sys
+    import uuid
+
+    import yaml
+
+    from dispatcher.web import bound_socket
+
+    with bound_socket() as probe:
+        port = probe.getsockname()[1]
+    socket_name = f"aqweb-{uuid.uuid4().hex[:10]}"
+    cfg = {"projects_dir": "projects", "state_dir": "state", "tmux": {"socket_name": socket_name},
+           "pool": {"max": 1}, "web": {"port": port}}
+    (tmp_path / "dispatcher.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FLOWER_BASIC_AUTH", "AQ_STATE_DIR")}
+    env["DISPATCHER_CONFIG"] = str(tmp_path / "dispatcher.yaml")
+    up = subprocess.Popen([sys.executable, "-m", "dispatcher", "up", "--web"], cwd=tmp_path, env=env,
+                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / "up.log", "wb"), start_new_session=True)
+    try:
+        auth_file = tmp_path / "state" / "web-auth"
+        wait_for(auth_file.exists, timeout=60, what=lambda: f"web-auth; log {(tmp_path / 'up.log').read_text()[-800:]}")
+        assert stat.S_IMODE(auth_file.stat().st_mode) == 0o600
+        user, password = auth_file.read_text().strip().split(":", 1)
+        good = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+        def get(auth: str | None) -> int:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/snapshot")
+            if auth:
+                req.add_header("Authorization", auth)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as res:
+                    return int(res.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+            except OSError:
+                return 0
+
+        wait_for(lambda: get(good) == 200, timeout=60, what="the fleet page answering")
+        assert get(None) == 401
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+        Tmux(socket_name).kill_server()
