@@ -33,3 +33,22 @@ def web(obj: Ctx, address: str | None, port: int | None) -> None:
                    "put it behind TLS (a reverse proxy) or keep it on 127.0.0.1", err=True)
     serve(s, address, s.web.port if port is None else port)
     sys.exit(0)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def doctor(obj: Ctx, as_json: bool) -> None:
+    """Check tmux, the agent and its config, Redis, hooks, auth, disk and hosts; say how to fix each problem.
+
+    \b
+    Exit 0 only when every check passes (warnings do not fail).
+    Example:  dispatcher doctor || dispatcher doctor --json | jq '.checks[] | select(.status=="fail")'
+    """
+    import json
+
+    from . import doctor as doc
+
+    checks = doc.run(obj.settings)
+    click.echo(json.dumps(doc.as_json(checks), indent=2) if as_json else doc.render(checks))
+    sys.exit(0 if all(c.passed for c in checks) else 1)
