@@ -52,3 +52,38 @@ def doctor(obj: Ctx, as_json: bool) -> None:
     checks = doc.run(obj.settings)
     click.echo(json.dumps(doc.as_json(checks), indent=2) if as_json else doc.render(checks))
     sys.exit(0 if all(c.passed for c in checks) else 1)
+
+
+@cli.command("notify")
+@click.option("--test", "test_", is_flag=True, help="Send one test notification now and exit (1 if it failed).")
+@pass_ctx
+def notify_cmd(obj: Ctx, test_: bool) -> None:
+    """Send notifications (notify.command / notify.webhook) for the events a human must act on.
+
+    \b
+    'dispatcher up' runs this when notify is configured; run it yourself where
+    the pieces run separately (docker-compose, systemd). Several hosts may run
+    it: each event is notified once.
+    Example:  dispatcher notify --test
+    """
+    import socket
+    import threading
+    import time
+
+    from . import notify
+    from .redis_conn import client
+
+    s = obj.settings.notify
+    if not s.enabled:
+        raise click.ClickException("nothing to do: set notify.command and/or notify.webhook in dispatcher.yaml")
+    if test_:
+        data = notify.payload("0-0", {"kind": "test", "detail": "a test notification from dispatcher notify --test",
+                                      "time": time.time()}, socket.gethostname())
+        errors = notify.deliver(s, data)
+        click.echo("\n".join(errors) if errors else "sent")
+        sys.exit(1 if errors else 0)
+    stop = threading.Event()
+    try:
+        notify.follow(s, client(settings=obj.settings, timeout=5.0), stop)
+    except KeyboardInterrupt:
+        stop.set()

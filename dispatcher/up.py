@@ -87,6 +87,8 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, w
         kids.append(Child("flower", argv, env=env))
     if web:
         kids.append(Child("web", [py, "-m", "dispatcher", "web"]))  # the fleet page (auth always; see credentials.py)
+    if settings.notify.enabled:
+        kids.append(Child("notify", [py, "-m", "dispatcher", "notify"]))
     return kids
 
 
