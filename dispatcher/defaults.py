@@ -96,6 +96,8 @@ WEB_MAX_SCREENS: Final = 32
 WEB_TASKS_PER_STATE: Final = 50
 #: Recently done tasks listed per project.
 WEB_RECENT_DONE: Final = 10
+#: Pending tasks drawn in the page's graph (stuck and blocked first; the rest is counted, not drawn).
+WEB_GRAPH_MAX_NODES: Final = 300
 #: Events sent when the page connects.
 WEB_EVENTS_BACKLOG: Final = 100
 #: Largest request body an action accepts.

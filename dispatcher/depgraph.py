@@ -1,4 +1,4 @@
-"""The dependency graph of a scan as data (pure), and its renderings: text, Graphviz dot, Mermaid, SVG.
+"""The dependency graph of a scan as data (pure), and its renderings: Graphviz dot, Mermaid, SVG.
 
 Nodes are the tasks a person asks about — pending (ready, waiting, blocked,
 stuck), launching, dispatched and failed — plus the dependencies they name
@@ -49,23 +49,27 @@ class Graph:
     nodes: dict[str, Node] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     cycles: list[str] = field(default_factory=list)
+    #: Pending tasks left out (over the limit; their dependents still show them as a node).
+    omitted: int = 0
 
     def as_dict(self) -> dict[str, object]:
-        """JSON form (``dispatcher graph --format json``, the fleet page)."""
+        """JSON form (``dispatcher graph --format json``)."""
         return {"nodes": [vars(n) for n in self.nodes.values()], "edges": [vars(e) for e in self.edges],
-                "cycles": list(self.cycles)}
+                "cycles": list(self.cycles), "omitted": self.omitted}
 
 
 def build(plan: Plan, *, limit: int = 2000) -> Graph:
     """The graph of ``plan`` (at most ``limit`` task nodes: a person cannot read more)."""
-    pending: list[tuple[Task, str, str]] = [(t, "ready", "") for t in plan.eligible]
-    pending += [(t, "waiting", why) for t, why in plan.waiting]
-    pending += [(t, "blocked", why) for t, why in plan.blocked]
-    pending += [(t, "stuck", why) for t, why in plan.stuck]
-    pending = pending[:limit]
+    # The tasks that need a person come first: they are drawn even when the rest is cut at ``limit``.
+    everything: list[tuple[Task, str, str]] = [(t, "stuck", why) for t, why in plan.stuck]
+    everything += [(t, "blocked", why) for t, why in plan.blocked]
+    everything += [(t, "waiting", why) for t, why in plan.waiting]
+    everything += [(t, "ready", "") for t in plan.eligible]
+    pending = everything[:limit]
+    state_of = {str(t.key): state for t, state, _ in everything}
     cycles = find_cycles([t for t, _, _ in pending], DoneIndex({}))
     cycle_edges = {(str(a), str(b)) for path in cycles.values() for a, b in zip(path, path[1:])}
-    g = Graph()
+    g = Graph(omitted=len(everything) - len(pending))
     for task, state, why in pending:
         g.nodes[str(task.key)] = Node(str(task.key), state, task.title, why, task.key in cycles)
     for state in ("launching", "dispatched", "failed"):
@@ -76,7 +80,7 @@ def build(plan: Plan, *, limit: int = 2000) -> Graph:
         for dep in task.depends_on:
             key = str(dep)
             if key not in g.nodes:
-                g.nodes[key] = Node(key, "missing" if dep in unmet else "done")
+                g.nodes[key] = Node(key, state_of.get(key) or ("missing" if dep in unmet else "done"))
             # find_cycles walks task → dep; an edge here points dep → task.
             g.edges.append(Edge(key, str(task.key), (str(task.key), key) in cycle_edges))
     seen: set[frozenset[DepRef]] = set()
@@ -120,40 +124,6 @@ def layers(g: Graph) -> list[list[str]]:
         col.sort(key=lambda k: (sum(pos.get(p, 0) for p in preds[k]) / max(len(preds[k]), 1), k))
         pos.update({k: i for i, k in enumerate(col)})
     return cols
-
-
-def render_text(g: Graph) -> str:
-    """A tree per root (``dispatcher graph``), cycles and missing dependencies listed after it."""
-    children: dict[str, list[str]] = {}
-    for e in g.edges:
-        children.setdefault(e.dep, []).append(e.task)
-    has_dep = {e.task for e in g.edges}
-    roots = sorted(k for k in g.nodes if k not in has_dep) or sorted(k for k, n in g.nodes.items() if n.cycle)[:1]
-    lines: list[str] = []
-
-    def label(key: str) -> str:
-        n = g.nodes[key]
-        mark = "!! " if n.state in ALERT or n.cycle else ""
-        return f"{mark}{key}  [{n.state}{': ' + n.reason if n.reason else ''}]"
-
-    printed: set[str] = set()
-    for root in roots:
-        work: list[tuple[str, int, frozenset[str]]] = [(root, 0, frozenset())]
-        while work:
-            key, depth, path = work.pop()
-            indent = "  " * depth + ("└─ " if depth else "")
-            if key in path:
-                lines.append(f"{indent}↻ {key}  (CYCLE)")
-                continue
-            lines.append(indent + label(key))
-            printed.add(key)
-            work.extend((c, depth + 1, path | {key}) for c in sorted(children.get(key, []), reverse=True))
-    if g.cycles:
-        lines += ["", "CYCLES:"] + [f"  !! {c}" for c in g.cycles]
-    missing = sorted(k for k, n in g.nodes.items() if n.state == "missing")
-    if missing:
-        lines += ["", "Missing (not pending, not done): " + ", ".join(missing)]
-    return "\n".join(lines) if g.nodes else "no pending tasks"
 
 
 def _ident(key: str, ids: dict[str, str]) -> str:
@@ -252,4 +222,5 @@ def render_svg(g: Graph, *, node_w: int = 170, node_h: int = 34, gap_x: int = 60
     return "".join(parts)
 
 
-RENDERERS = {"text": render_text, "dot": render_dot, "mermaid": render_mermaid, "svg": render_svg}
+#: ``dispatcher graph --format`` (text is report.render_graph's tree).
+RENDERERS = {"dot": render_dot, "mermaid": render_mermaid, "svg": render_svg}

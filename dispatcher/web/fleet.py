@@ -103,7 +103,7 @@ def tasks(settings: Settings, now: float) -> tuple[dict[str, list[dict[str, Any]
             row(project, task_id, state, reason=why, suffix=suffixes[state])
     for name, proj in projects.items():
         by_project[name] += _recent_done(proj, d.WEB_RECENT_DONE)
-    return by_project, depgraph.build(result)
+    return by_project, depgraph.build(result, limit=d.WEB_GRAPH_MAX_NODES)
 
 
 def snapshot(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def snapshot(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: fl
     return {"time": now, "status": status, "tasks": by_project,
             "screens": screens(tmux, local_sessions(status)),
             "graph": {"svg": depgraph.render_svg(graph), "cycles": graph.cycles,
-                      "nodes": len(graph.nodes)},
+                      "nodes": len(graph.nodes), "omitted": graph.omitted},
             "pool": {"socket": settings.tmux.socket_name, "names": list(settings.pool.names())},
             "this_host": this_host(status)}
 

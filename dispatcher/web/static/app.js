@@ -154,7 +154,7 @@ function renderProjects(snap) {
 
 function renderGraph(snap) {
   const g = snap.graph;
-  $("graph-count").textContent = g.nodes ? `${g.nodes} tasks` : "";
+  $("graph-count").textContent = (g.nodes ? `${g.nodes} tasks` : "") + (g.omitted ? `, ${g.omitted} more not drawn` : "");
   if (g.svg !== lastSvg) {
     // Server-built SVG: every task ID, title and reason in it is escaped there.
     $("graph").innerHTML = g.nodes ? g.svg : "";
