@@ -130,7 +130,8 @@ def check_agent_config(settings: Settings) -> list[Check]:
     out = [Check("onboarding", OK, f"{path}: hasCompletedOnboarding") if data.get("hasCompletedOnboarding") is True
            else Check("onboarding", FAIL, f"{path}: hasCompletedOnboarding is not true",
                       "run the agent once and finish its first-run setup, or set \"hasCompletedOnboarding\": true")]
-    trusted = data.get("projects") if isinstance(data.get("projects"), dict) else {}
+    listed = data.get("projects")
+    trusted: dict[str, Any] = listed if isinstance(listed, dict) else {}
     for proj in projects:
         folder = str(proj.root.resolve())  # the agent keys its config by the real path of its cwd
         entry = trusted.get(folder)
