@@ -19,8 +19,9 @@ from .errors import ClaimError, DispatcherError
 @click.option("--web", is_flag=True, help="Also run the fleet page (loopback; basic auth always, see 'dispatcher web').")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Components log here (else to state_dir/logs/; see 'dispatcher logs').")
 @pass_ctx
-def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str) -> None:
+def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str, verbose: bool) -> None:
     """Run everything on this host: Redis (embedded if none configured), tmux pool, worker, beat, watcher.
 
     \b
@@ -29,7 +30,7 @@ def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str) -> None:
     """
     from .up import run_up
 
-    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers, web=web))
+    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers, web=web, verbose=verbose))
 
 
 @cli.command()

@@ -87,3 +87,43 @@ def notify_cmd(obj: Ctx, test_: bool) -> None:
         notify.follow(s, client(settings=obj.settings, timeout=5.0), stop)
     except KeyboardInterrupt:
         stop.set()
+
+
+@cli.command()
+@click.argument("component", required=False)
+@click.option("-n", "lines", default=50, show_default=True, help="How many recent lines.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@pass_ctx
+def logs(obj: Ctx, component: str | None, lines: int, follow: bool) -> None:
+    """Show the logs 'dispatcher up' keeps for its components (worker-0, beat, watcher, flower, web, notify).
+
+    \b
+    Without COMPONENT: the last lines of each.
+    Example:  dispatcher logs -f worker-0
+    """
+    import threading
+
+    from . import upview
+
+    s = obj.settings
+    names = upview.components(s)
+    if component is None:
+        if follow:
+            raise click.UsageError("--follow needs a COMPONENT")
+        if not names:
+            click.echo(f"no logs in {upview.log_dir(s)} (they appear while 'dispatcher up' runs)")
+        for name in names:
+            click.echo(f"==> {name} <==")
+            click.echo("\n".join(upview.read_log(s, name, lines)))
+        return
+    if component not in names:
+        raise click.BadParameter(f"no log for {component!r}; there are: {', '.join(names) or 'none'}",
+                                 param_hint="COMPONENT")
+    click.echo("\n".join(upview.read_log(s, component, lines)))
+    if follow:
+        stop = threading.Event()
+        try:
+            for line in upview.follow_log(s, component, stop):
+                click.echo(line)
+        except KeyboardInterrupt:
+            stop.set()

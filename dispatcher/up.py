@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import pool
+from . import pool, upview
 from .redis_conn import EMBEDDED_URL_FILE
 from .config import Settings
 from .tmux import Tmux
@@ -50,10 +50,18 @@ class Child:
     restarts: int = 0
     started: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    #: Where its output goes (appended; rotated by upview.rotate); None: the terminal.
+    log: Path | None = None
 
     def start(self) -> None:
         logger.info("starting %s: %s", self.name, " ".join(self.argv))
-        self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, start_new_session=True)
+        out = open(self.log, "ab") if self.log is not None else None  # O_APPEND: survives copy-truncate
+        try:
+            self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, start_new_session=True,
+                                         stdout=out, stderr=subprocess.STDOUT if out is not None else None)
+        finally:
+            if out is not None:
+                out.close()
         self.started = time.monotonic()
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -115,7 +123,7 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
 
 
 def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", workers: int = 1,
-           stop: threading.Event | None = None, web: bool = False) -> int:
+           stop: threading.Event | None = None, web: bool = False, verbose: bool = True) -> int:
     """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code (2: preflight failed)."""
     problems = preflight(settings, flower=flower)
     for problem in problems:
@@ -145,6 +153,9 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
     kids = children(settings, flower=flower, loglevel=loglevel, workers=workers, web=web)
+    view = None
+    if not verbose:  # calm: component logs to files, a live view (or one line per event) in front
+        view = upview.start(settings, stop, kids, flower=flower, web=web)
     for kid in kids:
         kid.start()
     try:
@@ -160,9 +171,13 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
                         break
                     kid.restarts += 1
                     kid.start()
+                if kid.log is not None:
+                    upview.rotate(kid.log)
     finally:
         for kid in reversed(kids):
             kid.stop()
+        if view is not None:
+            view.join()
         if server is not None:
             (settings.state_dir / EMBEDDED_URL_FILE).unlink(missing_ok=True)
             server.shutdown()
