@@ -6,6 +6,8 @@ learns what happens through its live stream.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 from pathlib import Path
@@ -160,3 +162,36 @@ def test_pause_and_resume_buttons(page: Any, fleet_server: FleetServer) -> None:
     page.click("#resume-btn")
     expect(page.locator("#pause-banner")).to_have_count(0, timeout=15_000)
     expect(page.locator('#events li[data-kind="unpaused"]')).to_have_count(1)
+
+
+def test_hosts_refs_and_hostile_text_render_as_text(page: Any, fleet_server: FleetServer, settings: Settings) -> None:
+    """A multi-host status (hosts, refs) renders; task text, details and events never become markup."""
+    expect = _expect()
+    evil = '<img src=x onerror="window.__pwned=1">'
+    path = add_task(settings, "alpha", "X1")
+    path.write_text(f"---\ntitle: '{evil}'\n---\nbody\n")
+    auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    snap = page.request.get(fleet_server.url + "/api/snapshot", headers={"Authorization": auth}).json()
+    assert snap["tasks"]["alpha"][0]["title"] == evil
+    snap["status"]["hosts"] = [
+        {"host": "box-a", "alive": True, "last_seen_s": 2, "version": "0.1.0", "account": "a@x", "sessions": 3,
+         "working": 1, "idle": 2, "this": True},
+        {"host": "box-b", "alive": False, "last_seen_s": 700, "version": "0.1.0", "account": "b@x", "sessions": 2,
+         "working": 0, "idle": 0, "this": False}]
+    for row in snap["status"]["sessions"]:
+        row["host"], row["ref"] = "box-a", f"box-a/{row['session']}"
+        row["detail"] = evil
+    event = {"id": "1-1", "time": snap["time"], "kind": "failed", "task": "alpha:X1", "session": "ccl-auto-0",
+             "detail": evil}
+    body = (f"event: snapshot\ndata: {json.dumps(snap)}\n\n" f"id: 1-1\nevent: event\ndata: {json.dumps(event)}\n\n")
+    page.route("**/api/stream", lambda route: route.fulfill(status=200, body=body,
+                                                            headers={"Content-Type": "text/event-stream"}))
+    page.goto(fleet_server.url + "/")
+    expect(page.locator("#hosts-section")).to_be_visible(timeout=15_000)
+    expect(page.locator("#hosts tbody tr")).to_have_count(2)
+    expect(page.locator("#hosts tbody tr.dead")).to_contain_text("box-b")
+    expect(page.locator('#sessions article[data-session="ccl-auto-0"] .name')).to_have_text("box-a/ccl-auto-0")
+    expect(page.locator('#projects tr[data-task="alpha:X1"] .title')).to_have_text(evil)
+    expect(page.locator('#sessions article[data-session="ccl-auto-0"] .detail')).to_have_text(evil)
+    expect(page.locator('#events li[data-kind="failed"] .detail')).to_have_text(evil)
+    assert page.locator("img").count() == 0 and page.evaluate("window.__pwned") is None

@@ -173,7 +173,11 @@ function render(snap) {
   renderGraph(snap);
 }
 
+const seenEvents = new Set(); // a reconnect without Last-Event-ID resends the backlog: show each event once
+
 function addEvent(ev) {
+  if (seenEvents.has(ev.id)) return;
+  seenEvents.add(ev.id);
   const list = $("events");
   const when = new Date(ev.time * 1000).toLocaleTimeString([], { hour12: false });
   const li = el("li", { class: `ev ${ev.kind}`, "data-kind": ev.kind, "data-task": ev.task || "" },
