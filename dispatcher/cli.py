@@ -180,17 +180,33 @@ def scan(obj: Ctx, dry_run: bool, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "svg", "json"]), default="text",
+              show_default=True, help="text: a tree; dot: Graphviz; mermaid: for Markdown; svg: a picture.")
 @pass_ctx
-def graph(obj: Ctx) -> None:
-    """Print the dependency tree of pending tasks; cycles are highlighted."""
-    from .report import render_graph
+def graph(obj: Ctx, fmt: str) -> None:
+    """Print the dependency graph of pending tasks; cycles, blocked, stuck and failed tasks are highlighted.
+
+    
+    Example:  dispatcher graph --format dot | dot -Tsvg > graph.svg
+    """
     from .scan import run_scan
 
-    click.echo(render_graph(run_scan(obj.settings, now=time.time(), write=False)))
+    result = run_scan(obj.settings, now=time.time(), write=False)
+    if fmt == "text":
+        from .report import render_graph
+
+        click.echo(render_graph(result))
+        return
+    from . import depgraph
+    from .report import dumps
+
+    g = depgraph.build(result)
+    click.echo(dumps(g.as_dict()) if fmt == "json" else depgraph.RENDERERS[fmt](g))
 
 
 def main() -> None:
     """Console-script entry point."""
     from .commands import cli as group  # importing commands registers the runtime subcommands
+    from . import ops_commands  # noqa: F401  (web, doctor, logs)
 
     group(prog_name="dispatcher")

@@ -73,3 +73,9 @@ def follow(r: "redis.Redis", after: str = "$", block_ms: int = 1000) -> Iterator
             for entry_id, fields in entries:
                 last = entry_id
                 yield _event(entry_id, fields)
+
+
+def since(r: "redis.Redis", after: str, count: int = 100) -> list[Event]:
+    """Up to ``count`` events newer than stream id ``after``, oldest first (non-blocking)."""
+    rows: list[Any] = r.xrange(keys.EVENTS, min=f"({after}", count=count) or []  # type: ignore[assignment]
+    return [_event(i, f) for i, f in rows]

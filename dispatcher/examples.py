@@ -53,6 +53,15 @@ flower:
   address: 127.0.0.1
   port: 5555
   # basic_auth: user:password      # better: FLOWER_BASIC_AUTH env
+web:                               # the fleet page (dispatcher web / up --web); basic auth always:
+  address: 127.0.0.1               # FLOWER_BASIC_AUTH, else a password generated into state_dir/web-auth
+  port: 5556
+notify:                            # on events a human must act on (dispatcher notify; up runs it)
+  # command: "notify-send agent-queue"        # run without a shell; the event as JSON on stdin
+  # webhook: https://hooks.example.com/T000   # POST the same JSON (http/https only)
+  events: [failed, stuck, waiting, paused, unpaused, held, fenced]
+  per_minute: 6                    # at most this many per event kind and minute
+  timeout: 10
 """
 
 EXAMPLE_TASKS = [

@@ -54,3 +54,11 @@ def seen(project: str, task_id: str, version: int) -> str:
 def assign_pending(session: str) -> str:
     """Set while an ``assign_next(session)`` message is queued: at most one per session."""
     return f"{PREFIX}assign-pending:{session}"
+
+#: Hash: host → JSON heartbeat (``last_seen`` epoch s, …) of each dispatcher host (read by ``dispatcher doctor``).
+HOSTS: Final = PREFIX + "hosts"
+
+
+def notify_window(kind: str, minute: int) -> str:
+    """Counter of notifications sent for event ``kind`` in one minute (rate limit)."""
+    return f"{PREFIX}notify:{kind}:{minute}"

@@ -223,3 +223,26 @@ def test_graph_highlights_a_cycle(runner, config, make_project):
     assert result.exit_code == 0
     assert "CYCLES:" in result.output and "!! a:X → b:Y → a:X" in result.output
     assert "b:Z  [ready]" in result.output
+
+
+def test_graph_formats_dot_mermaid_json(runner, config, make_project):
+    import json
+
+    make_project("a", tasks={"X": {"depends_on": ("b:Y",)}, "W": {"depends_on": ("a:GONE",)}})
+    make_project("b", tasks={"Y": {"depends_on": ("a:X",)}, "Z": {"depends_on": ("a:W",)}})
+
+    dot = run(runner, config, "graph", "--format", "dot").output
+    assert dot.startswith("digraph tasks {") and dot.rstrip().endswith("}")
+    assert dot.count("[color=red, penwidth=2]") == 2  # the two edges of the cycle
+    assert 'label="a:GONE\\nmissing"' in dot and "fillcolor=orange" in dot
+    mermaid = run(runner, config, "graph", "--format", "mermaid").output
+    assert mermaid.startswith("flowchart LR") and mermaid.count("stroke:red") == 2
+    assert ":::missing" in mermaid and '["a:W (blocked)"]' in mermaid
+    data = json.loads(run(runner, config, "graph", "--format", "json").output)
+    assert data["cycles"] == ["a:X → b:Y → a:X"]
+    states = {n["key"]: (n["state"], n["cycle"]) for n in data["nodes"]}
+    assert states == {"a:X": ("blocked", True), "b:Y": ("blocked", True), "a:W": ("blocked", False),
+                      "b:Z": ("blocked", False), "a:GONE": ("missing", False)}
+    svg = run(runner, config, "graph", "--format", "svg").output
+    assert svg.startswith("<svg") and svg.count('class="edge cycle"') == 2
+    assert run(runner, config, "graph", "--format", "png").exit_code != 0
