@@ -115,7 +115,7 @@ def _list(path: Path) -> list[os.DirEntry[str]]:
 
 
 def snapshot(proj: Project) -> Snapshot:
-    """List inbox/ (with lstat data) and done/ once."""
+    """List inbox/ (with lstat data) and done/ (regular files) once."""
     inbox: dict[str, Entry] = {}
     for e in _list(proj.inbox):
         try:
@@ -124,8 +124,19 @@ def snapshot(proj: Project) -> Snapshot:
             continue
         inbox[e.name] = Entry(e.name, st.st_mtime, st.st_size, stat.S_ISREG(st.st_mode), st.st_ino,
                               st.st_mtime_ns, st.st_ctime_ns)
-    done = tuple(e.name for e in _list(proj.done) if e.name.endswith(d.TASK_SUFFIX))
-    return Snapshot(proj, inbox, done)
+    return Snapshot(proj, inbox, done_names(proj))
+
+
+def done_names(proj: Project) -> tuple[str, ...]:
+    """Names of the finished tasks in done/: regular ``*.md`` files only (a symlink or directory is not one)."""
+    out = []
+    for e in _list(proj.done):
+        try:
+            if e.name.endswith(d.TASK_SUFFIX) and e.is_file(follow_symlinks=False):
+                out.append(e.name)
+        except OSError:  # vanished while listed
+            continue
+    return tuple(out)
 
 
 def fsync_dir(path: Path) -> None:
