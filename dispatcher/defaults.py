@@ -25,6 +25,8 @@ DONE_SEPARATORS: Final = "-_.@"
 MAX_TASK_BYTES: Final = 1024 * 1024
 #: Frontmatter larger than this is refused.
 MAX_FRONTMATTER_BYTES: Final = 16 * 1024
+#: Deeper frontmatter is refused before YAML parses it ([[[[… 5,000 deep costs PyYAML ~0.5 s of CPU).
+MAX_FRONTMATTER_DEPTH: Final = 20
 #: A file whose frontmatter is not closed is "incomplete" this long, then invalid.
 INCOMPLETE_GRACE_S: Final = 30.0
 

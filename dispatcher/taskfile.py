@@ -105,8 +105,25 @@ class Task:
         return self.id + d.TASK_SUFFIX
 
 
+def _too_deep(line: int) -> TaskFileError:
+    """The error for frontmatter nested beyond the limit (``line`` 0-based inside the block)."""
+    return TaskFileError(f"invalid YAML frontmatter: nested more than {d.MAX_FRONTMATTER_DEPTH} levels deep "
+                         "(lists/mappings inside each other): flatten it", line=line + 2)
+
+
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases (no billion-laughs expansion)."""
+    """SafeLoader that refuses anchors and aliases (no billion-laughs expansion) and deep nesting."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # Scanner level: PyYAML's bookkeeping per open '[' / '{' makes deep flow nesting quadratic
+        # (5,000 levels in 10 KiB cost ~0.5 s of CPU), so stop at the limit before any of it.
+        if self.flow_level >= d.MAX_FRONTMATTER_DEPTH:
+            raise _too_deep(self.line)
+        super().fetch_flow_collection_start(token_class)  # type: ignore[no-untyped-call]
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         event = self.peek_event()
@@ -115,7 +132,16 @@ class _NoAliasLoader(yaml.SafeLoader):
                 "YAML anchors/aliases (&name, *name) are not allowed in task frontmatter",
                 line=event.start_mark.line + 2,
             )
-        return super().compose_node(parent, index)
+        if not isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            return super().compose_node(parent, index)
+        # Block nesting (indentation, "- - - x") is cheap to scan but is refused at the same depth.
+        self._depth += 1
+        try:
+            if self._depth > d.MAX_FRONTMATTER_DEPTH:
+                raise _too_deep(event.start_mark.line)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         # PyYAML keeps the last of two equal keys: "depends_on: [A]" then "depends_on: []"
