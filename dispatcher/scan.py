@@ -15,7 +15,7 @@ from typing import Any, Callable
 from . import agent_queue as aq
 from . import defaults as d
 from .config import Settings
-from .errors import TaskFileError, TaskIncomplete
+from .errors import TaskFileError, TaskGone, TaskIncomplete
 from .gate import DoneIndex, GateResult, check, find_cycles, format_path
 from .ordering import order_tasks
 from .taskfile import DepRef, Task, load_task
@@ -140,6 +140,8 @@ def collect(settings: Settings) -> tuple[list[aq.Snapshot], list[Loaded]]:
                 task = load_task(path, snap.project.name, settings.max_task_bytes)
                 loaded.append(Loaded(snap.project.name, path, task=task, mtime=task.mtime))
                 _cache.put(str(path), entry.identity, task)
+            except TaskGone:
+                continue  # claimed or moved since the listing: not a problem of the file
             except TaskFileError as exc:
                 loaded.append(Loaded(snap.project.name, path, error=exc, mtime=entry.mtime))
     return snaps, loaded

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from . import defaults as d
-from .errors import TaskFileError, TaskIncomplete, UnsafeIdError
+from .errors import TaskFileError, TaskGone, TaskIncomplete, UnsafeIdError
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+\Z")  # \Z: "$" would accept a trailing newline
 _FENCE = re.compile(r"^---[ \t]*$")
@@ -138,7 +138,7 @@ class _NoAliasLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > d.MAX_FRONTMATTER_DEPTH:
-                raise _too_deep(event.start_mark.line)
+                raise _too_deep(event.start_mark.line if event.start_mark is not None else -1)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -299,6 +299,8 @@ def read_task_bytes(path: Path, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[byte
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise TaskFileError("is a symbolic link: task files must be regular files", path=str(path)) from None
+        if exc.errno == errno.ENOENT:
+            raise TaskGone(f"cannot open: {exc.strerror}", path=str(path)) from None
         raise TaskFileError(f"cannot open: {exc.strerror}", path=str(path)) from None
     try:
         st = os.fstat(fd)
