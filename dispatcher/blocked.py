@@ -47,6 +47,7 @@ def check_blocked(settings: Settings, r: "redis.Redis", *, now: float) -> list[s
                 continue
             text = f"blocked for {int(now - since)}s (> {int(settings.blocked_timeout)}s): {reason}"
         aq.write_marker(task.path, d.STUCK, text)
+        events.announce(r, task.project, task.id, str(task.path))  # may be its first state
         events.emit(r, "stuck", task=str(task.key), detail=text, now=now)
         newly.append(f"{task.key}: {text}")
     return newly

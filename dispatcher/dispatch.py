@@ -34,7 +34,7 @@ from .errors import ClaimError, LaunchError, TaskFileError, TmuxError
 from .hooks import HookLog
 from .scan import Plan, run_scan
 from .sessions import SessionInfo, State
-from .taskfile import Task, parse_task, read_task_bytes
+from .taskfile import Task, is_safe_segment, parse_task, read_task_bytes
 from .tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -153,21 +153,18 @@ class Dispatcher:
         """A scan pass (writing markers); what it changed goes to the event log."""
         result = run_scan(self.settings, now=self.clock(), write=True)
         for kind, task, detail in result.changes:
+            if kind in ("blocked", "invalid"):  # a task's first state: "submitted" goes before it
+                project, _, name = task.partition(":")
+                task_id = name[: -len(d.TASK_SUFFIX)] if name.endswith(d.TASK_SUFFIX) else name
+                if is_safe_segment(project) and is_safe_segment(task_id):
+                    self.announce(project, task_id, str(aq.project(self.settings.projects_dir, project)
+                                                        .task_path(task_id)))
             events.emit(self.r, kind, task=task, detail=detail)
         return result
 
     def announce(self, project: str, task_id: str, path: str) -> None:
         """One "submitted" event per version (inode) of a task file, however often the watcher reports it."""
-        for suffix in ("", d.LAUNCHING, d.DISPATCHED):  # it may already be claimed: a move keeps the inode
-            try:
-                version = os.stat(path + suffix, follow_symlinks=False).st_ino
-                break
-            except OSError:
-                continue
-        else:
-            return
-        if self.r.set(keys.seen(project, task_id, version), "1", nx=True, ex=86400):
-            events.emit(self.r, "submitted", task=f"{project}:{task_id}")
+        events.announce(self.r, project, task_id, path)
 
     def fan_out(self) -> list[Outcome]:
         """Give work to every free session: enqueue assign_next per session, or run it inline."""
@@ -282,6 +279,7 @@ class Dispatcher:
         except TaskFileError as exc:
             aq.release(launching)
             return Outcome("taken", session=session, task=key, detail=f"changed while claimed: {exc.reason}")
+        self.announce(task.project, task.id, str(launching))  # the watcher's event may still be queued
         events.emit(self.r, "claimed", task=key, session=session)
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())

@@ -287,3 +287,21 @@ def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
     assert path.exists()  # untouched: no attempt counted, nothing failed
     assert d.paused_until(clock()) > clock() and d.fan_out() == []
     assert not d.session_info("ccl-auto-0").in_cooldown(clock(), broken.pool.cooldown)
+
+
+def test_submitted_is_the_first_event_of_a_task_however_the_events_race(disp: Dispatcher, settings: Settings) -> None:
+    """A scan may claim or block a file before the watcher's inbox_event announces it: `submitted` still comes
+    first, once per file version."""
+    from dispatcher import events
+
+    ready = add_task(settings, "alpha", "O1")
+    waiting = add_task(settings, "alpha", "O2", depends_on=("alpha:NOPE",))
+    assert disp.assign_next("ccl-auto-0").status == "dispatched"  # no inbox_event has run yet
+    for path in (ready, waiting):  # the late watcher events
+        disp.announce("alpha", path.name[:-3], str(path))
+
+    def kinds(task: str) -> list[str]:
+        return [e.kind for e in events.recent(disp.r, 200) if e.task == task]
+
+    assert kinds("alpha:O1") == ["submitted", "claimed", "launched"]
+    assert kinds("alpha:O2") == ["submitted", "blocked"]
