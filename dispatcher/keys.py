@@ -15,6 +15,8 @@ EVENTS: Final = PREFIX + "events"
 EVENTS_MAXLEN: Final = 10_000
 #: Hash: pool-wide pause (usage limit) — fields ``until``, ``reason``.
 PAUSE: Final = PREFIX + "pause"
+#: Set while a full_scan requested by an inbox event is queued: at most one at a time.
+SCAN_PENDING: Final = PREFIX + "scan-pending"
 #: Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts).
 STARTUP_LOCK: Final = PREFIX + "lock:startup"
 

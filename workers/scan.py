@@ -5,20 +5,27 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dispatcher import blocked, recovery, runtime
+from dispatcher import blocked, keys, recovery, runtime
 from dispatcher.celery_app import app
 from dispatcher.inbox_path import InboxPathError, parse_inbox_path
 
 logger = logging.getLogger(__name__)
 
 
+#: A queued marking full_scan whose message was lost stops deduplicating after this long.
+SCAN_PENDING_TTL_S = 60
+
+
 @app.task(name="full_scan", ignore_result=False)
 def full_scan() -> dict[str, Any]:
     """Reconcile everything (abandoned launches, sessions, markers), then give work to free sessions."""
     disp = runtime.dispatcher()
+    disp.r.delete(keys.SCAN_PENDING)  # from now on an event may queue another
     recovered = recovery.recover_launching(disp) + recovery.recover_sessions(disp)
+    # Classify and mark even when nothing can be dispatched (pool paused, every session busy).
+    changes = disp.plan().changes
     outcomes = disp.fan_out()
-    return {"recovered": recovered, "assigned": [o.as_dict() for o in outcomes]}
+    return {"recovered": recovered, "marked": len(changes), "assigned": [o.as_dict() for o in outcomes]}
 
 
 @app.task(name="inbox_event")
@@ -32,6 +39,9 @@ def inbox_event(path: str) -> dict[str, Any]:
         return {"ignored": str(exc)}
     disp.announce(project, task_id, path)
     outcomes = disp.fan_out()
+    if not outcomes and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=SCAN_PENDING_TTL_S):
+        # No assign_next will scan (pool paused, all sessions busy): one queued full_scan marks the file.
+        full_scan.delay()
     return {"task": f"{project}:{task_id}", "assigned": [o.as_dict() for o in outcomes]}
 
 

@@ -113,6 +113,31 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
         watcher.join(timeout=10)
 
 
+def test_a_paused_pool_still_classifies_and_marks(worker: None, settings: Settings, agent_log: Path,
+                                                  sys_redis) -> None:  # type: ignore[no-untyped-def]
+    """Dispatch is paused (usage limit), scans are not: .invalid and .blocked (first detection) appear at once."""
+    import time
+
+    from dispatcher import agent_queue as aq
+    from dispatcher import keys
+
+    sys_redis.hset(keys.PAUSE, mapping={"until": f"{time.time() + 3600:.0f}", "reason": "usage limit"})
+    proj = aq.project(settings.projects_dir, "alpha")
+    aq.ensure_dirs(proj)
+    aq.write_task_atomically(proj, "BAD", "---\npriority: someday\n---\nx\n")
+    add_task(settings, "alpha", "W", depends_on=("alpha:NOPE",))
+
+    app.send_task("full_scan").get(timeout=60)
+
+    assert "unknown priority 'someday'" in proj.task_path("BAD", ".invalid").read_text()
+    assert proj.task_path("W", ".blocked").exists()
+    # A file arriving while paused is marked by way of its own inbox_event, not at the next beat tick.
+    late = aq.write_task_atomically(proj, "BAD2", "---\ndepends_on: [1:30]\n---\nx\n")
+    app.send_task("inbox_event", args=[str(late)]).get(timeout=60)
+    wait_for(lambda: proj.task_path("BAD2", ".invalid").exists(), timeout=60, what="BAD2 marked invalid")
+    assert messages(agent_log) == []
+
+
 def test_inbox_event_ignores_paths_outside_inboxes(worker: None, settings: Settings, agent_log: Path) -> None:
     for path in ["/etc/passwd", str(settings.projects_dir / "a" / ".agent-queue" / "done" / "x.md"),
                  str(settings.projects_dir / ".." / "x" / ".agent-queue" / "inbox" / "y.md")]:
