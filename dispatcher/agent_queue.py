@@ -90,6 +90,11 @@ class Entry:
     ctime_ns: int = 0
 
     @property
+    def version(self) -> tuple[int, int, int]:
+        """(inode, mtime_ns, size): what the watcher records when a writer is done (settle.Identity)."""
+        return (self.inode, self.mtime_ns, self.size)
+
+    @property
     def identity(self) -> tuple[int, int, int, int]:
         """Changes whenever the file is replaced, edited or re-linked (parse-cache key)."""
         return (self.inode, self.mtime_ns, self.ctime_ns, self.size)

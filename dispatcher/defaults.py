@@ -29,6 +29,8 @@ MAX_FRONTMATTER_BYTES: Final = 16 * 1024
 MAX_FRONTMATTER_DEPTH: Final = 20
 #: A file whose frontmatter is not closed is "incomplete" this long, then invalid.
 INCOMPLETE_GRACE_S: Final = 30.0
+#: A file no watcher saw closed by its writer is dispatched only once unchanged this long.
+SETTLE_TIME_S: Final = 2.0
 
 PRIORITIES: Final = ("critical", "high", "default", "low")
 DEFAULT_PRIORITY: Final = "default"

@@ -28,7 +28,7 @@ import redis
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, keys, locks, pool_state
+from . import events, keys, locks, pool_state, settle
 from .config import Settings
 from .errors import ClaimError, LaunchError, TaskFileError, TmuxError
 from .hooks import HookLog
@@ -151,7 +151,9 @@ class Dispatcher:
 
     def plan(self) -> Plan:
         """A scan pass (writing markers); what it changed goes to the event log."""
-        result = run_scan(self.settings, now=self.clock(), write=True)
+        now = self.clock()
+        closed = settle.closed_files(self.r, now=now, settle_time=self.settings.settle_time)
+        result = run_scan(self.settings, now=now, write=True, closed=closed)
         for kind, task, detail in result.changes:
             if kind in ("blocked", "invalid"):  # a task's first state: "submitted" goes before it
                 project, _, name = task.partition(":")
@@ -275,6 +277,8 @@ class Dispatcher:
         try:
             # Launch what was claimed, not what the path held when it was scanned.
             data, mtime = read_task_bytes(launching, self.settings.max_task_bytes)
+            if (mtime, len(data)) != (task.mtime, task.size):  # written to since it was scanned: let it settle
+                raise TaskFileError("the file changed after it was scanned (still being written?)")
             task = parse_task(data, task_id=task.id, project=task.project, path=task.path, mtime=mtime)
         except TaskFileError as exc:
             aq.release(launching)

@@ -17,6 +17,10 @@ EVENTS_MAXLEN: Final = 10_000
 PAUSE: Final = PREFIX + "pause"
 #: Set while a full_scan requested by an inbox event is queued: at most one at a time.
 SCAN_PENDING: Final = PREFIX + "scan-pending"
+#: Hash ``<project>/<name>`` → ``inode:mtime_ns:size`` of inbox files the watcher saw their writer finish.
+CLOSED: Final = PREFIX + "closed"
+#: Set while a full_scan is scheduled for when a file still being written settles.
+SETTLE_SCAN: Final = PREFIX + "settle-scan"
 #: Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts).
 STARTUP_LOCK: Final = PREFIX + "lock:startup"
 

@@ -94,6 +94,8 @@ class Task:
     body: str = ""
     mtime: float = 0.0
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    #: Bytes of the file as read (with mtime: did it change since it was scanned?).
+    size: int = field(default=0, compare=False)
 
     @property
     def key(self) -> DepRef:
@@ -285,6 +287,7 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
         body=body,
         mtime=mtime,
         warnings=warnings,
+        size=len(data),
     )
 
 

@@ -211,7 +211,7 @@ def test_kill_9_mid_launch_then_recovery_runs_the_task_once(disp: Dispatcher, se
     cfg = tmp_path / "dispatcher.yaml"
     cfg.write_text(yaml.safe_dump({
         "projects_dir": str(settings.projects_dir), "state_dir": str(settings.state_dir),
-        "redis_url": settings.redis_url, "pool": {"max": settings.pool.max},
+        "redis_url": settings.redis_url, "pool": {"max": settings.pool.max}, "settle_time": 0,
         "tmux": {"socket_name": settings.tmux.socket_name},
         "agent": {"command": settings.agent.command, "env": dict(slow), "prompt_timeout": 60,
                   "resume_dir": str(settings.agent.resume_dir)}}))
@@ -305,3 +305,38 @@ def test_submitted_is_the_first_event_of_a_task_however_the_events_race(disp: Di
 
     assert kinds("alpha:O1") == ["submitted", "claimed", "launched"]
     assert kinds("alpha:O2") == ["submitted", "blocked"]
+
+
+def test_a_file_waits_to_settle_unless_the_watcher_saw_its_writer_done(
+        settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, agent_log: Path, clock: Clock) -> None:
+    from dispatcher import runtime, settle
+
+    slow = settings.with_overrides(settle_time=30.0)
+    d = Dispatcher(slow, sys_redis, tmux_pool, runtime.agent_launcher(slow, sys_redis, tmux_pool), clock=clock)
+    path = add_task(slow, "alpha", "S1")
+    assert d.assign_next("ccl-auto-0").status == "no-task"  # nobody said it is complete, and it is fresh
+    ident = settle.identity_of(str(path))
+    assert ident is not None
+    settle.record_closed(sys_redis, "alpha", "S1.md", ident)  # what inbox_event does for the watcher's event
+
+    assert d.assign_next("ccl-auto-0").status == "dispatched"
+    assert tags_received(agent_log) == ["alpha:S1"]
+    # Sightings the age rule covers by now are dropped from Redis.
+    assert settle.closed_files(sys_redis, now=clock(), settle_time=30.0) == {("alpha", "S1.md"): ident}
+    clock.advance(31)
+    assert settle.closed_files(sys_redis, now=clock(), settle_time=30.0) == {}
+    assert sys_redis.hlen(keys.CLOSED) == 0
+
+
+def test_a_file_written_to_after_the_scan_is_given_back_not_launched(disp: Dispatcher, settings: Settings,
+                                                                     agent_log: Path) -> None:
+    path = add_task(settings, "alpha", "G1")
+    task = disp.plan().eligible[0]
+    with open(path, "a", encoding="utf-8") as fh:  # its writer was not done after all
+        fh.write("one more line\n")
+
+    outcome = disp.dispatch_one(task, "ccl-auto-0")
+
+    assert outcome.status == "taken" and "changed after it was scanned" in outcome.detail
+    assert path.exists() and messages(agent_log) == []
+    assert disp.session_info("ccl-auto-0").state is State.IDLE

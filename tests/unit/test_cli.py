@@ -23,7 +23,8 @@ def runner() -> CliRunner:
 @pytest.fixture
 def config(tmp_path: Path, projects_dir: Path) -> Path:
     path = tmp_path / "dispatcher.yaml"
-    path.write_text(f"projects_dir: {projects_dir}\n", encoding="utf-8")
+    # settle_time 0: the files these tests write are complete at once (settling: test_settle.py).
+    path.write_text(f"projects_dir: {projects_dir}\nsettle_time: 0\n", encoding="utf-8")
     return path
 
 

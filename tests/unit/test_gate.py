@@ -71,7 +71,7 @@ def test_reject_path_traversal(tmp_path, keys):
     (escaped / "foo.md").write_text("done\n")
     assert (projects_dir / "../../tmp" / d.QUEUE_DIR / d.DONE / "foo.md").exists()
 
-    plan = run_scan(Settings(projects_dir=projects_dir), now=time.time(), write=True)
+    plan = run_scan(Settings(projects_dir=projects_dir, settle_time=0), now=time.time(), write=True)
 
     assert keys(plan.eligible) == [] and plan.blocked == []
     assert [p.name for p in plan.invalid] == ["EVIL.md"]
