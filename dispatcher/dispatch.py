@@ -151,9 +151,8 @@ class Dispatcher:
 
     def plan(self) -> Plan:
         """A scan pass (writing markers); what it changed goes to the event log."""
-        now = self.clock()
-        closed = settle.closed_files(self.r, now=now, settle_time=self.settings.settle_time)
-        result = run_scan(self.settings, now=now, write=True, closed=closed)
+        result = run_scan(self.settings, now=self.clock(), write=True,
+                          closed=lambda files: settle.closed_files(self.r, files))
         for kind, task, detail in result.changes:
             if kind in ("blocked", "invalid"):  # a task's first state: "submitted" goes before it
                 project, _, name = task.partition(":")

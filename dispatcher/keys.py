@@ -17,8 +17,6 @@ EVENTS_MAXLEN: Final = 10_000
 PAUSE: Final = PREFIX + "pause"
 #: Set while a full_scan requested by an inbox event is queued: at most one at a time.
 SCAN_PENDING: Final = PREFIX + "scan-pending"
-#: Hash ``<project>/<name>`` → ``inode:mtime_ns:size`` of inbox files the watcher saw their writer finish.
-CLOSED: Final = PREFIX + "closed"
 #: Set while a full_scan is scheduled for when a file still being written settles.
 SETTLE_SCAN: Final = PREFIX + "settle-scan"
 #: Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts).
@@ -56,3 +54,8 @@ def seen(project: str, task_id: str, version: int) -> str:
 def assign_pending(session: str) -> str:
     """Set while an ``assign_next(session)`` message is queued: at most one per session."""
     return f"{PREFIX}assign-pending:{session}"
+
+
+def closed(project: str, name: str) -> str:
+    """``inode:mtime_ns:size`` of ``<project>/inbox/<name>`` when the watcher saw its writer finish."""
+    return f"{PREFIX}closed:{project}:{name}"

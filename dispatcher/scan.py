@@ -271,12 +271,26 @@ def apply_markers(result: Plan, snaps: list[aq.Snapshot]) -> None:
             _marker_op(aq.remove_marker, snap_path, d.INVALID)
 
 
-def run_scan(settings: Settings, *, now: float, write: bool,
-             closed: Mapping[tuple[str, str], settle.Identity] | None = None) -> Plan:
-    """collect → plan → (optionally) apply_markers; ``closed``: the watcher's sightings, if known."""
+def fresh_files(snaps: list[aq.Snapshot], *, now: float, settle_time: float) -> list[tuple[str, str]]:
+    """``(project, name)`` of the non-empty task files not yet settled by age (pure)."""
+    return [(s.project.name, name) for s in snaps for name, e in s.inbox.items()
+            if name.endswith(d.TASK_SUFFIX) and e.regular and e.size > 0 and now - e.mtime_ns / 1e9 < settle_time]
+
+
+ClosedLookup = Callable[[list[tuple[str, str]]], Mapping[tuple[str, str], settle.Identity]]
+
+
+def run_scan(settings: Settings, *, now: float, write: bool, closed: ClosedLookup | None = None) -> Plan:
+    """collect → plan → (optionally) apply_markers.
+
+    ``closed`` looks up the watcher's sightings of the files still fresh (none without it: they
+    then settle by age only, as in ``scan --dry-run``).
+    """
     snaps, loaded = collect(settings)
+    fresh = fresh_files(snaps, now=now, settle_time=settings.settle_time)
+    known = closed(fresh) if closed is not None and fresh else {}
     result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace,
-                  settle_time=settings.settle_time, closed=closed)
+                  settle_time=settings.settle_time, closed=known)
     if write:
         apply_markers(result, snaps)
     return result

@@ -3,15 +3,17 @@
 A file is settled when it is non-empty and either the watcher saw its writer close it
 (IN_CLOSE_WRITE) or it was moved into the inbox (an atomic write) with the identity it
 still has, or it has not changed for ``settle_time`` seconds. The watcher's sightings
-live in one Redis hash; the scan gets them as plain data (:func:`closed_files`).
+live in Redis (one expiring key per file); the scan gets those of the files still fresh
+as plain data (:func:`closed_files`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
-from typing import Any, Mapping
+from typing import Any, Iterable
 
 import redis
 
@@ -21,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: (inode, mtime_ns, size) of a task file: what the watcher saw when its writer was done.
 Identity = tuple[int, int, int]
-#: The whole hash expires when no file was closed for this long (entries are also pruned per pass).
-CLOSED_TTL_S = 86400
+#: A sighting is kept this much longer than settle_time (clock steps, slow queues).
+CLOSED_MARGIN_S = 60
 
 
 def identity_of(path: str) -> Identity | None:
@@ -49,36 +51,29 @@ def is_settled(ident: Identity, *, now: float, settle_time: float, closed: Ident
     return size > 0 and (closed == ident or now - mtime_ns / 1e9 >= settle_time)
 
 
-def _field(project: str, name: str) -> str:
-    return f"{project}/{name}"
+def record_closed(r: "redis.Redis", project: str, name: str, ident: Identity, settle_time: float) -> None:
+    """Remember that the writer of ``project/inbox/name`` was done when it had this identity.
+
+    Needed only until the age rule covers the file (its mtime is at most now): it expires then.
+    """
+    r.set(keys.closed(project, name), ":".join(map(str, ident)), ex=math.ceil(settle_time) + CLOSED_MARGIN_S)
 
 
-def record_closed(r: "redis.Redis", project: str, name: str, ident: Identity) -> None:
-    """Remember that the writer of ``project/inbox/name`` was done when it had this identity."""
-    pipe = r.pipeline(transaction=False)
-    pipe.hset(keys.CLOSED, _field(project, name), ":".join(map(str, ident)))
-    pipe.expire(keys.CLOSED, CLOSED_TTL_S)
-    pipe.execute()
-
-
-def closed_files(r: "redis.Redis", *, now: float, settle_time: float) -> dict[tuple[str, str], Identity]:
-    """The recorded sightings as ``{(project, name): identity}``; drops those the age rule now covers."""
-    raw: Mapping[Any, Any] = r.hgetall(keys.CLOSED)  # type: ignore[assignment]
+def closed_files(r: "redis.Redis", files: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Identity]:
+    """The recorded identities of these ``(project, name)`` files (one round trip; none for no files)."""
+    wanted = list(files)
+    if not wanted:
+        return {}
+    values: list[Any] = r.mget([keys.closed(p, n) for p, n in wanted])  # type: ignore[assignment]
     out: dict[tuple[str, str], Identity] = {}
-    stale: list[Any] = []
-    for field, value in raw.items():
-        f = field.decode() if isinstance(field, bytes) else str(field)
-        v = value.decode() if isinstance(value, bytes) else str(value)
-        project, _, name = f.partition("/")
+    for file, value in zip(wanted, values):
+        if value is None:
+            continue
+        text = value.decode() if isinstance(value, bytes) else str(value)
         try:
-            ident = parse_identity([int(x) for x in v.split(":")])
+            ident = parse_identity([int(x) for x in text.split(":")])
         except ValueError:
             ident = None
-        # Old enough to be settled by age anyway (or garbage): the entry is no longer needed.
-        if ident is None or now - ident[1] / 1e9 >= settle_time:
-            stale.append(field)
-            continue
-        out[(project, name)] = ident
-    if stale:
-        r.hdel(keys.CLOSED, *stale)
+        if ident is not None:
+            out[file] = ident
     return out

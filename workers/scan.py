@@ -51,7 +51,7 @@ def inbox_event(path: str, closed: Any = None) -> dict[str, Any]:
         return {"ignored": str(exc)}
     ident = settle.parse_identity(closed)
     if ident is not None:
-        settle.record_closed(disp.r, project, task_id + d.TASK_SUFFIX, ident)
+        settle.record_closed(disp.r, project, task_id + d.TASK_SUFFIX, ident, disp.settings.settle_time)
     else:  # a hint (polling, our own move): if the file is still being written, look again when it settles
         now_ident = settle.identity_of(path)
         if now_ident is not None and now_ident[2] > 0:

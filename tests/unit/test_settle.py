@@ -45,14 +45,23 @@ def test_a_file_whose_writer_was_seen_done_is_dispatched_at_once(make_project, s
     assert ident is not None
     s = settings.with_overrides(settle_time=2.0)
 
-    plan = run_scan(s, now=mtime_of(path), write=False, closed={("web", "T1.md"): ident})
+    asked: list[list[tuple[str, str]]] = []
+
+    def lookup(files: list[tuple[str, str]]) -> dict[tuple[str, str], settle.Identity]:
+        asked.append(files)
+        return {("web", "T1.md"): ident} if ("web", "T1.md") in files else {}  # type: ignore[dict-item]
+
+    plan = run_scan(s, now=mtime_of(path), write=False, closed=lookup)
 
     assert keys(plan.eligible) == ["web:T1"] and plan.settles_at is None
     # Written to again after that close: this version waits for its own.
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("more\n")
-    later = run_scan(s, now=mtime_of(path), write=False, closed={("web", "T1.md"): ident})
+    later = run_scan(s, now=mtime_of(path), write=False, closed=lookup)
     assert later.eligible == [] and [p.name for p in later.incomplete] == ["T1.md"]
+    # Only files still fresh are looked up (none once they are settled by age).
+    run_scan(s, now=mtime_of(path) + 60, write=False, closed=lookup)
+    assert asked == [[("web", "T1.md")], [("web", "T1.md")]]
 
 
 def test_a_half_written_file_is_neither_judged_nor_marked(make_project, scan):
@@ -86,7 +95,8 @@ def test_an_empty_file_seen_closed_is_still_not_a_task(make_project, settings):
     path = proj.task_path("E")
     ident = settle.identity_of(str(path))
 
-    plan = run_scan(settings, now=mtime_of(path), write=False, closed={("web", "E.md"): ident})  # type: ignore[dict-item]
+    plan = run_scan(settings.with_overrides(settle_time=2.0), now=mtime_of(path), write=False,
+                    closed=lambda files: {("web", "E.md"): ident})  # type: ignore[dict-item]
 
     assert plan.eligible == [] and [p.name for p in plan.incomplete] == ["E.md"]
 
