@@ -8,6 +8,7 @@ from typing import Any
 from dispatcher import blocked, keys, recovery, runtime, settle
 from dispatcher import defaults as d
 from dispatcher.celery_app import app
+from dispatcher.dispatch import Dispatcher
 from dispatcher.inbox_path import InboxPathError, parse_inbox_path
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def full_scan() -> dict[str, Any]:
     return {"recovered": recovered, "marked": len(result.changes), "assigned": [o.as_dict() for o in outcomes]}
 
 
-def _rescan_when_settled(disp: Any, settles_at: float | None) -> None:
+def _rescan_when_settled(disp: Dispatcher, settles_at: float | None) -> None:
     """A file only a scan found is still being written: scan again when it settles, not a beat later."""
     if settles_at is None or settles_at <= disp.clock():
         return

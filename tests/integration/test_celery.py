@@ -157,6 +157,23 @@ def test_non_atomic_writers_are_dispatched_complete_and_atomic_ones_at_once(
         watcher.join(timeout=10)
 
 
+def test_a_file_no_watcher_saw_finished_is_dispatched_once_it_settles(
+        worker: None, settings: Settings, agent_log: Path, sys_redis) -> None:  # type: ignore[no-untyped-def]
+    """A hint without the writer's close (polling watcher, a scan) for a fresh file: it goes once unchanged for
+    settle_time, by a scan scheduled for then, not at the next beat tick (there is no beat here)."""
+    from dispatcher import events
+
+    runtime.configure(settings.with_overrides(settle_time=1.0))
+    path = add_task(settings, "alpha", "H1")
+    written = path.stat().st_mtime
+
+    assert app.send_task("inbox_event", args=[str(path)]).get(timeout=60)["task"] == "alpha:H1"
+
+    wait_for(lambda: tags_received(agent_log) == ["alpha:H1"], timeout=30, what="H1 delivered once settled")
+    claimed = [e.time for e in events.recent(sys_redis, 100) if e.kind == "claimed" and e.task == "alpha:H1"]
+    assert len(claimed) == 1 and claimed[0] >= written + 1.0
+
+
 def test_a_paused_pool_still_classifies_and_marks(worker: None, settings: Settings, agent_log: Path,
                                                   sys_redis) -> None:  # type: ignore[no-untyped-def]
     """Dispatch is paused (usage limit), scans are not: .invalid and .blocked (first detection) appear at once."""
