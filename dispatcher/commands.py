@@ -44,7 +44,7 @@ def watch(obj: Ctx, polling: bool) -> None:
     settings = obj.settings
     stop = threading.Event()
     try:
-        run(settings.projects_dir, lambda p: send_task(settings, "inbox_event", [p]),
+        run(settings.projects_dir, lambda p, closed: send_task(settings, "inbox_event", [p, closed]),
             lambda: send_task(settings, "full_scan"), stop=stop, polling=polling)
     except KeyboardInterrupt:
         stop.set()

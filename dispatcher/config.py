@@ -139,6 +139,7 @@ class Settings:
     max_launch_attempts: int = d.MAX_LAUNCH_ATTEMPTS
     max_task_bytes: int = d.MAX_TASK_BYTES
     incomplete_grace: float = d.INCOMPLETE_GRACE_S
+    settle_time: float = d.SETTLE_TIME_S
     redis_url: str | None = None
     state_dir: Path = Path(d.STATE_DIR)
     source: Path | None = None
@@ -353,6 +354,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         max_launch_attempts=r.get("max_launch_attempts", _strict_int, d.MAX_LAUNCH_ATTEMPTS, _positive),
         max_task_bytes=r.get("max_task_bytes", _strict_int, d.MAX_TASK_BYTES, _positive),
         incomplete_grace=r.get("incomplete_grace", _number, d.INCOMPLETE_GRACE_S, _non_negative),
+        settle_time=r.get("settle_time", _number, d.SETTLE_TIME_S, _non_negative),
         redis_url=_env_first(env, "REDIS_URL", r.get("redis_url", _string, None)),
         state_dir=_env_first(env, "AQ_STATE_DIR", r.get("state_dir", to_path, base / d.STATE_DIR), to_path),
     )

@@ -25,8 +25,12 @@ DONE_SEPARATORS: Final = "-_.@"
 MAX_TASK_BYTES: Final = 1024 * 1024
 #: Frontmatter larger than this is refused.
 MAX_FRONTMATTER_BYTES: Final = 16 * 1024
+#: Deeper frontmatter is refused before YAML parses it ([[[[… 5,000 deep costs PyYAML ~0.5 s of CPU).
+MAX_FRONTMATTER_DEPTH: Final = 20
 #: A file whose frontmatter is not closed is "incomplete" this long, then invalid.
 INCOMPLETE_GRACE_S: Final = 30.0
+#: A file no watcher saw closed by its writer is dispatched only once unchanged this long.
+SETTLE_TIME_S: Final = 2.0
 
 PRIORITIES: Final = ("critical", "high", "default", "low")
 DEFAULT_PRIORITY: Final = "default"

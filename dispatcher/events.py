@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import redis
 
+from . import defaults as d
 from . import keys
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,45 @@ def emit(r: "redis.Redis", kind: str, *, task: str = "", session: str = "", deta
         r.xadd(keys.EVENTS, fields, maxlen=keys.EVENTS_MAXLEN, approximate=True)
     except redis.RedisError:
         logger.exception("could not record event %s", kind)
+
+
+#: SET NX and XADD in one step: of two racing announcers the loser can never log its next event in between.
+_EMIT_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+  return 1
+end
+return 0
+"""
+#: How long a file version stays "announced" (its submitted event is not repeated).
+SEEN_TTL_S = 86400
+
+
+def announce(r: "redis.Redis", project: str, task_id: str, path: str) -> None:
+    """Log "submitted" once per version (inode) of a task file, atomically before anything else is logged.
+
+    Every path that logs a task's first state (the watcher's inbox_event, a claim, a blocked,
+    invalid or stuck marker) calls this first, so "submitted" comes first however they race.
+    """
+    # It may already be claimed, or even done when the event comes late: a move keeps the inode.
+    done = os.path.join(os.path.dirname(os.path.dirname(path)), d.DONE, task_id + d.TASK_SUFFIX)
+    for candidate in (path, path + d.LAUNCHING, path + d.DISPATCHED, done):
+        try:
+            version = os.stat(candidate, follow_symlinks=False).st_ino
+            break
+        except OSError:
+            continue
+    else:
+        return
+    task = f"{project}:{task_id}"
+    now = time.time()
+    fields = ["time", f"{now:.3f}", "kind", "submitted", "task", task, "session", "", "detail", ""]
+    try:
+        if r.eval(_EMIT_ONCE, 2, keys.seen(project, task_id, version), keys.EVENTS,  # type: ignore[no-untyped-call]
+                  SEEN_TTL_S, keys.EVENTS_MAXLEN, *fields):
+            logger.info("event submitted task=%s", task)
+    except redis.RedisError:
+        logger.exception("could not record event submitted for %s", task)
 
 
 def _event(entry_id: Any, fields: Any) -> Event:

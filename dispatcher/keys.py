@@ -19,6 +19,10 @@ PAUSE: Final = PREFIX + "pause"
 RATE_LIMIT_STREAK: Final = PREFIX + "rate-limit-streak"
 #: Hash: project → JSON ``{until, reason}`` of projects whose tasks are held (e.g. folder not trusted).
 HOLDS: Final = PREFIX + "holds"
+#: Set while a full_scan requested by an inbox event is queued: at most one at a time.
+SCAN_PENDING: Final = PREFIX + "scan-pending"
+#: Set while a full_scan is scheduled for when a file still being written settles.
+SETTLE_SCAN: Final = PREFIX + "settle-scan"
 #: Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts).
 STARTUP_LOCK: Final = PREFIX + "lock:startup"
 
@@ -62,3 +66,8 @@ HOSTS: Final = PREFIX + "hosts"
 def notify_window(kind: str, minute: int) -> str:
     """Counter of notifications sent for event ``kind`` in one minute (rate limit)."""
     return f"{PREFIX}notify:{kind}:{minute}"
+
+
+def closed(project: str, name: str) -> str:
+    """``inode:mtime_ns:size`` of ``<project>/inbox/<name>`` when the watcher saw its writer finish."""
+    return f"{PREFIX}closed:{project}:{name}"

@@ -23,7 +23,8 @@ def runner() -> CliRunner:
 @pytest.fixture
 def config(tmp_path: Path, projects_dir: Path) -> Path:
     path = tmp_path / "dispatcher.yaml"
-    path.write_text(f"projects_dir: {projects_dir}\n", encoding="utf-8")
+    # settle_time 0: the files these tests write are complete at once (settling: test_settle.py).
+    path.write_text(f"projects_dir: {projects_dir}\nsettle_time: 0\n", encoding="utf-8")
     return path
 
 
@@ -150,6 +151,18 @@ def test_submit_body_from_a_file(runner, config, projects_dir, tmp_path):
 
     assert result.exit_code == 0
     assert load_task(projects_dir / "web" / d.QUEUE_DIR / d.INBOX / "T6.md", "web").body == "from a file"
+
+
+def test_submit_without_id_makes_unique_ids_in_a_burst(runner, config, projects_dir):
+    """Scripts submit in loops: generated IDs never collide, even within one second."""
+    paths = []
+    for i in range(6):
+        result = run(runner, config, "submit", "web", input=f"task {i}\n")
+        assert result.exit_code == 0, result.output
+        paths.append(Path(result.output.strip()))
+
+    assert len(set(paths)) == 6
+    assert sorted(load_task(p, "web").body for p in paths) == [f"task {i}" for i in range(6)]
 
 
 @pytest.mark.parametrize("existing", ["", d.LAUNCHING, d.DISPATCHED, d.FAILED])
