@@ -12,6 +12,8 @@ separately in the same run so they can be added/compared.
 (a) dispatch overhead, steady: at most N tasks outstanding; a new task file is
     written as soon as one finishes; time = file created (after the atomic
     rename) → the fake agent logs the message as submitted (its own clock).
+    The real file watcher runs and records each moved-in file as complete, as
+    inbox_event does, so files are not held back for ``settle_time``.
     burst: all M files written at once (includes queueing behind N sessions).
 (b) throughput: M tasks completed / (first file created → last task in done/),
     in the burst phase, agents finish at once (``@fake: done``).
@@ -247,6 +249,48 @@ def drive(disp: Dispatcher, settings: Settings, log: Path, ids: list[tuple[str, 
     return created, received(log), finished, time.time()
 
 
+def start_watcher(settings: Settings, r: "redis.Redis[str]") -> Callable[[], None]:
+    """The real file watcher, recording what inbox_event records (the writer is done): files written
+    atomically are dispatched at once instead of waiting ``settle_time``. Returns a stop function."""
+    from dispatcher import settle, watcher
+    from dispatcher.inbox_path import parse_inbox_path
+
+    def on_task(path: str, closed: Any) -> None:
+        ident = settle.parse_identity(closed)
+        if ident is not None:
+            project, task_id = parse_inbox_path(settings.projects_dir, path)
+            settle.record_closed(r, project, f"{task_id}.md", ident, settings.settle_time)
+
+    stop = threading.Event()
+    started = threading.Event()
+    th = threading.Thread(target=watcher.run, args=(settings.projects_dir, on_task, started.set),
+                          kwargs={"stop": stop}, daemon=True)
+    th.start()
+    started.wait(30)
+
+    def halt() -> None:
+        stop.set()
+        th.join(timeout=10)
+
+    return halt
+
+
+def settle_costs(r: "redis.Redis[str]", n: int = 2000) -> tuple[float, float]:
+    """Median cost of the settle bookkeeping on an atomic file's path: the record (inbox_event) and the
+    lookup (each plan pass while a file is fresh)."""
+    from dispatcher import settle
+
+    rec, look = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        settle.record_closed(r, "bench", f"c{i}.md", (i, time.time_ns(), 10), 2.0)
+        t1 = time.perf_counter()
+        settle.closed_files(r, [("bench", f"c{i}.md")])
+        look.append(time.perf_counter() - t1)
+        rec.append(t1 - t0)
+    return statistics.median(rec), statistics.median(look)
+
+
 # -- reference replay -------------------------------------------------------------------
 
 def reference(t: Tmux, tmp: Path, n: int, width: int, height: int) -> tuple[list[float], list[float], list[float]]:
@@ -382,6 +426,7 @@ def main() -> None:
 
         launcher = Timed(runtime.agent_launcher(settings, r, t))
         disp = Dispatcher(settings, r, t, launcher)
+        stop_watcher = start_watcher(settings, r)
         m = args.tasks
 
         # (a) steady: at most N outstanding
@@ -400,6 +445,8 @@ def main() -> None:
         t_first = min(c2.values())
         t_last = max(f2.values())
         thr = m / (t_last - t_first)
+        stop_watcher()
+        f_record, f_lookup = settle_costs(r)
         launch_total += [rx2[k] - launcher.calls[k][0] for k in c2 if k in rx2 and k in launcher.calls]
 
         # reference replay
@@ -443,6 +490,10 @@ def main() -> None:
         rows.append((f"(c) same, repeated (parse cache warm){scan_note}", ms(warm2), ""))
         rows.append(("floor: inotify event (watchdog create→handler) p50", ms(f_inotify), ""))
         rows.append(("floor: Redis round trip (PING) p50", ms(f_redis), ""))
+        rows.append(("settle: record a closed/moved file (inbox_event) p50", ms(f_record),
+                     "added to an atomic file's path, once"))
+        rows.append(("settle: look up fresh files (each plan pass) p50", ms(f_lookup),
+                     "added while a file is fresh; no call otherwise"))
         rows.append(("floor: tmux call (display-message -p) p50", ms(f_tmux), ""))
         rows.append(("floor: Celery round trip (delay→get, solo) p50", ms(f_celery),
                      celery_why or "in-thread worker, Redis broker+backend"))

@@ -90,6 +90,11 @@ class Entry:
     ctime_ns: int = 0
 
     @property
+    def version(self) -> tuple[int, int, int]:
+        """(inode, mtime_ns, size): what the watcher records when a writer is done (settle.Identity)."""
+        return (self.inode, self.mtime_ns, self.size)
+
+    @property
     def identity(self) -> tuple[int, int, int, int]:
         """Changes whenever the file is replaced, edited or re-linked (parse-cache key)."""
         return (self.inode, self.mtime_ns, self.ctime_ns, self.size)
@@ -115,7 +120,7 @@ def _list(path: Path) -> list[os.DirEntry[str]]:
 
 
 def snapshot(proj: Project) -> Snapshot:
-    """List inbox/ (with lstat data) and done/ once."""
+    """List inbox/ (with lstat data) and done/ (regular files) once."""
     inbox: dict[str, Entry] = {}
     for e in _list(proj.inbox):
         try:
@@ -124,8 +129,19 @@ def snapshot(proj: Project) -> Snapshot:
             continue
         inbox[e.name] = Entry(e.name, st.st_mtime, st.st_size, stat.S_ISREG(st.st_mode), st.st_ino,
                               st.st_mtime_ns, st.st_ctime_ns)
-    done = tuple(e.name for e in _list(proj.done) if e.name.endswith(d.TASK_SUFFIX))
-    return Snapshot(proj, inbox, done)
+    return Snapshot(proj, inbox, done_names(proj))
+
+
+def done_names(proj: Project) -> tuple[str, ...]:
+    """Names of the finished tasks in done/: regular ``*.md`` files only (a symlink or directory is not one)."""
+    out = []
+    for e in _list(proj.done):
+        try:
+            if e.name.endswith(d.TASK_SUFFIX) and e.is_file(follow_symlinks=False):
+                out.append(e.name)
+        except OSError:  # vanished while listed
+            continue
+    return tuple(out)
 
 
 def fsync_dir(path: Path) -> None:

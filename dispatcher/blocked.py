@@ -29,7 +29,7 @@ def _failed_deps(missing: tuple[DepRef, ...], failed: set[tuple[str, str]]) -> l
 def check_blocked(settings: Settings, r: "redis.Redis", *, now: float) -> list[str]:
     """Write ``.stuck`` where due; returns the tasks newly stuck."""
     snaps, loaded = collect(settings)
-    result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace)
+    result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace, settle_time=settings.settle_time)
     failed = set(result.in_flight.get("failed", []))
     newly: list[str] = []
     for task, reason in result.blocked:
@@ -47,6 +47,7 @@ def check_blocked(settings: Settings, r: "redis.Redis", *, now: float) -> list[s
                 continue
             text = f"blocked for {int(now - since)}s (> {int(settings.blocked_timeout)}s): {reason}"
         aq.write_marker(task.path, d.STUCK, text)
+        events.announce(r, task.project, task.id, str(task.path))  # may be its first state
         events.emit(r, "stuck", task=str(task.key), detail=text, now=now)
         newly.append(f"{task.key}: {text}")
     return newly

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def _project_of(path: Path) -> str:
 @cli.command()
 @click.argument("project")
 @click.argument("source", default="-", type=click.File("r", encoding="utf-8"))
-@click.option("--id", "task_id", help="Task ID (default: a timestamped one).")
+@click.option("--id", "task_id", help="Task ID (default: a timestamped one with a random suffix).")
 @click.option("--title", default="", help="Task title.")
 @click.option("--priority", type=click.Choice(d.PRIORITIES, case_sensitive=False), default=d.DEFAULT_PRIORITY)
 @click.option("--depends-on", "depends_on", multiple=True, help="project:task_id (repeatable).")
@@ -137,13 +138,17 @@ def submit(obj: Ctx, project: str, source: Any, task_id: str | None, title: str,
 
     try:
         proj = aq.project(obj.settings.projects_dir, project)
-        task_id = task_id or time.strftime("T%Y%m%d-%H%M%S")
         text = render_task(title=title, priority=priority.lower(), tags=tags, depends_on=depends_on,
                            body=source.read())
-        for suffix in aq.STATE_SUFFIXES:
-            if proj.task_path(task_id, suffix).exists():
-                raise ClaimError(f"task {project}:{task_id} already exists as {task_id}.md{suffix}")
-        path = aq.write_task_atomically(proj, task_id, text)
+        # A generated ID that collides (scripts submit in loops) is drawn again; a given one is refused.
+        for attempt in range(1 if task_id else _ID_ATTEMPTS):
+            new_id = task_id or _generated_id()
+            try:
+                path = _write_new_task(proj, new_id, text)
+                break
+            except ClaimError:
+                if task_id or attempt == _ID_ATTEMPTS - 1:
+                    raise
         try:
             load_task(path, proj.name)
         except TaskFileError:
@@ -152,6 +157,22 @@ def submit(obj: Ctx, project: str, source: Any, task_id: str | None, title: str,
     except DispatcherError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(path))
+
+
+_ID_ATTEMPTS = 10
+
+
+def _generated_id() -> str:
+    """``T<date>-<time>-<6 hex>``: sorts by submission second, unique under bursts (random part)."""
+    return time.strftime("T%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _write_new_task(proj: aq.Project, task_id: str, text: str) -> Path:
+    """Write ``inbox/<id>.md`` atomically unless that ID is pending or in flight (ClaimError)."""
+    for suffix in aq.STATE_SUFFIXES:
+        if proj.task_path(task_id, suffix).exists():
+            raise ClaimError(f"task {proj.name}:{task_id} already exists as {task_id}.md{suffix}")
+    return aq.write_task_atomically(proj, task_id, text)
 
 
 @cli.command()
@@ -180,17 +201,33 @@ def scan(obj: Ctx, dry_run: bool, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "svg", "json"]), default="text",
+              show_default=True, help="text: a tree; dot: Graphviz; mermaid: for Markdown; svg: a picture.")
 @pass_ctx
-def graph(obj: Ctx) -> None:
-    """Print the dependency tree of pending tasks; cycles are highlighted."""
-    from .report import render_graph
+def graph(obj: Ctx, fmt: str) -> None:
+    """Print the dependency graph of pending tasks; cycles, blocked, stuck and failed tasks are highlighted.
+
+    
+    Example:  dispatcher graph --format dot | dot -Tsvg > graph.svg
+    """
     from .scan import run_scan
 
-    click.echo(render_graph(run_scan(obj.settings, now=time.time(), write=False)))
+    result = run_scan(obj.settings, now=time.time(), write=False)
+    if fmt == "text":
+        from .report import render_graph
+
+        click.echo(render_graph(result))
+        return
+    from . import depgraph
+    from .report import dumps
+
+    g = depgraph.build(result)
+    click.echo(dumps(g.as_dict()) if fmt == "json" else depgraph.RENDERERS[fmt](g))
 
 
 def main() -> None:
     """Console-script entry point."""
     from .commands import cli as group  # importing commands registers the runtime subcommands
+    from . import ops_commands  # noqa: F401  (web, doctor, logs)
 
     group(prog_name="dispatcher")

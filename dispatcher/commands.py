@@ -20,14 +20,17 @@ logger = logging.getLogger(__name__)
 
 @cli.command()
 @click.option("--flower", is_flag=True, help="Also run Flower (loopback; basic auth from FLOWER_BASIC_AUTH).")
+@click.option("--web", is_flag=True, help="Also run the fleet page (loopback; basic auth always, see 'dispatcher web').")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Components log here (else to state_dir/logs/; see 'dispatcher logs').")
 @click.option("--join", "join", metavar="REDIS_URL", default=None,
               help="Join a fleet: use this shared Redis (redis:// or rediss://) instead of an embedded one.")
 @click.option("--host", "host", metavar="NAME", default=None,
               help="This host's name in the fleet (default: host.name, $AQ_HOST, else the machine's hostname).")
 @pass_ctx
-def up(obj: Ctx, flower: bool, workers: int, loglevel: str, join: str | None, host: str | None) -> None:
+def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str, verbose: bool, join: str | None,
+       host: str | None) -> None:
     """Run everything on this host: Redis (embedded if none configured), tmux pool, worker, beat, watcher.
 
     \b
@@ -44,7 +47,7 @@ def up(obj: Ctx, flower: bool, workers: int, loglevel: str, join: str | None, ho
             settings = join_fleet(settings, join, host)
         except DispatcherError as exc:
             raise click.BadParameter(str(exc)) from None
-    sys.exit(run_up(settings, flower=flower, loglevel=loglevel, workers=workers))
+    sys.exit(run_up(settings, flower=flower, loglevel=loglevel, workers=workers, web=web, verbose=verbose))
 
 
 @cli.command()
@@ -64,7 +67,7 @@ def watch(obj: Ctx, polling: bool) -> None:
         polling = True
     stop = threading.Event()
     try:
-        run(settings.projects_dir, lambda p: send_task(settings, "inbox_event", [p]),
+        run(settings.projects_dir, lambda p, closed: send_task(settings, "inbox_event", [p, closed]),
             lambda: send_task(settings, "full_scan"), stop=stop, polling=polling)
     except KeyboardInterrupt:
         stop.set()
@@ -94,12 +97,18 @@ def pool_create(obj: Ctx) -> None:
 
 
 @pool_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def pool_list(obj: Ctx) -> None:
+def pool_list(obj: Ctx, as_json: bool) -> None:
     """List pool sessions and what runs in them."""
     from . import pool
 
-    for p in pool.status(_tmux(obj), obj.settings.pool):
+    found = pool.status(_tmux(obj), obj.settings.pool)
+    if as_json:
+        click.echo(json.dumps([{"session": p.name, "exists": p.exists, "dead": p.dead, "command": p.command}
+                               for p in found], indent=2))
+        return
+    for p in found:
         state = "missing" if not p.exists else ("dead" if p.dead else p.command)
         click.echo(f"{p.name:<16} {state}")
     click.echo(f"attach: {pool.attach_command(obj.settings.tmux.socket_name, obj.settings.pool)}")
@@ -160,21 +169,27 @@ def status(obj: Ctx, watch_: bool, as_json: bool) -> None:
 @cli.command()
 @click.option("-n", "count", default=50, show_default=True, help="How many recent events.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_ctx
-def events(obj: Ctx, count: int, follow: bool) -> None:
+def events(obj: Ctx, count: int, follow: bool, as_json: bool) -> None:
     """Print the event log (submitted, claimed, launched, finished, failed, limited, stuck…)."""
+    import dataclasses
+
     from . import events as ev
+
+    def show(e: "ev.Event") -> None:
+        click.echo(json.dumps(dataclasses.asdict(e), sort_keys=True) if as_json else e.line())
 
     r = _redis(obj, required=True)
     assert r is not None
     last = "$"
     for e in ev.recent(r, count):
-        click.echo(e.line())
+        show(e)
         last = e.id
     if follow:
         try:
             for e in ev.follow(r, after=last if last != "$" else "$"):
-                click.echo(e.line())
+                show(e)
         except KeyboardInterrupt:
             return
 

@@ -109,6 +109,33 @@ class FlowerSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The fleet page (``dispatcher web``): loopback by default, basic auth always (see credentials.py)."""
+
+    address: str = d.WEB_ADDRESS
+    port: int = d.WEB_PORT
+
+
+#: Events a human must act on: what notifications are sent for unless ``notify.events`` says otherwise.
+NOTIFY_EVENTS: tuple[str, ...] = ("failed", "stuck", "waiting", "paused", "unpaused", "held", "fenced")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Run a command and/or POST a webhook on the events a human must act on (rate-limited per kind)."""
+
+    command: str | None = None
+    webhook: str | None = None
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    timeout: float = d.NOTIFY_TIMEOUT_S
+    per_minute: int = d.NOTIFY_PER_MINUTE
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.command or self.webhook)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of one dispatcher deployment."""
 
@@ -121,6 +148,8 @@ class Settings:
     host: HostSettings = field(default_factory=HostSettings)
     host_lost_after: float = d.HOST_LOST_AFTER_S
     limits: LimitSettings = LimitSettings()
+    web: WebSettings = WebSettings()
+    notify: NotifySettings = NotifySettings()
     scan_interval: float = d.SCAN_INTERVAL_S
     monitor_interval: float = d.MONITOR_INTERVAL_S
     blocked_timeout: float = d.BLOCKED_TIMEOUT_S
@@ -128,6 +157,7 @@ class Settings:
     max_launch_attempts: int = d.MAX_LAUNCH_ATTEMPTS
     max_task_bytes: int = d.MAX_TASK_BYTES
     incomplete_grace: float = d.INCOMPLETE_GRACE_S
+    settle_time: float = d.SETTLE_TIME_S
     redis_url: str | None = None
     state_dir: Path = Path(d.STATE_DIR)
     source: Path | None = None
@@ -229,6 +259,34 @@ def _host_name_env(v: str) -> str:
     return v
 
 
+def _argv_string(v: Any) -> str:
+    import shlex
+
+    text = _string(v)
+    try:
+        if not shlex.split(text):
+            raise ValueError("is empty")
+    except ValueError as exc:
+        raise ValueError(f"must be a command line (run without a shell): {exc}") from None
+    return text
+
+
+def _http_url(v: Any) -> str:
+    from urllib.parse import urlsplit
+
+    text = _string(v).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return text
+
+
+def _kind_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and re.fullmatch(r"[a-z][a-z-]{0,40}", x) for x in v):
+        raise TypeError("must be a list of event kinds (failed, stuck, waiting, paused, unpaused, held, fenced…)")
+    return tuple(v)
+
+
 def _path(base: Path) -> Callable[[Any], Path]:
     def conv(v: Any) -> Path:
         p = Path(os.path.expanduser(_string(v)))
@@ -300,6 +358,20 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
             "rate_limit_max_pause", _number, max(d.RATE_LIMIT_MAX_PAUSE_S, base_pause),
             lambda v: None if v >= base_pause else f"must be >= limits.rate_limit_pause ({base_pause:g})"),
     )
+    web_r = r.section("web")
+    web = WebSettings(
+        address=web_r.get("address", _string, d.WEB_ADDRESS),
+        port=web_r.get("port", _strict_int, d.WEB_PORT, lambda v: None if 0 <= v < 65536 else "must be a TCP port"),
+    )
+    notify_r = r.section("notify")
+    notify = NotifySettings(
+        command=notify_r.get("command", _argv_string, None),
+        webhook=notify_r.get("webhook", _http_url, None),
+        events=notify_r.get("events", _kind_list, NOTIFY_EVENTS),
+        timeout=notify_r.get("timeout", _number, d.NOTIFY_TIMEOUT_S,
+                             lambda v: None if 0 < v <= 120 else "must be between 0 and 120 seconds"),
+        per_minute=notify_r.get("per_minute", _strict_int, d.NOTIFY_PER_MINUTE, _positive),
+    )
     settings = Settings(
         projects_dir=_env_first(env, "AQ_PROJECTS_DIR", r.get("projects_dir", to_path, base / "projects"), to_path),
         projects=r.get("projects", _name_list, None),
@@ -310,6 +382,8 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         host_lost_after=r.get("host_lost_after", _number, d.HOST_LOST_AFTER_S,
                               lambda v: None if v >= 3 else "must be >= 3 (seconds)"),
         limits=limit_settings,
+        web=web,
+        notify=notify,
         scan_interval=r.get("scan_interval", _number, d.SCAN_INTERVAL_S, _positive),
         monitor_interval=r.get("monitor_interval", _number, d.MONITOR_INTERVAL_S, _positive),
         blocked_timeout=r.get("blocked_timeout", _number, d.BLOCKED_TIMEOUT_S, _positive),
@@ -317,11 +391,12 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         max_launch_attempts=r.get("max_launch_attempts", _strict_int, d.MAX_LAUNCH_ATTEMPTS, _positive),
         max_task_bytes=r.get("max_task_bytes", _strict_int, d.MAX_TASK_BYTES, _positive),
         incomplete_grace=r.get("incomplete_grace", _number, d.INCOMPLETE_GRACE_S, _non_negative),
+        settle_time=r.get("settle_time", _number, d.SETTLE_TIME_S, _non_negative),
         redis_url=_env_first(env, "REDIS_URL", r.get("redis_url", _string, None)),
         state_dir=_env_first(env, "AQ_STATE_DIR", r.get("state_dir", to_path, base / d.STATE_DIR), to_path),
     )
     extra = (r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
-             + host_r.unknown() + limits_r.unknown())
+             + host_r.unknown() + limits_r.unknown() + web_r.unknown() + notify_r.unknown())
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; see README 'Configuration'")
     return replace(settings, tmux=TmuxSettings(socket_name=socket_name or default_socket(settings.state_dir)))

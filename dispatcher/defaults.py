@@ -25,8 +25,12 @@ DONE_SEPARATORS: Final = "-_.@"
 MAX_TASK_BYTES: Final = 1024 * 1024
 #: Frontmatter larger than this is refused.
 MAX_FRONTMATTER_BYTES: Final = 16 * 1024
+#: Deeper frontmatter is refused before YAML parses it ([[[[… 5,000 deep costs PyYAML ~0.5 s of CPU).
+MAX_FRONTMATTER_DEPTH: Final = 20
 #: A file whose frontmatter is not closed is "incomplete" this long, then invalid.
 INCOMPLETE_GRACE_S: Final = 30.0
+#: A file no watcher saw closed by its writer is dispatched only once unchanged this long.
+SETTLE_TIME_S: Final = 2.0
 
 PRIORITIES: Final = ("critical", "high", "default", "low")
 DEFAULT_PRIORITY: Final = "default"
@@ -93,3 +97,34 @@ CONFIG_FILE: Final = "dispatcher.yaml"
 STATE_DIR: Final = ".state"
 #: In the state dir: flock-ed by the running ``dispatcher up`` of this deployment (holds its pid).
 UP_LOCK_FILE: Final = "up.lock"
+
+# -- the operator's view (fleet page, doctor, notifications, logs) -------------
+#: The fleet page (``dispatcher web``): loopback unless configured (``web.address``, ``web.port``).
+WEB_ADDRESS: Final = "127.0.0.1"
+WEB_PORT: Final = 5556
+#: How often the page's live stream recomputes the fleet (seconds).
+WEB_REFRESH_S: Final = 1.0
+#: Screen lines shown per session on the page, and sessions whose screens are captured per refresh.
+WEB_SCREEN_LINES: Final = 14
+WEB_MAX_SCREENS: Final = 32
+#: Tasks listed per project and state on the page (the counts are always complete).
+WEB_TASKS_PER_STATE: Final = 50
+#: Recently done tasks listed per project.
+WEB_RECENT_DONE: Final = 10
+#: Pending tasks drawn in the page's graph (stuck and blocked first; the rest is counted, not drawn).
+WEB_GRAPH_MAX_NODES: Final = 300
+#: Events sent when the page connects.
+WEB_EVENTS_BACKLOG: Final = 100
+#: Largest request body an action accepts.
+WEB_MAX_BODY: Final = 16 * 1024
+#: Notifications: a command/webhook gets this long; at most this many per kind and minute.
+NOTIFY_TIMEOUT_S: Final = 10.0
+NOTIFY_PER_MINUTE: Final = 6
+#: ``dispatcher doctor``: free space below this fails (bytes).
+DOCTOR_MIN_FREE_BYTES: Final = 1024 * 1024 * 1024
+#: ``dispatcher doctor``: a host unseen this long, or a clock this far off, fails (seconds).
+DOCTOR_HOST_STALE_S: Final = 120.0
+DOCTOR_MAX_SKEW_S: Final = 5.0
+#: ``dispatcher up``: component logs rotate at this size, keeping this many old files.
+LOG_MAX_BYTES: Final = 5 * 1024 * 1024
+LOG_BACKUPS: Final = 3

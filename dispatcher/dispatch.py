@@ -28,7 +28,7 @@ import redis
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, hosts, keys, locks, owners, pause, pool_state
+from . import events, hosts, keys, locks, owners, pause, pool_state, settle
 from . import sessions as ss
 from .config import Settings
 from .errors import ClaimError, DialogError, SessionError, TaskFileError
@@ -37,7 +37,7 @@ from .scan import Plan, run_scan
 from .screen import TRUST_DIALOG
 from .session_ref import SessionRef, parse
 from .sessions import SessionInfo, State
-from .taskfile import Task, parse_task, read_task_bytes
+from .taskfile import Task, is_safe_segment, parse_task, read_task_bytes
 from .tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -187,25 +187,21 @@ class Dispatcher:
 
     def plan(self) -> Plan:
         """A scan pass (writing markers); what it changed goes to the event log."""
-        result = run_scan(self.settings, now=self.clock(), write=True)
+        result = run_scan(self.settings, now=self.clock(), write=True,
+                          closed=lambda files: settle.closed_files(self.r, files))
         for kind, task, detail in result.changes:
+            if kind in ("blocked", "invalid"):  # a task's first state: "submitted" goes before it
+                project, _, name = task.partition(":")
+                task_id = name[: -len(d.TASK_SUFFIX)] if name.endswith(d.TASK_SUFFIX) else name
+                if is_safe_segment(project) and is_safe_segment(task_id):
+                    self.announce(project, task_id, str(aq.project(self.settings.projects_dir, project)
+                                                        .task_path(task_id)))
             events.emit(self.r, kind, task=task, detail=detail)
         return result
 
     def announce(self, project: str, task_id: str, path: str) -> None:
         """One "submitted" event per version (inode) of a task file, however often the watcher reports it."""
-        # It may already be claimed, or even done when the event comes late: a move keeps the inode.
-        done = aq.project(self.settings.projects_dir, project).done / (task_id + d.TASK_SUFFIX)
-        for candidate in (path, path + d.LAUNCHING, path + d.DISPATCHED, str(done)):
-            try:
-                version = os.stat(candidate, follow_symlinks=False).st_ino
-                break
-            except OSError:
-                continue
-        else:
-            return
-        if self.r.set(keys.seen(project, task_id, version), "1", nx=True, ex=86400):
-            events.emit(self.r, "submitted", task=f"{project}:{task_id}")
+        events.announce(self.r, project, task_id, path)
 
     def fan_out(self) -> list[Outcome]:
         """Give work to every free session of the fleet: assign_next per session (on its host's queue), or inline."""
@@ -340,11 +336,14 @@ class Dispatcher:
         try:
             # Launch what was claimed, not what the path held when it was scanned.
             data, mtime = read_task_bytes(launching, self.settings.max_task_bytes)
+            if (mtime, len(data)) != (task.mtime, task.size):  # written to since it was scanned: let it settle
+                raise TaskFileError("the file changed after it was scanned (still being written?)")
             task = parse_task(data, task_id=task.id, project=task.project, path=task.path, mtime=mtime)
         except TaskFileError as exc:
             aq.release(launching)
             owners.drop(self.r, task.project, task.id, info.ref)
             return Outcome("taken", session=session, task=key, detail=f"changed while claimed: {exc.reason}")
+        self.announce(task.project, task.id, str(launching))  # the watcher's event may still be queued
         events.emit(self.r, "claimed", task=key, session=info.ref)
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())

@@ -32,6 +32,10 @@ class TaskIncomplete(TaskFileError):
     """The file looks half-written (frontmatter not closed yet); retry later."""
 
 
+class TaskGone(TaskFileError):
+    """The file vanished between listing and reading (claimed, moved or removed): gone, not invalid."""
+
+
 class UnsafeIdError(TaskFileError):
     """A project or task ID would escape its directory or is malformed."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from . import agent_queue as aq
@@ -46,6 +48,7 @@ max_launch_attempts: 3             # launch failures before a task is .failed
 limits:
   rate_limit_pause: 60             # API 429/529 naming no wait: pause the pool this long,
   rate_limit_max_pause: 1800       # doubling per repeat up to this (usage limits wait for their reset)
+settle_time: 2                     # a file the watcher did not see closed waits until unchanged this long
 state_dir: .state                  # embedded Redis, beat schedule, agent settings
 
 # redis_url: redis://127.0.0.1:6379/0   # unset: an embedded Redis (REDIS_URL env wins)
@@ -53,6 +56,15 @@ flower:
   address: 127.0.0.1
   port: 5555
   # basic_auth: user:password      # better: FLOWER_BASIC_AUTH env
+web:                               # the fleet page (dispatcher web / up --web); basic auth always:
+  address: 127.0.0.1               # FLOWER_BASIC_AUTH, else a password generated into state_dir/web-auth
+  port: 5556
+notify:                            # on events a human must act on (dispatcher notify; up runs it)
+  # command: "notify-send agent-queue"        # run without a shell; the event as JSON on stdin
+  # webhook: https://hooks.example.com/T000   # POST the same JSON (http/https only)
+  events: [failed, stuck, waiting, paused, unpaused, held, fenced]
+  per_minute: 6                    # at most this many per event kind and minute
+  timeout: 10
 """
 
 EXAMPLE_TASKS = [
@@ -76,6 +88,7 @@ def write_example(target: Path, *, force: bool = False) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     cfg.write_text(CONFIG_TEMPLATE, encoding="utf-8")
     written.append(cfg)
+    settled = time.time() - 60
     proj = aq.project(target / "projects", "example")
     aq.ensure_dirs(proj)
     for task_id, fields in EXAMPLE_TASKS:
@@ -83,5 +96,8 @@ def write_example(target: Path, *, force: bool = False) -> list[Path]:
         if path.exists() and not force:
             continue
         path.write_text(render_task(**fields), encoding="utf-8")  # type: ignore[arg-type]
+        # Complete once written (we are the writer): dated back so a scan right away need not wait
+        # for them to settle. The same date for all keeps their order priority-only.
+        os.utime(path, (settled, settled))
         written.append(path)
     return written

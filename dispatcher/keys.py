@@ -33,6 +33,10 @@ def rate_limit_streak(account: str) -> str:
     return RATE_LIMIT_STREAK if account == "default" else f"{RATE_LIMIT_STREAK}:{account}"
 #: Hash: project → JSON ``{until, reason}`` of projects whose tasks are held (e.g. folder not trusted).
 HOLDS: Final = PREFIX + "holds"
+#: Set while a full_scan requested by an inbox event is queued: at most one at a time.
+SCAN_PENDING: Final = PREFIX + "scan-pending"
+#: Set while a full_scan is scheduled for when a file still being written settles.
+SETTLE_SCAN: Final = PREFIX + "settle-scan"
 
 
 def startup_lock(host: str) -> str:
@@ -88,3 +92,13 @@ def seen(project: str, task_id: str, version: int) -> str:
 def assign_pending(session: str) -> str:
     """Set while an ``assign_next(session)`` message is queued: at most one per session."""
     return f"{PREFIX}assign-pending:{session}"
+
+
+def notify_window(kind: str, minute: int) -> str:
+    """Counter of notifications sent for event ``kind`` in one minute (rate limit)."""
+    return f"{PREFIX}notify:{kind}:{minute}"
+
+
+def closed(project: str, name: str) -> str:
+    """``inode:mtime_ns:size`` of ``<project>/inbox/<name>`` when the watcher saw its writer finish."""
+    return f"{PREFIX}closed:{project}:{name}"

@@ -61,8 +61,7 @@ def _current_turn(text: str) -> str:
 
 def task_done(disp: Dispatcher, info: SessionInfo) -> bool:
     proj = aq.project(disp.settings.projects_dir, info.project)
-    names = [p.name for p in proj.done.glob(f"{info.task}*{d.TASK_SUFFIX}")] if proj.done.is_dir() else []
-    return DoneIndex({info.project: names}).is_done(DepRef(info.project, info.task))
+    return DoneIndex({info.project: aq.done_names(proj)}).is_done(DepRef(info.project, info.task))
 
 
 def observe(disp: Dispatcher, info: SessionInfo) -> Observation:

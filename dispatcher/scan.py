@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from . import agent_queue as aq
 from . import defaults as d
+from . import settle
 from .config import Settings
-from .errors import TaskFileError, TaskIncomplete
+from .errors import TaskFileError, TaskGone, TaskIncomplete
 from .gate import DoneIndex, GateResult, check, find_cycles, format_path
 from .ordering import order_tasks
 from .taskfile import DepRef, Task, load_task
@@ -59,6 +60,8 @@ class Plan:
     done_counts: dict[str, int] = field(default_factory=dict)
     projects: list[str] = field(default_factory=list)
     unmet: dict[DepRef, GateResult] = field(default_factory=dict)
+    #: When the first file still being written settles by age (a later pass then dispatches it), or None.
+    settles_at: float | None = None
     #: What apply_markers changed on disk: (event kind, task, detail), for the event log.
     changes: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -76,7 +79,9 @@ class Plan:
             out[t.project]["blocked"] += 1
         for t, _ in self.stuck:
             out[t.project]["stuck"] += 1
-        for p in self.invalid + self.incomplete:
+        for p in self.incomplete:  # still being written: not judged yet
+            out[p.project]["pending"] += 1
+        for p in self.invalid:
             out[p.project]["invalid"] += 1
         for state, items in self.in_flight.items():
             for proj, _ in items:
@@ -140,6 +145,8 @@ def collect(settings: Settings) -> tuple[list[aq.Snapshot], list[Loaded]]:
                 task = load_task(path, snap.project.name, settings.max_task_bytes)
                 loaded.append(Loaded(snap.project.name, path, task=task, mtime=task.mtime))
                 _cache.put(str(path), entry.identity, task)
+            except TaskGone:
+                continue  # claimed or moved since the listing: not a problem of the file
             except TaskFileError as exc:
                 loaded.append(Loaded(snap.project.name, path, error=exc, mtime=entry.mtime))
     return snaps, loaded
@@ -161,8 +168,15 @@ def _why(err: TaskFileError) -> str:
     return f"line {err.line}: {err.reason}" if err.line is not None else err.reason
 
 
-def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomplete_grace: float) -> Plan:
-    """Classify every pending file and order the eligible ones (pure)."""
+def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomplete_grace: float,
+         settle_time: float = 0.0, closed: Mapping[tuple[str, str], settle.Identity] | None = None) -> Plan:
+    """Classify every pending file and order the eligible ones (pure).
+
+    ``closed`` holds the identities the watcher saw when each file's writer was done
+    (:func:`settle.closed_files`); a file neither closed nor unchanged for ``settle_time``
+    is still being written, and is neither judged nor dispatched yet.
+    """
+    closed = closed or {}
     done = DoneIndex({s.project.name: s.done for s in snaps})
     result = Plan(projects=[s.project.name for s in snaps],
                   done_counts={s.project.name: len(s.done) for s in snaps},
@@ -172,8 +186,21 @@ def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomple
     tasks: list[Task] = []
     for item in loaded:
         name = item.path.name
+        entry = inbox_of.get(item.project, {}).get(name)
         if item.invalid_marker is not None:
             result.invalid.append(Problem(item.project, name, item.path, item.invalid_marker))
+        elif entry is not None and entry.regular and not settle.is_settled(
+                entry.version, now=now, settle_time=settle_time, closed=closed.get((item.project, name))):
+            if entry.size == 0 and now - item.mtime >= incomplete_grace:
+                result.invalid.append(Problem(item.project, name, item.path, "file is empty: write the task into it"))
+            elif entry.size == 0:
+                result.incomplete.append(Problem(item.project, name, item.path, "file is empty (still being written?)"))
+            else:
+                result.incomplete.append(Problem(item.project, name, item.path, (
+                    f"still being written (changed {max(0.0, now - item.mtime):.1f}s ago; waits until its writer "
+                    f"closes it or it is unchanged for {settle_time:g}s)")))
+                at = entry.mtime_ns / 1e9 + settle_time
+                result.settles_at = at if result.settles_at is None else min(result.settles_at, at)
         elif isinstance(item.error, TaskIncomplete) and now - item.mtime < incomplete_grace:
             result.incomplete.append(Problem(item.project, name, item.path, _why(item.error)))
         elif item.error is not None:
@@ -244,10 +271,26 @@ def apply_markers(result: Plan, snaps: list[aq.Snapshot]) -> None:
             _marker_op(aq.remove_marker, snap_path, d.INVALID)
 
 
-def run_scan(settings: Settings, *, now: float, write: bool) -> Plan:
-    """collect → plan → (optionally) apply_markers."""
+def fresh_files(snaps: list[aq.Snapshot], *, now: float, settle_time: float) -> list[tuple[str, str]]:
+    """``(project, name)`` of the non-empty task files not yet settled by age (pure)."""
+    return [(s.project.name, name) for s in snaps for name, e in s.inbox.items()
+            if name.endswith(d.TASK_SUFFIX) and e.regular and e.size > 0 and now - e.mtime_ns / 1e9 < settle_time]
+
+
+ClosedLookup = Callable[[list[tuple[str, str]]], Mapping[tuple[str, str], settle.Identity]]
+
+
+def run_scan(settings: Settings, *, now: float, write: bool, closed: ClosedLookup | None = None) -> Plan:
+    """collect → plan → (optionally) apply_markers.
+
+    ``closed`` looks up the watcher's sightings of the files still fresh (none without it: they
+    then settle by age only, as in ``scan --dry-run``).
+    """
     snaps, loaded = collect(settings)
-    result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace)
+    fresh = fresh_files(snaps, now=now, settle_time=settings.settle_time)
+    known = closed(fresh) if closed is not None and fresh else {}
+    result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace,
+                  settle_time=settings.settle_time, closed=known)
     if write:
         apply_markers(result, snaps)
     return result

@@ -78,12 +78,10 @@ def current_holds(settings: Settings, *, now: float | None = None) -> dict[str, 
         r.close()
 
 
-def _dur(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+def _dur(seconds: float | None) -> str:
+    from .humanize import duration
+
+    return duration(seconds)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -92,9 +90,11 @@ def render(data: dict[str, Any]) -> str:
     if not data["redis"]:
         lines.append("(Redis unreachable: session states rebuilt from tmux)")
     if data["paused"]:
-        lines.append(f"POOL PAUSED: {data['pause_reason']}")
+        left = f" ({_dur(data['paused_until'] - data['time'])} left)" if data.get("paused_until") else ""
+        lines.append(f"POOL PAUSED: {data['pause_reason']}{left}")
     for project, hold in data["held"].items():
-        lines.append(f"project {project} held until {time.ctime(hold['until'])}: {hold['reason']}")
+        lines.append(f"project {project} held until {time.ctime(hold['until'])} "
+                     f"({_dur(hold['until'] - data['time'])} left): {hold['reason']}")
     lines.append("")
     fleet = len(data.get("hosts") or []) > 1
     if fleet:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import deployment, pool
+from . import deployment, pool, upview
 from .redis_conn import EMBEDDED_URL_FILE
 from .config import Settings
 from .errors import ConfigError, DeploymentError, DispatcherError
@@ -51,10 +51,18 @@ class Child:
     restarts: int = 0
     started: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    #: Where its output goes (appended; rotated by upview.rotate); None: the terminal.
+    log: Path | None = None
 
     def start(self) -> None:
         logger.info("starting %s: %s", self.name, " ".join(self.argv))
-        self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, start_new_session=True)
+        out = open(self.log, "ab") if self.log is not None else None  # O_APPEND: survives copy-truncate
+        try:
+            self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, start_new_session=True,
+                                         stdout=out, stderr=subprocess.STDOUT if out is not None else None)
+        finally:
+            if out is not None:
+                out.close()
         self.started = time.monotonic()
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -70,7 +78,7 @@ class Child:
             pass
 
 
-def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -> list[Child]:
+def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, web: bool = False) -> list[Child]:
     """The processes ``up`` runs (worker, beat, watcher, optional flower)."""
     py = sys.executable
     state = settings.state_dir
@@ -87,6 +95,10 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -
         if settings.flower.basic_auth:
             env["FLOWER_BASIC_AUTH"] = settings.flower.basic_auth  # flower reads it; keeps it off the argv
         kids.append(Child("flower", argv, env=env))
+    if web:
+        kids.append(Child("web", [py, "-m", "dispatcher", "web"]))  # the fleet page (auth always; see credentials.py)
+    if settings.notify.enabled:
+        kids.append(Child("notify", [py, "-m", "dispatcher", "notify"]))
     return kids
 
 
@@ -149,7 +161,7 @@ def claim_host_name(settings: Settings) -> str | None:
 
 
 def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", workers: int = 1,
-           stop: threading.Event | None = None) -> int:
+           stop: threading.Event | None = None, web: bool = False, verbose: bool = True) -> int:
     """Run until Ctrl-C/SIGTERM (or ``stop``); returns an exit code (2: preflight failed or already running)."""
     problems = preflight(settings, flower=flower)
     for problem in problems:
@@ -180,13 +192,16 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
         os.close(lock)
         return 2
     try:
-        return _run(settings, tmux, stop, flower=flower, loglevel=loglevel, workers=workers)
+        return _run(settings, tmux, stop, flower=flower, loglevel=loglevel, workers=workers, web=web,
+                    verbose=verbose)
     finally:
         os.close(lock)
 
 
-def _run(settings: Settings, tmux: Tmux, stop: threading.Event, *, flower: bool, loglevel: str, workers: int) -> int:
+def _run(settings: Settings, tmux: Tmux, stop: threading.Event, *, flower: bool, loglevel: str, workers: int,
+         web: bool, verbose: bool) -> int:
     server = None
+    view = None
     kids: list[Child] = []
     try:
         if not (os.environ.get("REDIS_URL") or settings.redis_url):
@@ -206,7 +221,10 @@ def _run(settings: Settings, tmux: Tmux, stop: threading.Event, *, flower: bool,
         deployment.mark_socket(tmux, settings)
         logger.info("tmux pool on socket %s: created %s; watch it with: %s", settings.tmux.socket_name,
                     created or "none (all there)", pool.attach_command(settings.tmux.socket_name, settings.pool))
-        kids = children(settings, flower=flower, loglevel=loglevel, workers=workers) if not stop.is_set() else []
+        kids = (children(settings, flower=flower, loglevel=loglevel, workers=workers, web=web)
+                if not stop.is_set() else [])
+        if kids and not verbose:  # calm: component logs to files, a live view (or one line per event) in front
+            view = upview.start(settings, stop, kids, flower=flower, web=web)
         for kid in kids:
             kid.start()
         while not stop.wait(0.5):
@@ -221,10 +239,14 @@ def _run(settings: Settings, tmux: Tmux, stop: threading.Event, *, flower: bool,
                         break
                     kid.restarts += 1
                     kid.start()
+                if kid.log is not None:
+                    upview.rotate(kid.log)
     finally:
         for kid in reversed(kids):
             kid.stop()
         deployment.stop_pool(tmux, settings)  # "Ctrl-C stops it all": no agent or shell outlives up
+        if view is not None:
+            view.join()
         if server is not None:
             (settings.state_dir / EMBEDDED_URL_FILE).unlink(missing_ok=True)
             deployment.stop_embedded_redis(server)

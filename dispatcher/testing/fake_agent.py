@@ -435,6 +435,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume")
     parser.add_argument("--session-id")
     parser.add_argument("--settings")
+    # Like `claude --version` (dispatcher doctor reads it).
+    parser.add_argument("--version", action="version", version=f"{os.environ.get('FAKE_AGENT_VERSION') or '2.1.197'}"
+                                                               " (Claude Code)")
     args, _unknown = parser.parse_known_args(argv)
     FakeAgent(args).run()
 

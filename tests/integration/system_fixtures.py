@@ -122,6 +122,9 @@ def settings(tmp_path: Path, agent_log: Path, sys_redis_url: str) -> Settings:
         state_dir=tmp_path / "state",
         finish_grace=2.0,
         redis_url=sys_redis_url,
+        # Tests write task files atomically and mostly drive the dispatcher without a watcher to see
+        # them moved in: judge them at once. The settling tests (test_settle.py) set it themselves.
+        settle_time=0.0,
     )
 
 

@@ -88,7 +88,7 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
     stop = threading.Event()
     started = threading.Event()  # run() rescans once its observer is up: that is our "watching" signal
     watcher = threading.Thread(target=run, args=(settings.projects_dir,
-                                                 lambda p: app.send_task("inbox_event", args=[p]),
+                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]),
                                                  started.set), kwargs={"stop": stop}, daemon=True)
     watcher.start()
     try:
@@ -111,6 +111,92 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
     finally:
         stop.set()
         watcher.join(timeout=10)
+
+
+def test_non_atomic_writers_are_dispatched_complete_and_atomic_ones_at_once(
+        worker: None, settings: Settings, agent_log: Path) -> None:
+    """`cat > inbox/x.md` pausing inside the body is not dispatched before its writer closes the file, however
+    often scans run meanwhile; a plain one-shot write goes on its close; an atomic rename goes at once (well
+    within settle_time, which only files no watcher saw finished wait for)."""
+    from dispatcher import agent_queue as aq
+    from dispatcher.watcher import run
+
+    runtime.configure(settings.with_overrides(settle_time=30.0))  # the worker's Dispatcher is built from these
+    proj = aq.project(settings.projects_dir, "alpha")
+    aq.ensure_dirs(proj)
+    stop = threading.Event()
+    started = threading.Event()
+    watcher = threading.Thread(target=run, args=(settings.projects_dir,
+                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]),
+                                                 started.set), kwargs={"stop": stop}, daemon=True)
+    watcher.start()
+
+    def text_of(task_id: str) -> str:
+        return next((m["text"] for m in messages(agent_log) if m["text"].startswith(f"[{task_id}.md]")), "")
+
+    try:
+        assert started.wait(30), "watcher did not start"
+        fd = os.open(proj.task_path("SLOW"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"---\ntitle: slow\n---\nWork on SLOW.\n")
+            app.send_task("full_scan").get(timeout=60)
+            add_task(settings, "alpha", "FAST")  # written atomically, like dispatcher submit
+            wait_for(lambda: text_of("FAST"), timeout=20, what="FAST delivered without waiting to settle")
+            app.send_task("full_scan").get(timeout=60)
+            assert proj.task_path("SLOW").exists() and text_of("SLOW") == ""
+            os.write(fd, b"@fake: done\nlast line\n")
+        finally:
+            os.close(fd)
+        wait_for(lambda: text_of("SLOW"), timeout=20, what="SLOW delivered once closed")
+        assert "Work on SLOW.\n@fake: done\nlast line" in text_of("SLOW")
+        proj.task_path("ONE").write_text("Work on ONE.\n@fake: done\nlast line\n")  # one-shot cat > ONE.md
+        wait_for(lambda: text_of("ONE"), timeout=20, what="ONE delivered once closed")
+        assert "last line" in text_of("ONE")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
+def test_a_file_no_watcher_saw_finished_is_dispatched_once_it_settles(
+        worker: None, settings: Settings, agent_log: Path, sys_redis) -> None:  # type: ignore[no-untyped-def]
+    """A hint without the writer's close (polling watcher, a scan) for a fresh file: it goes once unchanged for
+    settle_time, by a scan scheduled for then, not at the next beat tick (there is no beat here)."""
+    from dispatcher import events
+
+    runtime.configure(settings.with_overrides(settle_time=1.0))
+    path = add_task(settings, "alpha", "H1")
+    written = path.stat().st_mtime
+
+    assert app.send_task("inbox_event", args=[str(path)]).get(timeout=60)["task"] == "alpha:H1"
+
+    wait_for(lambda: tags_received(agent_log) == ["alpha:H1"], timeout=30, what="H1 delivered once settled")
+    claimed = [e.time for e in events.recent(sys_redis, 100) if e.kind == "claimed" and e.task == "alpha:H1"]
+    assert len(claimed) == 1 and claimed[0] >= written + 1.0
+
+
+def test_a_paused_pool_still_classifies_and_marks(worker: None, settings: Settings, agent_log: Path,
+                                                  sys_redis) -> None:  # type: ignore[no-untyped-def]
+    """Dispatch is paused (usage limit), scans are not: .invalid and .blocked (first detection) appear at once."""
+    import time
+
+    from dispatcher import agent_queue as aq
+    from dispatcher import keys
+
+    sys_redis.hset(keys.PAUSE, mapping={"until": f"{time.time() + 3600:.0f}", "reason": "usage limit"})
+    proj = aq.project(settings.projects_dir, "alpha")
+    aq.ensure_dirs(proj)
+    aq.write_task_atomically(proj, "BAD", "---\npriority: someday\n---\nx\n")
+    add_task(settings, "alpha", "W", depends_on=("alpha:NOPE",))
+
+    app.send_task("full_scan").get(timeout=60)
+
+    assert "unknown priority 'someday'" in proj.task_path("BAD", ".invalid").read_text()
+    assert proj.task_path("W", ".blocked").exists()
+    # A file arriving while paused is marked by way of its own inbox_event, not at the next beat tick.
+    late = aq.write_task_atomically(proj, "BAD2", "---\ndepends_on: [1:30]\n---\nx\n")
+    app.send_task("inbox_event", args=[str(late)]).get(timeout=60)
+    wait_for(lambda: proj.task_path("BAD2", ".invalid").exists(), timeout=60, what="BAD2 marked invalid")
+    assert messages(agent_log) == []
 
 
 def test_inbox_event_ignores_paths_outside_inboxes(worker: None, settings: Settings, agent_log: Path) -> None:
@@ -137,7 +223,7 @@ def test_two_worker_processes_watcher_and_repeated_calls_never_double_book(
                               start_new_session=True) for i in range(2)]
     stop = threading.Event()
     watcher = threading.Thread(target=run, args=(settings.projects_dir,
-                                                 lambda p: app.send_task("inbox_event", args=[p]), lambda: None),
+                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]), lambda: None),
                                kwargs={"stop": stop}, daemon=True)
     try:
         wait_for(lambda: len(app.control.inspect(timeout=1).ping() or {}) == 2, timeout=60, what="2 workers up")

@@ -212,7 +212,7 @@ def test_kill_9_mid_launch_then_recovery_runs_the_task_once(disp: Dispatcher, se
     cfg = tmp_path / "dispatcher.yaml"
     cfg.write_text(yaml.safe_dump({
         "projects_dir": str(settings.projects_dir), "state_dir": str(settings.state_dir),
-        "redis_url": settings.redis_url, "pool": {"max": settings.pool.max},
+        "redis_url": settings.redis_url, "pool": {"max": settings.pool.max}, "settle_time": 0,
         "tmux": {"socket_name": settings.tmux.socket_name},
         "agent": {"command": settings.agent.command, "env": dict(slow), "prompt_timeout": 60,
                   "resume_dir": str(settings.agent.resume_dir)}}))
@@ -300,3 +300,53 @@ def test_a_late_inbox_event_still_announces_a_task_already_done(disp: Dispatcher
     disp.announce("alpha", "LATE", str(path))
     disp.announce("alpha", "LATE", str(path))
     assert [e.task for e in events.recent(disp.r, 200) if e.kind == "submitted"] == ["alpha:LATE"]
+
+
+def test_submitted_is_the_first_event_of_a_task_however_the_events_race(disp: Dispatcher, settings: Settings) -> None:
+    """A scan may claim or block a file before the watcher's inbox_event announces it: `submitted` still comes
+    first, once per file version."""
+    from dispatcher import events
+
+    ready = add_task(settings, "alpha", "O1")
+    waiting = add_task(settings, "alpha", "O2", depends_on=("alpha:NOPE",))
+    assert disp.assign_next("ccl-auto-0").status == "dispatched"  # no inbox_event has run yet
+    for path in (ready, waiting):  # the late watcher events
+        disp.announce("alpha", path.name[:-3], str(path))
+
+    def kinds(task: str) -> list[str]:
+        return [e.kind for e in events.recent(disp.r, 200) if e.task == task]
+
+    assert kinds("alpha:O1") == ["submitted", "claimed", "launched"]
+    assert kinds("alpha:O2") == ["submitted", "blocked"]
+
+
+def test_a_file_waits_to_settle_unless_the_watcher_saw_its_writer_done(
+        settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, agent_log: Path, clock: Clock) -> None:
+    from dispatcher import runtime, settle
+
+    slow = settings.with_overrides(settle_time=30.0)
+    d = Dispatcher(slow, sys_redis, tmux_pool, runtime.agent_launcher(slow, sys_redis, tmux_pool), clock=clock)
+    path = add_task(slow, "alpha", "S1")
+    assert d.assign_next("ccl-auto-0").status == "no-task"  # nobody said it is complete, and it is fresh
+    ident = settle.identity_of(str(path))
+    assert ident is not None
+    settle.record_closed(sys_redis, "alpha", "S1.md", ident, 30.0)  # what inbox_event does for the watcher
+
+    assert d.assign_next("ccl-auto-0").status == "dispatched"
+    assert tags_received(agent_log) == ["alpha:S1"]
+    # A sighting is needed only until the age rule covers the file: it expires by itself.
+    assert 30 < sys_redis.ttl(keys.closed("alpha", "S1.md")) <= 30 + settle.CLOSED_MARGIN_S
+
+
+def test_a_file_written_to_after_the_scan_is_given_back_not_launched(disp: Dispatcher, settings: Settings,
+                                                                     agent_log: Path) -> None:
+    path = add_task(settings, "alpha", "G1")
+    task = disp.plan().eligible[0]
+    with open(path, "a", encoding="utf-8") as fh:  # its writer was not done after all
+        fh.write("one more line\n")
+
+    outcome = disp.dispatch_one(task, "ccl-auto-0")
+
+    assert outcome.status == "taken" and "changed after it was scanned" in outcome.detail
+    assert path.exists() and messages(agent_log) == []
+    assert disp.session_info("ccl-auto-0").state is State.IDLE

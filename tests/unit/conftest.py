@@ -74,8 +74,12 @@ def make_project(projects_dir: Path) -> Callable[..., aq.Project]:
 
 @pytest.fixture
 def settings(projects_dir: Path) -> Settings:
-    """Settings pointing at projects_dir, everything else default."""
-    return Settings(projects_dir=projects_dir)
+    """Settings pointing at projects_dir, everything else default but ``settle_time``.
+
+    Files written here are complete at once, so they are judged at once (settle_time 0);
+    the tests of settling (test_settle.py) set it themselves.
+    """
+    return Settings(projects_dir=projects_dir, settle_time=0.0)
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ def runner() -> CliRunner:
 @pytest.fixture
 def config(tmp_path: Path, projects_dir: Path) -> Path:
     path = tmp_path / "dispatcher.yaml"
-    path.write_text(f"projects_dir: {projects_dir}\n", encoding="utf-8")
+    # settle_time 0: the files these tests write are complete at once (settling: test_settle.py).
+    path.write_text(f"projects_dir: {projects_dir}\nsettle_time: 0\n", encoding="utf-8")
     return path
 
 
@@ -152,6 +153,18 @@ def test_submit_body_from_a_file(runner, config, projects_dir, tmp_path):
     assert load_task(projects_dir / "web" / d.QUEUE_DIR / d.INBOX / "T6.md", "web").body == "from a file"
 
 
+def test_submit_without_id_makes_unique_ids_in_a_burst(runner, config, projects_dir):
+    """Scripts submit in loops: generated IDs never collide, even within one second."""
+    paths = []
+    for i in range(6):
+        result = run(runner, config, "submit", "web", input=f"task {i}\n")
+        assert result.exit_code == 0, result.output
+        paths.append(Path(result.output.strip()))
+
+    assert len(set(paths)) == 6
+    assert sorted(load_task(p, "web").body for p in paths) == [f"task {i}" for i in range(6)]
+
+
 @pytest.mark.parametrize("existing", ["", d.LAUNCHING, d.DISPATCHED, d.FAILED])
 def test_submit_refuses_an_existing_id(runner, config, make_project, existing):
     proj = make_project("web")
@@ -223,3 +236,26 @@ def test_graph_highlights_a_cycle(runner, config, make_project):
     assert result.exit_code == 0
     assert "CYCLES:" in result.output and "!! a:X → b:Y → a:X" in result.output
     assert "b:Z  [ready]" in result.output
+
+
+def test_graph_formats_dot_mermaid_json(runner, config, make_project):
+    import json
+
+    make_project("a", tasks={"X": {"depends_on": ("b:Y",)}, "W": {"depends_on": ("a:GONE",)}})
+    make_project("b", tasks={"Y": {"depends_on": ("a:X",)}, "Z": {"depends_on": ("a:W",)}})
+
+    dot = run(runner, config, "graph", "--format", "dot").output
+    assert dot.startswith("digraph tasks {") and dot.rstrip().endswith("}")
+    assert dot.count("[color=red, penwidth=2]") == 2  # the two edges of the cycle
+    assert 'label="a:GONE\\nmissing"' in dot and "fillcolor=orange" in dot
+    mermaid = run(runner, config, "graph", "--format", "mermaid").output
+    assert mermaid.startswith("flowchart LR") and mermaid.count("stroke:red") == 2
+    assert ":::missing" in mermaid and '["a:W (blocked)"]' in mermaid
+    data = json.loads(run(runner, config, "graph", "--format", "json").output)
+    assert data["cycles"] == ["a:X → b:Y → a:X"]
+    states = {n["key"]: (n["state"], n["cycle"]) for n in data["nodes"]}
+    assert states == {"a:X": ("blocked", True), "b:Y": ("blocked", True), "a:W": ("blocked", False),
+                      "b:Z": ("blocked", False), "a:GONE": ("missing", False)}
+    svg = run(runner, config, "graph", "--format", "svg").output
+    assert svg.startswith("<svg") and svg.count('class="edge cycle"') == 2
+    assert run(runner, config, "graph", "--format", "png").exit_code != 0

@@ -235,3 +235,31 @@ def test_default_tmux_socket_is_derived_from_the_state_dir(tmp_path):
     assert a_again.tmux.socket_name == a.tmux.socket_name  # every process of one deployment finds the same server
     assert moved.tmux.socket_name not in (a.tmux.socket_name, b.tmux.socket_name)
     assert explicit.tmux.socket_name == "q"
+
+
+def test_web_and_notify_sections(tmp_path):
+    path = write_config(tmp_path, "web: {address: 0.0.0.0, port: 8080}\n"
+                                  "notify:\n  command: notify-me --urgent\n  webhook: https://hooks.example/x\n"
+                                  "  events: [failed, waiting]\n  per_minute: 2\n  timeout: 3\n")
+    s = load_config(path, env={})
+    assert (s.web.address, s.web.port) == ("0.0.0.0", 8080)
+    assert s.notify.command == "notify-me --urgent" and s.notify.webhook == "https://hooks.example/x"
+    assert s.notify.events == ("failed", "waiting") and s.notify.per_minute == 2 and s.notify.enabled
+    assert not load_config(write_config(tmp_path, "{}\n"), env={}).notify.enabled
+
+
+@pytest.mark.parametrize("text, key", [
+    ("notify: {webhook: 'file:///etc/passwd'}", "notify.webhook"),
+    ("notify: {webhook: 'javascript:alert(1)'}", "notify.webhook"),
+    ("notify: {webhook: 'http://'}", "notify.webhook"),
+    ("notify: {command: ''}", "notify.command"),
+    ("notify: {command: 'unbalanced \"quote'}", "notify.command"),
+    ("notify: {events: failed}", "notify.events"),
+    ("notify: {events: ['Failed; rm']}", "notify.events"),
+    ("notify: {per_minute: 0}", "notify.per_minute"),
+    ("notify: {timeout: 600}", "notify.timeout"),
+    ("web: {port: 70000}", "web.port"),
+    ("notify: {shell: true}", "notify.shell"),
+])
+def test_notify_and_web_errors(tmp_path, text, key):
+    assert key in config_error(tmp_path, text + "\n")

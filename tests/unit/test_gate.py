@@ -71,7 +71,7 @@ def test_reject_path_traversal(tmp_path, keys):
     (escaped / "foo.md").write_text("done\n")
     assert (projects_dir / "../../tmp" / d.QUEUE_DIR / d.DONE / "foo.md").exists()
 
-    plan = run_scan(Settings(projects_dir=projects_dir), now=time.time(), write=True)
+    plan = run_scan(Settings(projects_dir=projects_dir, settle_time=0), now=time.time(), write=True)
 
     assert keys(plan.eligible) == [] and plan.blocked == []
     assert [p.name for p in plan.invalid] == ["EVIL.md"]
@@ -149,6 +149,28 @@ def test_lookalikes_do_not_satisfy_the_dependency(make_project, scan, keys, done
 
     assert keys(plan.eligible) == []
     assert keys(plan.blocked) == ["web:T2"]
+
+
+@pytest.mark.parametrize("kind", ["symlink-to-file", "dangling-symlink", "directory", "fifo"])
+def test_only_regular_files_in_done_count(make_project, scan, keys, tmp_path, kind):
+    """Like inbox entries, a done/ entry is a finished task only when it is a regular file."""
+    proj = make_project("web", tasks={"T2": {"depends_on": ("web:T1",), "body": "x"}})
+    entry = proj.done / "T1.md"
+    elsewhere = tmp_path / "elsewhere.md"
+    elsewhere.write_text("not done\n")
+    if kind == "symlink-to-file":
+        entry.symlink_to(elsewhere)
+    elif kind == "dangling-symlink":
+        entry.symlink_to(tmp_path / "missing.md")
+    elif kind == "directory":
+        entry.mkdir()
+    else:
+        os.mkfifo(entry)
+
+    plan = scan()
+
+    assert keys(plan.blocked) == ["web:T2"] and plan.eligible == []
+    assert plan.counts()["web"]["done"] == 0
 
 
 def test_bare_dependency_means_same_project(make_project, scan, keys):

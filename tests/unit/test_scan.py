@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 from dispatcher import defaults as d
 from dispatcher import agent_queue as aq
@@ -149,3 +152,38 @@ def test_directories_squatting_marker_names_do_not_stop_the_pass(make_project, s
         assert keys(plan.blocked) == ["web:wait"]
     assert "unknown priority 'y'" in (proj.root.parent / "api" / ".agent-queue" / "inbox" / "B.md.invalid").read_text()
     assert not [p for p in proj.inbox.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_a_file_claimed_between_listing_and_reading_is_gone_not_invalid(make_project, scan, keys, tmp_path):
+    """A claim racing a scan (listed, then moved to .launching before it is opened) leaves no false .invalid.
+
+    Such a marker is newer than the task file, which keeps its mtime through claim and release:
+    once the task went back to pending, it would be skipped forever.
+    """
+    # Big half-written files read before Z.md widen the window between listing and opening it.
+    slow = {f"A{i}": "---\ntitle: still being written\n" + "x: y\n" * 20_000 for i in range(5)}
+    proj = make_project("web", tasks={**slow, "Z": "work"}, mtimes={"Z": 1_000})
+    stop, ready = tmp_path / "stop", tmp_path / "ready"
+    code = (  # another process claims and releases Z.md, like a racing worker
+        "import sys, time, pathlib\n"
+        "from dispatcher import agent_queue as aq\n"
+        "path, stop, ready = map(pathlib.Path, sys.argv[1:])\n"
+        "ready.touch()\n"
+        "while not stop.exists():\n"
+        "    claimed = aq.claim(path); time.sleep(0.002); aq.release(claimed); time.sleep(0.002)\n"
+    )
+    racer = subprocess.Popen([sys.executable, "-c", code, str(proj.task_path("Z")), str(stop), str(ready)])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline and racer.poll() is None, "racer did not start"
+            time.sleep(0.01)
+        for _ in range(30):
+            plan = scan()
+            assert plan.invalid == [], plan.invalid
+    finally:
+        stop.touch()
+        racer.wait(timeout=30)
+
+    assert not proj.task_path("Z", d.INVALID).exists()
+    assert keys(scan().eligible) == ["web:Z"]
