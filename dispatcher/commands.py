@@ -10,7 +10,7 @@ import time
 import click
 import redis
 
-from .cli import Ctx, cli, pass_ctx
+from .cli import Ctx, cli, config_exit, pass_ctx
 from .errors import ClaimError, DispatcherError
 
 
@@ -28,7 +28,7 @@ def up(obj: Ctx, flower: bool, workers: int, loglevel: str) -> None:
     """
     from .up import run_up
 
-    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers))
+    sys.exit(run_up(obj.deployment(needs_file=True), flower=flower, loglevel=loglevel, workers=workers))
 
 
 @cli.command()
@@ -37,9 +37,14 @@ def up(obj: Ctx, flower: bool, workers: int, loglevel: str) -> None:
 def watch(obj: Ctx, polling: bool) -> None:
     """Watch every project inbox and enqueue inbox_event for each new task file."""
     from .client import send_task
+    from .redis_conn import configured_url
     from .watcher import run
 
-    settings = obj.settings
+    settings = obj.deployment()
+    try:
+        configured_url(settings)
+    except DispatcherError as exc:
+        config_exit(exc)
     stop = threading.Event()
     try:
         run(settings.projects_dir, lambda p: send_task(settings, "inbox_event", [p]),
@@ -56,7 +61,7 @@ def pool_group() -> None:
 def _tmux(obj: Ctx):  # type: ignore[no-untyped-def]
     from .tmux import Tmux
 
-    return Tmux(obj.settings.tmux.socket_name)
+    return Tmux(obj.deployment().tmux.socket_name)
 
 
 @pool_group.command("create")
@@ -65,7 +70,7 @@ def pool_create(obj: Ctx) -> None:
     """Create the missing pool sessions."""
     from . import pool
 
-    s = obj.settings
+    s = obj.deployment()
     created = pool.create(_tmux(obj), s.pool, cwd=s.projects_dir if s.projects_dir.is_dir() else None)
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
     click.echo(f"attach: tmux -L {s.tmux.socket_name} attach -t ={s.pool.names()[0]}")
@@ -99,7 +104,13 @@ def pool_kill(obj: Ctx, names: tuple[str, ...]) -> None:
 def _redis(obj: Ctx, required: bool) -> "redis.Redis | None":
     from .redis_conn import client
 
-    r = client(settings=obj.settings, timeout=2.0)
+    try:
+        r = client(settings=obj.deployment(), timeout=2.0)
+    except DispatcherError as exc:  # no Redis configured or running for this deployment
+        if required:
+            config_exit(exc)
+        click.echo(f"note: {exc}", err=True)
+        return None
     try:
         r.ping()
     except redis.RedisError as exc:

@@ -284,6 +284,17 @@ def find_config_path(path: str | os.PathLike[str] | None = None, env: Mapping[st
     return local if local.is_file() else None
 
 
+def no_config_error(cwd: Path | None = None, *, cli_option: bool = True) -> ConfigError:
+    """Why a command that acts on a deployment refuses to run without a config file, and the fix."""
+    here = cwd or Path.cwd()
+    option = "pass -c/--config PATH, or " if cli_option else ""
+    return ConfigError(
+        f"no {d.CONFIG_FILE} in {here} and {d.CONFIG_ENV} is not set, so there is no telling which deployment "
+        f"(and which Redis) to act on. cd into the deployment's directory (the one with its {d.CONFIG_FILE}), "
+        f"or {option}set {d.CONFIG_ENV}=/path/to/{d.CONFIG_FILE}. "
+        "No deployment yet? 'dispatcher init DIR' writes one.")
+
+
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the configuration; without a file, defaults relative to the cwd."""
     env = os.environ if env is None else env
