@@ -63,6 +63,12 @@ FINISH_GRACE_S: Final = 30.0
 
 FLOWER_ADDRESS: Final = "127.0.0.1"
 FLOWER_PORT: Final = 5555
+#: Without FLOWER_BASIC_AUTH, ``up --flower`` generates ``<FLOWER_USER>:<random>`` once into this state_dir file (0600).
+FLOWER_AUTH_FILE: Final = "flower-auth"
+FLOWER_USER: Final = "admin"
+
+#: ``up`` gives a configured Redis this long to answer PING before it stops with the reason.
+REDIS_CHECK_TIMEOUT_S: Final = 10.0
 
 CONFIG_ENV: Final = "DISPATCHER_CONFIG"
 CONFIG_FILE: Final = "dispatcher.yaml"

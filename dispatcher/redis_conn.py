@@ -8,6 +8,8 @@ from the one URL so every process talks to the same server.
 from __future__ import annotations
 
 import os
+import re
+from urllib.parse import urlsplit
 
 import redis
 
@@ -44,6 +46,19 @@ def configured_url(settings: Settings | None = None) -> str:
         f"{settings.source}: redis_url is unset (the embedded Redis of 'dispatcher up') and no 'dispatcher up' "
         f"is running for this config ({settings.state_dir / EMBEDDED_URL_FILE} is missing): start "
         f"'dispatcher up' in {settings.source.parent}, or set redis_url in the file or REDIS_URL.")
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for logs and error messages)."""
+    out = url
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            userinfo = parts.netloc.rpartition("@")[0]
+            out = out.replace(f"{userinfo}@", f"{parts.username or ''}:***@", 1)
+    except ValueError:  # unparsable: hide everything between "://" and "@"
+        out = re.sub(r"(://)[^@/]*@", r"\1***@", out)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", out)
 
 
 def celery_url(url: str) -> str:

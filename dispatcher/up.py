@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -21,9 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from . import defaults as d
 from . import pool
 from .redis_conn import EMBEDDED_URL_FILE
 from .config import Settings
+from .errors import ConfigError
 from .tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -69,7 +74,7 @@ class Child:
             pass
 
 
-def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -> list[Child]:
+def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, flower_auth: str = "") -> list[Child]:
     """The processes ``up`` runs (worker, beat, watcher, optional flower)."""
     py = sys.executable
     state = settings.state_dir
@@ -82,13 +87,75 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int) -
         argv = [py, "-m", "celery", "-A", "dispatcher", "flower", f"--address={settings.flower.address}",
                 f"--port={settings.flower.port}"]
         env = {}
-        if settings.flower.basic_auth:
-            env["FLOWER_BASIC_AUTH"] = settings.flower.basic_auth  # flower reads it; keeps it off the argv
+        auth = flower_auth or settings.flower.basic_auth
+        if auth:
+            env["FLOWER_BASIC_AUTH"] = auth  # flower reads it; keeps it off the argv
         kids.append(Child("flower", argv, env=env))
     return kids
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def flower_credentials(settings: Settings) -> tuple[str, Path | None]:
+    """Flower's ``user:password``: FLOWER_BASIC_AUTH / flower.basic_auth, else one generated once.
+
+    On loopback any local user could otherwise drive the workers through Flower's API. The
+    generated one lives in ``<state_dir>/flower-auth`` (mode 0600) and is reused by later runs;
+    the path is returned so it can be shown (the password itself is never logged).
+    """
+    if settings.flower.basic_auth:
+        return settings.flower.basic_auth, None
+    path = settings.state_dir / d.FLOWER_AUTH_FILE
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    user, _, password = existing.partition(":")
+    if user and password and "," not in existing:
+        os.chmod(path, 0o600)  # whoever loosened it, the secret stays the owner's
+        return existing, path
+    creds = f"{d.FLOWER_USER}:{secrets.token_urlsafe(18)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(creds + "\n")
+    os.replace(tmp, path)
+    return creds, path
+
+
+def wait_for_redis(url: str, where: str, *, timeout: float = d.REDIS_CHECK_TIMEOUT_S,
+                   stop: threading.Event | None = None) -> str | None:
+    """None once the Redis at ``url`` answers PING; else (after ``timeout`` s at most) why not and what to do.
+
+    Without this, every child would retry the connection forever and ``up`` would look alive.
+    """
+    from .redis_conn import client, redacted
+
+    shown = redacted(url)
+    fix = (f"Start that Redis or fix {where}; unset both redis_url and REDIS_URL to use the embedded Redis "
+           "of 'dispatcher up'.")
+    waiter = stop or threading.Event()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            r = client(url, timeout=max(0.5, min(3.0, left)))
+            try:
+                r.ping()
+                return None
+            finally:
+                r.close()
+        except ConfigError as exc:
+            return f"{exc}. Fix {where}."
+        except redis.AuthenticationError as exc:  # answers, but not to us: retrying will not help
+            return f"Redis at {shown} refuses the credentials ({exc}). Fix the password in {where}."
+        except (redis.RedisError, OSError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline or waiter.wait(0.5):  # retry period; Ctrl-C ends the wait
+            break
+    return f"Redis at {shown} does not answer after {timeout:.0f} s ({last}). {fix}"
 
 
 def preflight(settings: Settings, *, flower: bool) -> list[str]:
@@ -119,6 +186,14 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
     if problems:
         return 2
     stop = stop or threading.Event()
+    external = os.environ.get("REDIS_URL") or settings.redis_url
+    if external:
+        where = ("REDIS_URL (it overrides redis_url in the config)" if os.environ.get("REDIS_URL")
+                 else f"redis_url in {settings.source or 'the config'}")
+        unreachable = wait_for_redis(external, where, stop=stop)
+        if unreachable:
+            logger.error("%s", unreachable)
+            return 2
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     server = None
     if not (os.environ.get("REDIS_URL") or settings.redis_url):
@@ -140,7 +215,15 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-    kids = children(settings, flower=flower, loglevel=loglevel, workers=workers)
+    flower_auth = ""
+    if flower:
+        flower_auth, auth_file = flower_credentials(settings)
+        if auth_file is not None:
+            # WARNING so it shows without -v: without it nobody can log in to Flower.
+            logger.warning("Flower at http://%s:%d/ requires a login: user %s, password in %s "
+                           "(FLOWER_BASIC_AUTH=user:password chooses your own)", settings.flower.address,
+                           settings.flower.port, flower_auth.partition(":")[0], auth_file)
+    kids = children(settings, flower=flower, loglevel=loglevel, workers=workers, flower_auth=flower_auth)
     for kid in kids:
         kid.start()
     try:
