@@ -73,3 +73,5 @@ REDIS_CHECK_TIMEOUT_S: Final = 10.0
 CONFIG_ENV: Final = "DISPATCHER_CONFIG"
 CONFIG_FILE: Final = "dispatcher.yaml"
 STATE_DIR: Final = ".state"
+#: Default ``agent.resume_dir``, under state_dir: one per deployment (``~/.claude-context`` is the reference's).
+RESUME_DIR: Final = "resume"

@@ -32,7 +32,7 @@ agent:
   prompt_timeout: 60               # seconds to wait for the agent's input prompt
   submit_timeout: 10
   submit_retries: 3
-  resume_dir: ~/.claude-context    # <session>-resume-id.txt files (--resume)
+  # resume_dir: ~/.claude-context  # <session>-resume-id.txt files (--resume); default <state_dir>/resume
   hooks: true                      # report Claude Code hook events to the dispatcher
   recycle: exit                    # exit the agent after each task (fresh context)
   # env: {CLAUDE_CONFIG_DIR: /path}  # exported in the pane before the agent starts

@@ -23,7 +23,7 @@ import redis as redis_lib
 from . import keys, screen
 from .config import AgentSettings
 from .defaults import POLL_INTERVAL_S
-from .errors import DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
+from .errors import ConfigError, DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
 from .hooks import HookLog, HookReport, write_settings
 from .locks import Held
 from .message import build_message, tag
@@ -71,6 +71,8 @@ class LaunchResult:
 
 def resume_path(agent: AgentSettings, session: str) -> Path:
     """File holding the Claude session UUID to resume in ``session`` (reference layout)."""
+    if agent.resume_dir is None:  # an AgentSettings used outside Settings, which fills it in
+        raise ConfigError("agent.resume_dir is not set")
     return Path(agent.resume_dir).expanduser() / f"{session}-resume-id.txt"
 
 
