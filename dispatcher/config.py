@@ -66,7 +66,7 @@ class AgentSettings:
     message_footer: str = d.MESSAGE_FOOTER
     #: Wire Claude Code hooks (``--settings``/``--session-id``) into each launch.
     hooks: bool = True
-    #: Extra environment exported in the pane before the agent starts.
+    #: Extra environment for the agent; ``$VAR``/``${VAR}`` expand from the dispatcher's at launch.
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: After a finished task: "exit" the agent and start a fresh one per task.
     recycle: str = "exit"
