@@ -190,8 +190,10 @@ def scan(obj: Ctx, dry_run: bool, as_json: bool) -> None:
     if not dry_run:
         from .client import send_task
 
-        send_task(settings, "full_scan")
-        click.echo("full_scan requested")
+        if send_task(settings, "full_scan"):
+            click.echo("full_scan requested")
+        else:
+            click.echo("full_scan not requested: no running system reachable (see the warning above)", err=True)
 
 
 @cli.command()
