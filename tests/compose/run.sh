@@ -103,6 +103,7 @@ start_engine() {
     # Under the engine lock: two runs never both start one, and each registers as a user.
     engine_lock
     engine_register
+    ENGINE_LOG="$(_engine_state)/dockerd.log"
     if engine_up; then
         log "engine already running: $(docker info -f '{{.ServerVersion}} {{.Driver}}')"
         engine_unlock
@@ -113,9 +114,11 @@ start_engine() {
     [[ -z "${AQ_DOCKER_STORAGE:-}" ]] && drivers+=(vfs)
     local driver deadline
     for driver in "${drivers[@]}"; do
-        log "starting dockerd (--storage-driver=${driver}, no bridge, no iptables), log: ${WORK}/dockerd.log"
+        log "starting dockerd (--storage-driver=${driver}, no bridge, no iptables), log: ${ENGINE_LOG}"
+        # The engine may outlive this run (another run uses it): its log is not in this run's WORK,
+        # and it must not inherit the engine lock (it would hold it for its whole life).
         setsid dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver="${driver}" \
-            >"${WORK}/dockerd.log" 2>&1 </dev/null &
+            >"${ENGINE_LOG}" 2>&1 </dev/null {ENGINE_LOCK_FD}>&- &
         ENGINE_PID=$!
         deadline=$((SECONDS + 60))
         while ((SECONDS < deadline)); do
@@ -129,13 +132,13 @@ start_engine() {
             sleep 0.5
         done
         log "dockerd with ${driver} did not come up; last log lines:"
-        tail -n 5 "${WORK}/dockerd.log" || true
+        tail -n 5 "${ENGINE_LOG}" || true
         kill "${ENGINE_PID}" 2>/dev/null || true
         wait "${ENGINE_PID}" 2>/dev/null || true
         ENGINE_PID=""
     done
     engine_unlock
-    die "no Docker engine could be started (see ${WORK}/dockerd.log)"
+    die "no Docker engine could be started (see ${ENGINE_LOG})"
 }
 
 # The engine is stopped by the last run out, and only if a run started it (tests/compose/lib.sh).
