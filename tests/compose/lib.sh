@@ -12,12 +12,15 @@ aq_free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# aq_run_ids ROOT: sets RUN_ID PROJECT_NAME WORK IMAGE REDIS_PORT FLOWER_PORT (the AQ_* knobs win).
+# aq_run_ids ROOT: sets RUN_ID PROJECT_NAME WORK WHEELS IMAGE REDIS_PORT FLOWER_PORT (the AQ_* knobs win).
+# WHEELS sits under tests/compose/.work/wheels/, the one .work path .dockerignore lets into the
+# build context (a wildcard exception such as .work/*/wheels is not honoured by the classic builder).
 aq_run_ids() {
     local root="$1"
     RUN_ID="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
     PROJECT_NAME="${AQ_COMPOSE_PROJECT:-aqcompose-${RUN_ID}}"
     WORK="${root}/tests/compose/.work/${PROJECT_NAME}"
+    WHEELS="${root}/tests/compose/.work/wheels/${PROJECT_NAME}"
     IMAGE="agent-queue-dispatcher:${PROJECT_NAME}"
     REDIS_PORT="${AQ_TEST_REDIS_PORT:-$(aq_free_port)}"
     FLOWER_PORT="${AQ_TEST_FLOWER_PORT:-$(aq_free_port)}"

@@ -19,7 +19,7 @@
 #     engine only if a run of this script started it and no other run still uses it.
 #
 # Several runs on one machine do not collide (tests/compose/lib.sh): each has its own compose
-# project, image tag, work dir (tests/compose/.work/<project>, removed after a passing run) and
+# project, image tag, work dir (tests/compose/.work/<project>, removed after a passing run), wheelhouse and
 # free loopback ports. Host networking: every container shares the host's loopback.
 # Environment knobs:
 #   AQ_COMPOSE_PROJECT      compose project name (default aqcompose-<random>)
@@ -37,7 +37,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=tests/compose/lib.sh
 source "${ROOT}/tests/compose/lib.sh"
-aq_run_ids "${ROOT}"   # PROJECT_NAME WORK IMAGE REDIS_PORT FLOWER_PORT of this run
+aq_run_ids "${ROOT}"   # PROJECT_NAME WORK WHEELS IMAGE REDIS_PORT FLOWER_PORT of this run
 BASE_IMAGE="${AQ_BASE_IMAGE:-local/bookworm-py}"
 BASE_LABEL_VALUE="3"   # bump when the debootstrap package list changes
 BASE_PACKAGES="python3,python3-venv,tmux,ca-certificates,redis-server,procps,tini"
@@ -199,7 +199,7 @@ build_base_locked() {
 
 build_wheelhouse() {
     # The project's sources, copied so the build leaves nothing in the working tree.
-    local src="${WORK}/src" wheels="${WORK}/wheels"
+    local src="${WORK}/src" wheels="${WHEELS}"
     rm -rf "${src}"
     mkdir -p "${src}" "${wheels}"
     (cd "${ROOT}" && for f in pyproject.toml setup.cfg setup.py README.md LICENSE celeryconfig.py MANIFEST.in; do
@@ -256,7 +256,7 @@ AQ_TEST_LOG_DIR=${LOGS}
 AQ_TEST_REDIS_PORT=${REDIS_PORT}
 AQ_TEST_FLOWER_PORT=${FLOWER_PORT}
 AQ_TEST_BASE=${BASE_IMAGE}
-AQ_TEST_WHEELS=${WORK#"${ROOT}/"}/wheels
+AQ_TEST_WHEELS=${WHEELS#"${ROOT}/"}
 DISPATCHER_IMAGE=${IMAGE}
 EOF
     FLOWER_AUTH="${auth}"
@@ -478,6 +478,7 @@ cleanup() {
         fi
     fi
     [[ "${AQ_COMPOSE_KEEP:-0}" == 1 ]] || stop_engine
+    rm -rf "${WHEELS}"
     if ((rc == 0)) && [[ "${AQ_COMPOSE_KEEP:-0}" != 1 ]]; then rm -rf "${WORK}"; fi
     summary
     ((rc != 0 && FAILED == 0)) && FAILED=1

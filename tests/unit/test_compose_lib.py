@@ -34,7 +34,7 @@ def bash(script: str, **env: str) -> str:
 
 
 def run_ids(**env: str) -> dict[str, str]:
-    out = bash(f'aq_run_ids "{ROOT}"; for v in PROJECT_NAME WORK IMAGE REDIS_PORT FLOWER_PORT; do '
+    out = bash(f'aq_run_ids "{ROOT}"; for v in PROJECT_NAME WORK WHEELS IMAGE REDIS_PORT FLOWER_PORT; do '
                'echo "$v=${!v}"; done', **env)
     return dict(line.split("=", 1) for line in out.splitlines())
 
@@ -47,9 +47,12 @@ def _listening(port: int) -> bool:
 def test_two_runs_get_their_own_project_image_work_dir_and_free_ports() -> None:
     a, b = run_ids(), run_ids()
 
-    for key in ("PROJECT_NAME", "WORK", "IMAGE"):
+    for key in ("PROJECT_NAME", "WORK", "WHEELS", "IMAGE"):
         assert a[key] != b[key], key
     assert a["WORK"].startswith(str(ROOT / "tests" / "compose" / ".work") + "/")
+    # the only .work path .dockerignore lets into the image's build context
+    assert a["WHEELS"].startswith(str(ROOT / "tests" / "compose" / ".work" / "wheels") + "/")
+    assert "!tests/compose/.work/wheels" in (ROOT / ".dockerignore").read_text().splitlines()
     assert a["PROJECT_NAME"] in a["IMAGE"] and a["PROJECT_NAME"] in a["WORK"]
     ports = [int(x[k]) for x in (a, b) for k in ("REDIS_PORT", "FLOWER_PORT")]
     assert int(a["REDIS_PORT"]) != int(a["FLOWER_PORT"]) and not any(_listening(p) for p in ports)
