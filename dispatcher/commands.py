@@ -15,7 +15,8 @@ from .errors import ClaimError, DispatcherError
 
 
 @cli.command()
-@click.option("--flower", is_flag=True, help="Also run Flower (loopback; login from FLOWER_BASIC_AUTH, else generated into <state_dir>/flower-auth).")
+@click.option("--flower", is_flag=True,
+              help="Also run Flower (loopback; login from FLOWER_BASIC_AUTH, else generated into <state_dir>/flower-auth).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
 @pass_ctx
