@@ -10,12 +10,13 @@ import time
 import click
 import redis
 
-from .cli import Ctx, cli, pass_ctx
+from .cli import Ctx, cli, config_exit, pass_ctx
 from .errors import ClaimError, DispatcherError
 
 
 @cli.command()
-@click.option("--flower", is_flag=True, help="Also run Flower (loopback; basic auth from FLOWER_BASIC_AUTH).")
+@click.option("--flower", is_flag=True,
+              help="Also run Flower (loopback; login from FLOWER_BASIC_AUTH, else generated into <state_dir>/web-auth).")
 @click.option("--web", is_flag=True, help="Also run the fleet page (loopback; basic auth always, see 'dispatcher web').")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
@@ -30,7 +31,8 @@ def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str, verbose: 
     """
     from .up import run_up
 
-    sys.exit(run_up(obj.settings, flower=flower, loglevel=loglevel, workers=workers, web=web, verbose=verbose))
+    sys.exit(run_up(obj.deployment(needs_file=True), flower=flower, loglevel=loglevel, workers=workers, web=web,
+                    verbose=verbose))
 
 
 @cli.command()
@@ -39,9 +41,14 @@ def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str, verbose: 
 def watch(obj: Ctx, polling: bool) -> None:
     """Watch every project inbox and enqueue inbox_event for each new task file."""
     from .client import send_task
+    from .redis_conn import configured_url
     from .watcher import run
 
-    settings = obj.settings
+    settings = obj.deployment()
+    try:
+        configured_url(settings)
+    except DispatcherError as exc:
+        config_exit(exc)
     stop = threading.Event()
     try:
         run(settings.projects_dir, lambda p, closed: send_task(settings, "inbox_event", [p, closed]),
@@ -58,7 +65,7 @@ def pool_group() -> None:
 def _tmux(obj: Ctx):  # type: ignore[no-untyped-def]
     from .tmux import Tmux
 
-    return Tmux(obj.settings.tmux.socket_name)
+    return Tmux(obj.deployment().tmux.socket_name)
 
 
 @pool_group.command("create")
@@ -67,7 +74,7 @@ def pool_create(obj: Ctx) -> None:
     """Create the missing pool sessions."""
     from . import pool
 
-    s = obj.settings
+    s = obj.deployment()
     created = pool.create(_tmux(obj), s.pool, cwd=s.projects_dir if s.projects_dir.is_dir() else None)
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
     click.echo(f"attach: {pool.attach_command(s.tmux.socket_name, s.pool)}")
@@ -108,7 +115,13 @@ def pool_kill(obj: Ctx, names: tuple[str, ...]) -> None:
 def _redis(obj: Ctx, required: bool) -> "redis.Redis | None":
     from .redis_conn import client
 
-    r = client(settings=obj.settings, timeout=2.0)
+    try:
+        r = client(settings=obj.deployment(), timeout=2.0)
+    except DispatcherError as exc:  # no Redis configured or running for this deployment
+        if required:
+            config_exit(exc)
+        click.echo(f"note: {exc}", err=True)
+        return None
     try:
         r.ping()
     except redis.RedisError as exc:
