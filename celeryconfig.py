@@ -1,20 +1,30 @@
 """Celery settings for ``celery -A dispatcher`` (worker, beat, flower, call).
 
 Broker and results come from $REDIS_URL or the dispatcher config's
-``redis_url`` (``dispatcher up`` exports the embedded server's URL).
+``redis_url`` (``dispatcher up`` exports the embedded server's URL). Without
+either, and without a running ``up`` for the config, importing this raises a
+ConfigError that says what to do (never a guessed localhost Redis).
 """
 
 from __future__ import annotations
 
 from kombu import Queue
 
-from dispatcher.config import load_config
+from dispatcher.config import load_config, no_config_error
+from dispatcher.errors import ConfigError
 from dispatcher.hosts import CLUSTER_QUEUE, host_queue
 from dispatcher.redis_conn import celery_url, configured_url
 
-_settings = load_config()
+try:
+    _settings = load_config()
+    if _settings.source is None and not _settings.redis_url:
+        raise no_config_error(cli_option=False)
+    _url = configured_url(_settings)
+except ConfigError as exc:
+    # Celery would bury this under a long traceback: say it plainly and stop `celery -A dispatcher …`.
+    raise SystemExit(f"celery -A dispatcher: config error: {exc}") from None
 
-broker_url = result_backend = celery_url(configured_url(_settings))
+broker_url = result_backend = celery_url(_url)
 broker_connection_retry_on_startup = True
 # A launch waits for an agent to boot: keep un-acked tasks invisible long enough.
 broker_transport_options = {"visibility_timeout": 3600}

@@ -7,13 +7,13 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from . import agent_queue as aq
 from . import defaults as d
-from .config import Settings, load_config
+from .config import Settings, load_config, no_config_error
 from .errors import ClaimError, DispatcherError, TaskFileError
 
 EXIT_OK = 0
@@ -35,9 +35,25 @@ class Ctx:
             try:
                 self._settings = load_config(self.config_path)
             except DispatcherError as exc:
-                click.echo(f"config error: {exc}", err=True)
-                sys.exit(EXIT_CONFIG)
+                config_exit(exc)
         return self._settings
+
+    def deployment(self, *, needs_file: bool = False) -> Settings:
+        """Settings of a deployment someone chose: a config file (or, unless ``needs_file``, $REDIS_URL).
+
+        Commands that act on a running system use this: guessing (the cwd, localhost:6379) could
+        act on another deployment, or on nothing, without a word.
+        """
+        s = self.settings
+        if s.source is None and (needs_file or not s.redis_url):
+            config_exit(no_config_error())
+        return s
+
+
+def config_exit(exc: DispatcherError) -> NoReturn:
+    """Print a configuration problem and exit with EXIT_CONFIG."""
+    click.echo(f"config error: {exc}", err=True)
+    sys.exit(EXIT_CONFIG)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -190,14 +206,17 @@ def scan(obj: Ctx, dry_run: bool, as_json: bool) -> None:
     from .scan import run_scan
     from .status import current_holds
 
-    result = run_scan(obj.settings, now=time.time(), write=not dry_run)
-    holds = current_holds(obj.settings)  # projects on hold (e.g. folder not trusted) say so, not "eligible"
+    settings = obj.settings if dry_run else obj.deployment()
+    result = run_scan(settings, now=time.time(), write=not dry_run)
+    holds = current_holds(settings)  # projects on hold (e.g. folder not trusted) say so, not "eligible"
     click.echo(dumps(plan_json(result, holds)) if as_json else render_plan(result, holds))
     if not dry_run:
         from .client import send_task
 
-        send_task(obj.settings, "full_scan")
-        click.echo("full_scan requested")
+        if send_task(settings, "full_scan"):
+            click.echo("full_scan requested")
+        else:
+            click.echo("full_scan not requested: no running system reachable (see the warning above)", err=True)
 
 
 @cli.command()

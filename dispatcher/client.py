@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from .config import Settings
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
 def send_task(settings: Settings, name: str, args: list[Any] | None = None) -> str | None:
-    """Enqueue task ``name``; returns its id, or None (logged) when the broker is unreachable."""
+    """Enqueue task ``name`` on the Redis of ``settings``; its id, or None (logged) when it cannot be sent."""
+    from .redis_conn import configured_url
+
+    try:
+        url = configured_url(settings)
+    except ConfigError as exc:  # no Redis for this deployment (e.g. its `up` is not running)
+        logger.warning("%s not sent: %s", name, exc)
+        return None
+    # celeryconfig (read when the app is first used) finds the deployment through these, so a
+    # `-c` config or a run from another directory reaches the same Redis as this process.
+    os.environ["REDIS_URL"] = url
+    if settings.source is not None:
+        os.environ["DISPATCHER_CONFIG"] = str(settings.source)
     from .celery_app import app
 
     try:

@@ -12,14 +12,15 @@ from typing import Any
 import click
 import redis
 
-from .cli import Ctx, cli, pass_ctx
+from .cli import Ctx, cli, config_exit, pass_ctx
 from .errors import ClaimError, DispatcherError
 
 logger = logging.getLogger(__name__)
 
 
 @cli.command()
-@click.option("--flower", is_flag=True, help="Also run Flower (loopback; basic auth from FLOWER_BASIC_AUTH).")
+@click.option("--flower", is_flag=True,
+              help="Also run Flower (loopback; login from FLOWER_BASIC_AUTH, else generated into <state_dir>/web-auth).")
 @click.option("--web", is_flag=True, help="Also run the fleet page (loopback; basic auth always, see 'dispatcher web').")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
@@ -41,7 +42,7 @@ def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str, verbose: 
     """
     from .up import join_fleet, run_up
 
-    settings = obj.settings
+    settings = obj.deployment(needs_file=True)
     if join or host:
         try:
             settings = join_fleet(settings, join, host)
@@ -56,11 +57,16 @@ def up(obj: Ctx, flower: bool, web: bool, workers: int, loglevel: str, verbose: 
 def watch(obj: Ctx, polling: bool) -> None:
     """Watch every project inbox and enqueue inbox_event for each new task file."""
     from .client import send_task
+    from .redis_conn import configured_url
     from .watcher import run
 
     from .fsinfo import is_network
 
-    settings = obj.settings
+    settings = obj.deployment()
+    try:
+        configured_url(settings)
+    except DispatcherError as exc:
+        config_exit(exc)
     if not polling and is_network(settings.projects_dir):
         # inotify never hears of files another machine writes over NFS/CIFS: poll (the full scan backs it up).
         logger.warning("%s is on a network filesystem: polling for new task files", settings.projects_dir)
@@ -81,7 +87,7 @@ def pool_group() -> None:
 def _tmux(obj: Ctx):  # type: ignore[no-untyped-def]
     from .tmux import Tmux
 
-    return Tmux(obj.settings.tmux.socket_name)
+    return Tmux(obj.deployment().tmux.socket_name)
 
 
 @pool_group.command("create")
@@ -90,7 +96,7 @@ def pool_create(obj: Ctx) -> None:
     """Create the missing pool sessions."""
     from . import pool
 
-    s = obj.settings
+    s = obj.deployment()
     created = pool.create(_tmux(obj), s.pool, cwd=s.projects_dir if s.projects_dir.is_dir() else None)
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
     click.echo(f"attach: {pool.attach_command(s.tmux.socket_name, s.pool)}")
@@ -131,7 +137,13 @@ def pool_kill(obj: Ctx, names: tuple[str, ...]) -> None:
 def _redis(obj: Ctx, required: bool) -> "redis.Redis | None":
     from .redis_conn import client
 
-    r = client(settings=obj.settings, timeout=2.0)
+    try:
+        r = client(settings=obj.deployment(), timeout=2.0)
+    except DispatcherError as exc:  # no Redis configured or running for this deployment
+        if required:
+            config_exit(exc)
+        click.echo(f"note: {exc}", err=True)
+        return None
     try:
         r.ping()
     except redis.RedisError as exc:

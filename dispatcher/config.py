@@ -77,11 +77,13 @@ class AgentSettings:
     prompt_timeout: float = d.PROMPT_TIMEOUT_S
     submit_timeout: float = d.SUBMIT_TIMEOUT_S
     submit_retries: int = d.SUBMIT_RETRIES
-    resume_dir: Path = Path("~/.claude-context").expanduser()
+    #: ``<session>-resume-id.txt`` files; None: ``<state_dir>/resume`` (filled in by Settings), so two
+    #: deployments never resume each other's conversations. ``~/.claude-context`` is the reference layout.
+    resume_dir: Path | None = None
     message_footer: str = d.MESSAGE_FOOTER
     #: Wire Claude Code hooks (``--settings``/``--session-id``) into each launch.
     hooks: bool = True
-    #: Extra environment exported in the pane before the agent starts.
+    #: Extra environment for the agent; ``$VAR``/``${VAR}`` expand from the dispatcher's at launch.
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: After a finished task: "exit" the agent and start a fresh one per task.
     recycle: str = "exit"
@@ -161,6 +163,10 @@ class Settings:
     redis_url: str | None = None
     state_dir: Path = Path(d.STATE_DIR)
     source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.agent.resume_dir is None:  # per deployment, never a directory shared by every one on the host
+            object.__setattr__(self, "agent", replace(self.agent, resume_dir=self.state_dir / d.RESUME_DIR))
 
     def with_overrides(self, **changes: Any) -> "Settings":
         """A copy with some fields replaced (tests, CLI flags)."""
@@ -331,7 +337,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         prompt_timeout=agent_r.get("prompt_timeout", _number, d.PROMPT_TIMEOUT_S, _positive),
         submit_timeout=agent_r.get("submit_timeout", _number, d.SUBMIT_TIMEOUT_S, _positive),
         submit_retries=agent_r.get("submit_retries", _strict_int, d.SUBMIT_RETRIES, _positive),
-        resume_dir=agent_r.get("resume_dir", to_path, Path("~/.claude-context").expanduser()),
+        resume_dir=agent_r.get("resume_dir", to_path, None),
         message_footer=agent_r.get("message_footer", _string, d.MESSAGE_FOOTER),
         hooks=agent_r.get("hooks", _boolean, True),
         env=agent_r.get("env", _str_map, MappingProxyType({})),
@@ -417,6 +423,17 @@ def find_config_path(path: str | os.PathLike[str] | None = None, env: Mapping[st
         return Path(env[d.CONFIG_ENV])
     local = Path.cwd() / d.CONFIG_FILE
     return local if local.is_file() else None
+
+
+def no_config_error(cwd: Path | None = None, *, cli_option: bool = True) -> ConfigError:
+    """Why a command that acts on a deployment refuses to run without a config file, and the fix."""
+    here = cwd or Path.cwd()
+    option = "pass -c/--config PATH, or " if cli_option else ""
+    return ConfigError(
+        f"no {d.CONFIG_FILE} in {here} and {d.CONFIG_ENV} is not set, so there is no telling which deployment "
+        f"(and which Redis) to act on. cd into the deployment's directory (the one with its {d.CONFIG_FILE}), "
+        f"or {option}set {d.CONFIG_ENV}=/path/to/{d.CONFIG_FILE}. "
+        "No deployment yet? 'dispatcher init DIR' writes one.")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -15,11 +15,12 @@ import os
 import secrets
 from pathlib import Path
 
+from . import defaults as d
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-AUTH_FILE = "web-auth"
+AUTH_FILE = d.FLOWER_AUTH_FILE
 DEFAULT_USER = "admin"
 
 

@@ -91,6 +91,12 @@ AGENT_MISSING_PAUSE_S: Final = 60.0
 
 FLOWER_ADDRESS: Final = "127.0.0.1"
 FLOWER_PORT: Final = 5555
+#: Without FLOWER_BASIC_AUTH, ``up`` generates ``admin:<random>`` once into this state_dir file (0600), for Flower
+#: and the fleet page alike (credentials.py).
+FLOWER_AUTH_FILE: Final = "web-auth"
+
+#: ``up`` gives a configured Redis this long to answer PING before it stops with the reason.
+REDIS_CHECK_TIMEOUT_S: Final = 10.0
 
 CONFIG_ENV: Final = "DISPATCHER_CONFIG"
 CONFIG_FILE: Final = "dispatcher.yaml"
@@ -128,3 +134,6 @@ DOCTOR_MAX_SKEW_S: Final = 5.0
 #: ``dispatcher up``: component logs rotate at this size, keeping this many old files.
 LOG_MAX_BYTES: Final = 5 * 1024 * 1024
 LOG_BACKUPS: Final = 3
+
+#: Default ``agent.resume_dir``, under state_dir: one per deployment (``~/.claude-context`` is the reference's).
+RESUME_DIR: Final = "resume"

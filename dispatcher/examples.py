@@ -35,10 +35,10 @@ agent:
   prompt_timeout: 60               # seconds to wait for the agent's input prompt
   submit_timeout: 10
   submit_retries: 3
-  resume_dir: ~/.claude-context    # <session>-resume-id.txt files (--resume)
+  # resume_dir: ~/.claude-context  # <session>-resume-id.txt files (--resume); default <state_dir>/resume
   hooks: true                      # report Claude Code hook events to the dispatcher
   recycle: exit                    # exit the agent after each task (fresh context)
-  # env: {CLAUDE_CONFIG_DIR: /path}  # exported in the pane before the agent starts
+  # env: {PATH: "$PATH:/opt/node/bin"}  # added to the agent's env; only $VAR/${VAR} expand ($$ = $)
 
 scan_interval: 60                  # full rescan period (beat), seconds
 monitor_interval: 5                # session monitor period, seconds

@@ -10,6 +10,7 @@ hooks off, by the screen); Enter alone is retried, bounded.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import time
@@ -23,7 +24,7 @@ import redis as redis_lib
 from . import keys, screen
 from .config import AgentSettings
 from .defaults import POLL_INTERVAL_S
-from .errors import DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
+from .errors import ConfigError, DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
 from .hooks import HookLog, HookReport, write_settings
 from .locks import Held
 from .message import build_message, tag
@@ -71,6 +72,8 @@ class LaunchResult:
 
 def resume_path(agent: AgentSettings, session: str) -> Path:
     """File holding the Claude session UUID to resume in ``session`` (reference layout)."""
+    if agent.resume_dir is None:  # an AgentSettings used outside Settings, which fills it in
+        raise ConfigError("agent.resume_dir is not set")
     return Path(agent.resume_dir).expanduser() / f"{session}-resume-id.txt"
 
 
@@ -132,10 +135,31 @@ def redis_url_of(client: redis_lib.Redis) -> str:
     return f"{scheme}://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{db}"
 
 
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_vars(value: str, environ: Mapping[str, str]) -> str:
+    """``$VAR`` and ``${VAR}`` from ``environ`` (unset: empty, as in a shell, with a warning); ``$$`` is ``$``.
+
+    Only this substitution: no commands, globs or quotes — the value is never given to a shell.
+    """
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name is None:
+            return "$"
+        if name not in environ:
+            logger.warning("agent.env: $%s is not set in the dispatcher's environment; expanded to ''", name)
+        return environ.get(name, "")
+
+    return _VAR.sub(sub, value)
+
+
 def agent_env(session: str, request: LaunchRequest, agent: AgentSettings, redis_url: str) -> dict[str, str]:
-    """``session`` is the ref (``HOST/NAME``) the hook reports under."""
-    """Environment exported to the agent (and inherited by its hooks)."""
-    env = dict(agent.env)
+    """Environment exported to the agent (and inherited by its hooks); agent.env values are expanded.
+
+    ``session`` is the ref (``HOST/NAME``) the hook reports under.
+    """
+    env = {key: expand_vars(value, os.environ) for key, value in agent.env.items()}
     env.update(AQ_SESSION=session, AQ_TASK=f"{request.project}:{request.task_id}", AQ_REDIS_URL=redis_url)
     return env
 

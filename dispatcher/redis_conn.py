@@ -8,14 +8,13 @@ from the one URL so every process talks to the same server.
 from __future__ import annotations
 
 import os
+import re
+from urllib.parse import urlsplit
 
 import redis
 
-from .config import Settings
+from .config import Settings, no_config_error
 from .errors import ConfigError
-
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
 
 #: Written by ``dispatcher up`` into the state dir: where its embedded Redis listens.
 EMBEDDED_URL_FILE = "redis.url"
@@ -30,9 +29,36 @@ def embedded_url(settings: Settings) -> str | None:
 
 
 def configured_url(settings: Settings | None = None) -> str:
-    """The Redis URL in force: $REDIS_URL, settings.redis_url, a running embedded server, else localhost."""
-    return (os.environ.get("REDIS_URL") or (settings.redis_url if settings else None)
-            or (embedded_url(settings) if settings else None) or DEFAULT_URL)
+    """The Redis URL in force: $REDIS_URL, settings.redis_url, else the embedded one of a running ``up``.
+
+    Never a guess: without any of them this raises a ConfigError saying what to do, because a
+    default like localhost:6379 could be another deployment's Redis (or nobody's).
+    """
+    url = os.environ.get("REDIS_URL") or (settings.redis_url if settings else None)
+    if url:
+        return url
+    if settings is None or settings.source is None:
+        raise no_config_error()
+    url = embedded_url(settings)
+    if url:
+        return url
+    raise ConfigError(
+        f"{settings.source}: redis_url is unset (the embedded Redis of 'dispatcher up') and no 'dispatcher up' "
+        f"is running for this config ({settings.state_dir / EMBEDDED_URL_FILE} is missing): start "
+        f"'dispatcher up' in {settings.source.parent}, or set redis_url in the file or REDIS_URL.")
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for logs and error messages)."""
+    out = url
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            userinfo = parts.netloc.rpartition("@")[0]
+            out = out.replace(f"{userinfo}@", f"{parts.username or ''}:***@", 1)
+    except ValueError:  # unparsable: hide everything between "://" and "@"
+        out = re.sub(r"(://)[^@/]*@", r"\1***@", out)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", out)
 
 
 def celery_url(url: str) -> str:

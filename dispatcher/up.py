@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from . import defaults as d
 from . import deployment, pool, upview
 from .redis_conn import EMBEDDED_URL_FILE
 from .config import Settings
@@ -78,7 +81,8 @@ class Child:
             pass
 
 
-def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, web: bool = False) -> list[Child]:
+def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, web: bool = False,
+             flower_auth: str = "") -> list[Child]:
     """The processes ``up`` runs (worker, beat, watcher, optional flower)."""
     py = sys.executable
     state = settings.state_dir
@@ -92,8 +96,9 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, w
         argv = [py, "-m", "celery", "-A", "dispatcher", "flower", f"--address={settings.flower.address}",
                 f"--port={settings.flower.port}"]
         env = {}
-        if settings.flower.basic_auth:
-            env["FLOWER_BASIC_AUTH"] = settings.flower.basic_auth  # flower reads it; keeps it off the argv
+        auth = flower_auth or settings.flower.basic_auth
+        if auth:
+            env["FLOWER_BASIC_AUTH"] = auth  # flower reads it; keeps it off the argv
         kids.append(Child("flower", argv, env=env))
     if web:
         kids.append(Child("web", [py, "-m", "dispatcher", "web"]))  # the fleet page (auth always; see credentials.py)
@@ -103,6 +108,54 @@ def children(settings: Settings, *, flower: bool, loglevel: str, workers: int, w
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def flower_credentials(settings: Settings) -> tuple[str, Path | None]:
+    """Flower's ``user:password``: FLOWER_BASIC_AUTH / flower.basic_auth, else the one generated once.
+
+    On loopback any local user could otherwise drive the workers through Flower's API. The
+    generated login is the fleet page's (credentials.py: ``<state_dir>/web-auth``, mode 0600), so
+    one password opens both; the path is returned so it can be shown (the password is never logged).
+    """
+    from . import credentials
+
+    if settings.flower.basic_auth:
+        return settings.flower.basic_auth, None
+    user, password = credentials.load_or_create(settings.state_dir)
+    return f"{user}:{password}", credentials.path(settings.state_dir)
+
+
+def wait_for_redis(url: str, where: str, *, timeout: float = d.REDIS_CHECK_TIMEOUT_S,
+                   stop: threading.Event | None = None) -> str | None:
+    """None once the Redis at ``url`` answers PING; else (after ``timeout`` s at most) why not and what to do.
+
+    Without this, every child would retry the connection forever and ``up`` would look alive.
+    """
+    from .redis_conn import client, redacted
+
+    shown = redacted(url)
+    fix = (f"Start that Redis or fix {where}; unset both redis_url and REDIS_URL to use the embedded Redis "
+           "of 'dispatcher up'.")
+    waiter = stop or threading.Event()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            r = client(url, timeout=max(0.5, min(3.0, left)))
+            try:
+                r.ping()
+                return None
+            finally:
+                r.close()
+        except ConfigError as exc:
+            return f"{exc}. Fix {where}."
+        except redis.AuthenticationError as exc:  # answers, but not to us: retrying will not help
+            return f"Redis at {shown} refuses the credentials ({exc}). Fix the password in {where}."
+        except (redis.RedisError, OSError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline or waiter.wait(0.5):  # retry period; Ctrl-C ends the wait
+            break
+    return f"Redis at {shown} does not answer after {timeout:.0f} s ({last}). {fix}"
 
 
 def preflight(settings: Settings, *, flower: bool) -> list[str]:
@@ -169,6 +222,14 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
     if problems:
         return 2
     stop = stop or threading.Event()
+    external = os.environ.get("REDIS_URL") or settings.redis_url
+    if external:
+        where = ("REDIS_URL (it overrides redis_url in the config)" if os.environ.get("REDIS_URL")
+                 else f"redis_url in {settings.source or 'the config'}")
+        unreachable = wait_for_redis(external, where, stop=stop)
+        if unreachable:
+            logger.error("%s", unreachable)
+            return 2
 
     def on_signal(signum: int, _frame: Any) -> None:
         logger.info("signal %d: stopping", signum)
@@ -200,6 +261,14 @@ def run_up(settings: Settings, *, flower: bool = False, loglevel: str = "info", 
 
 def _run(settings: Settings, tmux: Tmux, stop: threading.Event, *, flower: bool, loglevel: str, workers: int,
          web: bool, verbose: bool) -> int:
+    flower_auth = ""
+    if flower:
+        flower_auth, auth_file = flower_credentials(settings)
+        if auth_file is not None:
+            # WARNING so it shows without -v: without it nobody can log in to Flower.
+            logger.warning("Flower at http://%s:%d/ requires a login: user %s, password in %s "
+                           "(FLOWER_BASIC_AUTH=user:password chooses your own)", settings.flower.address,
+                           settings.flower.port, flower_auth.partition(":")[0], auth_file)
     server = None
     view = None
     kids: list[Child] = []
@@ -221,7 +290,7 @@ def _run(settings: Settings, tmux: Tmux, stop: threading.Event, *, flower: bool,
         deployment.mark_socket(tmux, settings)
         logger.info("tmux pool on socket %s: created %s; watch it with: %s", settings.tmux.socket_name,
                     created or "none (all there)", pool.attach_command(settings.tmux.socket_name, settings.pool))
-        kids = (children(settings, flower=flower, loglevel=loglevel, workers=workers, web=web)
+        kids = (children(settings, flower=flower, loglevel=loglevel, workers=workers, web=web, flower_auth=flower_auth)
                 if not stop.is_set() else [])
         if kids and not verbose:  # calm: component logs to files, a live view (or one line per event) in front
             view = upview.start(settings, stop, kids, flower=flower, web=web)

@@ -15,13 +15,17 @@
 # 8. Flower on 127.0.0.1 answers 200 with credentials, 401 without, and listens on loopback only;
 # 9. `docker-compose down` (volumes kept), a task dropped while everything is down, `up -d`:
 #    nothing lost, nothing twice, the new task dispatched;
-# 10. always `down -v` at the end (trap), and stops the engine if this script started it.
+# 10. always `down -v` of its own project at the end (trap), removes its image tag, and stops the
+#     engine only if a run of this script started it and no other run still uses it.
 #
-# Host networking: every container shares the host's loopback; Redis on 127.0.0.1:6390.
+# Several runs on one machine do not collide (tests/compose/lib.sh): each has its own compose
+# project, image tag, work dir (tests/compose/.work/<project>, removed after a passing run), wheelhouse and
+# free loopback ports. Host networking: every container shares the host's loopback.
 # Environment knobs:
-#   AQ_COMPOSE_PROJECT      compose project name (default aqcomposetest)
-#   AQ_TEST_REDIS_PORT      loopback Redis port (default 6390)
-#   AQ_TEST_FLOWER_PORT     loopback Flower port (default 5555, next free one if taken)
+#   AQ_COMPOSE_PROJECT      compose project name (default aqcompose-<random>)
+#   AQ_TEST_REDIS_PORT      loopback Redis port (default: a free one)
+#   AQ_TEST_FLOWER_PORT     loopback Flower port (default: a free one)
+#   AQ_ENGINE_STATE         where runs record the engine they share (default /run/agent-queue-compose)
 #   AQ_BASE_IMAGE           base image name (default local/bookworm-py)
 #   AQ_REBUILD_BASE=1       rebuild the base image even if cached
 #   AQ_DOCKER_STORAGE       storage driver for an engine started here (default: overlay2, else vfs)
@@ -31,14 +35,12 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-WORK="${ROOT}/tests/compose/.work"
-PROJECT_NAME="${AQ_COMPOSE_PROJECT:-aqcomposetest}"
+# shellcheck source=tests/compose/lib.sh
+source "${ROOT}/tests/compose/lib.sh"
+aq_run_ids "${ROOT}"   # PROJECT_NAME WORK WHEELS IMAGE REDIS_PORT FLOWER_PORT of this run
 BASE_IMAGE="${AQ_BASE_IMAGE:-local/bookworm-py}"
 BASE_LABEL_VALUE="3"   # bump when the debootstrap package list changes
 BASE_PACKAGES="python3,python3-venv,tmux,ca-certificates,redis-server,procps,tini"
-IMAGE="agent-queue-dispatcher:compose-test"
-REDIS_PORT="${AQ_TEST_REDIS_PORT:-6390}"
-FLOWER_PORT="${AQ_TEST_FLOWER_PORT:-5555}"
 AGENT_UID=1000
 now_us() { echo "${EPOCHREALTIME/./}"; }   # bash 5: microseconds, no bc/date needed
 secs() { local us=$(( $1 )); printf '%d.%01d' $((us / 1000000)) $(((us % 1000000) / 100000)); }
@@ -48,6 +50,7 @@ STEPS=()
 PASSED=0
 FAILED=0
 ENGINE_PID=""
+IMAGE_BUILT=0
 
 log() { printf '[compose %6ss] %s\n' "$(secs "$(now_us) - T0")" "$*"; }
 die() { log "FAIL: $*"; FAILED=$((FAILED + 1)); exit 1; }
@@ -97,8 +100,13 @@ install_prereqs() {
 engine_up() { timeout 10 docker info >/dev/null 2>&1; }
 
 start_engine() {
+    # Under the engine lock: two runs never both start one, and each registers as a user.
+    engine_lock
+    engine_register
+    ENGINE_LOG="$(_engine_state)/dockerd.log"
     if engine_up; then
         log "engine already running: $(docker info -f '{{.ServerVersion}} {{.Driver}}')"
+        engine_unlock
         return
     fi
     mkdir -p "${WORK}"
@@ -106,31 +114,38 @@ start_engine() {
     [[ -z "${AQ_DOCKER_STORAGE:-}" ]] && drivers+=(vfs)
     local driver deadline
     for driver in "${drivers[@]}"; do
-        log "starting dockerd (--storage-driver=${driver}, no bridge, no iptables), log: ${WORK}/dockerd.log"
+        log "starting dockerd (--storage-driver=${driver}, no bridge, no iptables), log: ${ENGINE_LOG}"
+        # The engine may outlive this run (another run uses it): its log is not in this run's WORK,
+        # and it must not inherit the engine lock (it would hold it for its whole life).
         setsid dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver="${driver}" \
-            >"${WORK}/dockerd.log" 2>&1 </dev/null &
+            >"${ENGINE_LOG}" 2>&1 </dev/null {ENGINE_LOCK_FD}>&- &
         ENGINE_PID=$!
         deadline=$((SECONDS + 60))
         while ((SECONDS < deadline)); do
-            engine_up && { log "engine up: $(docker info -f '{{.ServerVersion}} {{.Driver}}')"; return; }
+            if engine_up; then
+                log "engine up: $(docker info -f '{{.ServerVersion}} {{.Driver}}')"
+                engine_adopt "${ENGINE_PID}"
+                engine_unlock
+                return
+            fi
             kill -0 "${ENGINE_PID}" 2>/dev/null || break
             sleep 0.5
         done
         log "dockerd with ${driver} did not come up; last log lines:"
-        tail -n 5 "${WORK}/dockerd.log" || true
+        tail -n 5 "${ENGINE_LOG}" || true
         kill "${ENGINE_PID}" 2>/dev/null || true
         wait "${ENGINE_PID}" 2>/dev/null || true
         ENGINE_PID=""
     done
-    die "no Docker engine could be started (see ${WORK}/dockerd.log)"
+    engine_unlock
+    die "no Docker engine could be started (see ${ENGINE_LOG})"
 }
 
+# The engine is stopped by the last run out, and only if a run started it (tests/compose/lib.sh).
 stop_engine() {
-    [[ -n "${ENGINE_PID}" && "${AQ_KEEP_ENGINE:-0}" != 1 ]] || return 0
-    log "stopping the engine started here (pid ${ENGINE_PID})"
-    kill "${ENGINE_PID}" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while kill -0 "${ENGINE_PID}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+    local keep=""
+    [[ "${AQ_KEEP_ENGINE:-0}" == 1 ]] && keep=keep
+    log "$(engine_release ${keep})"
 }
 
 debian_mirror() {
@@ -147,6 +162,16 @@ debian_mirror() {
 }
 
 build_base() {
+    # One run at a time builds the shared base image; the others then find it cached.
+    local lock_fd
+    mkdir -p "$(_engine_state)"
+    exec {lock_fd}>"$(_engine_state)/base.lock"
+    flock "${lock_fd}"
+    build_base_locked
+    exec {lock_fd}>&-
+}
+
+build_base_locked() {
     if [[ "${AQ_REBUILD_BASE:-0}" != 1 ]] \
         && [[ "$(docker image inspect -f '{{index .Config.Labels "org.agent-queue.base"}}' "${BASE_IMAGE}" 2>/dev/null)" == "${BASE_LABEL_VALUE}" ]]; then
         log "base image ${BASE_IMAGE} cached (label org.agent-queue.base=${BASE_LABEL_VALUE})"
@@ -174,7 +199,7 @@ build_base() {
 
 build_wheelhouse() {
     # The project's sources, copied so the build leaves nothing in the working tree.
-    local src="${WORK}/src" wheels="${WORK}/wheels"
+    local src="${WORK}/src" wheels="${WHEELS}"
     rm -rf "${src}"
     mkdir -p "${src}" "${wheels}"
     (cd "${ROOT}" && for f in pyproject.toml setup.cfg setup.py README.md LICENSE celeryconfig.py MANIFEST.in; do
@@ -231,6 +256,7 @@ AQ_TEST_LOG_DIR=${LOGS}
 AQ_TEST_REDIS_PORT=${REDIS_PORT}
 AQ_TEST_FLOWER_PORT=${FLOWER_PORT}
 AQ_TEST_BASE=${BASE_IMAGE}
+AQ_TEST_WHEELS=${WHEELS#"${ROOT}/"}
 DISPATCHER_IMAGE=${IMAGE}
 EOF
     FLOWER_AUTH="${auth}"
@@ -242,6 +268,7 @@ EOF
 }
 
 build_image() {
+    IMAGE_BUILT=1
     dc build worker >"${WORK}/build.log" 2>&1 || { tail -n 40 "${WORK}/build.log"; die "image build failed (${WORK}/build.log)"; }
     docker image inspect "${IMAGE}" >/dev/null
     log "image ${IMAGE}: $(docker image inspect -f '{{.Size}}' "${IMAGE}" | awk '{printf "%.0f MB", $1/1e6}')"
@@ -445,11 +472,14 @@ cleanup() {
         if [[ "${AQ_COMPOSE_KEEP:-0}" == 1 ]]; then
             log "AQ_COMPOSE_KEEP=1: leaving the stack up (docker-compose -p ${PROJECT_NAME} ... down -v)"
         else
-            log "down -v"
+            log "down -v (project ${PROJECT_NAME})"
             dc down -v --timeout 10 --remove-orphans >"${WORK}/down-final.log" 2>&1 || cat "${WORK}/down-final.log"
+            if ((IMAGE_BUILT)); then docker image rm "${IMAGE}" >/dev/null 2>&1 || true; fi
         fi
     fi
     [[ "${AQ_COMPOSE_KEEP:-0}" == 1 ]] || stop_engine
+    rm -rf "${WHEELS}"
+    if ((rc == 0)) && [[ "${AQ_COMPOSE_KEEP:-0}" != 1 ]]; then rm -rf "${WORK}"; fi
     summary
     ((rc != 0 && FAILED == 0)) && FAILED=1
     echo
