@@ -36,7 +36,9 @@ def tail(text: str, lines: int) -> str:
 
 
 def this_host(status: dict[str, Any]) -> str | None:
-    """This host's name when the status knows hosts (multi-host), else None."""
+    """This host's name when the status knows it (its ``host``, or the host row marked ``this``), else None."""
+    if isinstance(status.get("host"), str):
+        return str(status["host"])
     for h in status.get("hosts") or []:
         if isinstance(h, dict) and h.get("this"):
             return str(h.get("host"))
