@@ -6,18 +6,17 @@ keys, hook streams, events, Celery messages) names a session by its ref.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .errors import SessionError
+from .taskfile import is_safe_segment
 
 SEP = "/"
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 
 def check_host_name(name: str) -> str:
     """A host name as config and refs accept it (letters, digits, ``._-``; not ``.``/``..``)."""
-    if not isinstance(name, str) or not _SEGMENT.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not is_safe_segment(name):
         raise SessionError(f"host name {name!r} must match [A-Za-z0-9._-]+")
     return name
 
@@ -41,7 +40,7 @@ def parse(text: object, *, default_host: str) -> SessionRef:
     if not sep:
         host, name = default_host, text
     check_host_name(host)
-    if not _SEGMENT.match(name) or name in (".", ".."):
+    if not is_safe_segment(name):
         raise SessionError(f"session name {name!r} must match [A-Za-z0-9._-]+ (form: HOST/NAME or NAME)")
     return SessionRef(host, name)
 

@@ -217,7 +217,7 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
             at = pause.parse_until(until, now) if until.strip() else math.inf
         except ValueError as exc:
             return _error(400, str(exc))
-        held = pause.pause(live, at, reason.strip(), pause.OPERATOR)
+        held = pause.pause(live, at, reason.strip(), pause.OPERATOR, account=settings.host.account)
         events.emit(live, "paused", detail=held.describe() + " (fleet page)")
         return JSONResponse({"paused": held.describe()})
 
@@ -228,7 +228,7 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         live = await _redis_or_503()
         if isinstance(live, JSONResponse):
             return live
-        lifted, projects = pause.resume(live)
+        lifted, projects = pause.resume(live, settings.host.account)
         was = lifted.describe() if lifted is not None and lifted.until > time.time() else "not paused"
         events.emit(live, "unpaused", detail=f"by operator on the fleet page ({was})")
         from ..client import send_task
