@@ -17,25 +17,31 @@ app = Celery("dispatcher")
 app.config_from_object("celeryconfig")
 
 logger = logging.getLogger(__name__)
-_heartbeat: Any = None
+#: Heartbeats by worker (an in-process test worker is started and stopped many times in one process).
+_heartbeats: dict[int, Any] = {}
+
+
+def _running(worker: Any) -> bool:
+    from celery import bootsteps
+
+    state = getattr(getattr(worker, "blueprint", None), "state", None)
+    return state not in (bootsteps.CLOSE, bootsteps.TERMINATE)
 
 
 @worker_init.connect
-def _start_heartbeat(**_: Any) -> None:
-    global _heartbeat
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     from . import runtime
     from .errors import HostConflictError
 
     try:
-        _heartbeat = runtime.start_heartbeat()
+        _heartbeats[id(sender)] = runtime.start_heartbeat(alive=lambda: _running(sender))
     except HostConflictError as exc:
         logger.critical("%s", exc)
         raise SystemExit(3) from None  # not an Exception: Celery's signal dispatch lets it stop the worker
 
 
 @worker_shutdown.connect
-def _stop_heartbeat(**_: Any) -> None:
-    global _heartbeat
-    if _heartbeat is not None:
-        _heartbeat.stop()
-        _heartbeat = None
+def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
+    beat = _heartbeats.pop(id(sender), None)
+    if beat is not None:
+        beat.stop()

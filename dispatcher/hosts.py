@@ -139,6 +139,8 @@ class Heartbeat:
     lost_after: float
     clock: Callable[[], float] = time.time
     on_beat: Callable[[], object] | None = None
+    #: False once the process this heartbeat speaks for has stopped (an in-process test worker): beating ends.
+    alive: Callable[[], bool] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -156,6 +158,8 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.alive is not None and not self.alive():
+                return
             try:
                 self.beat()
             except HostConflictError as exc:

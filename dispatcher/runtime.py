@@ -95,12 +95,14 @@ def host_info(s: Settings) -> hosts.HostInfo:
                           account=s.host.account, sessions=s.pool.names(), started=time.time(), pid=os.getpid())
 
 
-def start_heartbeat() -> hosts.Heartbeat:
-    """Publish this host's heartbeat now and every ``host_lost_after / 6`` s; raises HostConflictError."""
+def start_heartbeat(alive: Callable[[], bool] | None = None) -> hosts.Heartbeat:
+    """Publish this host's heartbeat now and every ``host_lost_after / 6`` s (while ``alive()``);
+    raises HostConflictError."""
     from . import recovery
 
     s = settings()
     disp = dispatcher()
     beat = hosts.Heartbeat(redis_client(s), host_info(s), interval=s.host_lost_after / d.HEARTBEATS_PER_LOST,
-                           lost_after=s.host_lost_after, on_beat=lambda: recovery.reassert_owners(disp))
+                           lost_after=s.host_lost_after, on_beat=lambda: recovery.reassert_owners(disp),
+                           alive=alive)
     return beat.start()

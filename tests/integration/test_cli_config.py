@@ -11,6 +11,8 @@ from pathlib import Path
 import redis
 import yaml
 
+from dispatcher.hosts import CLUSTER_QUEUE
+
 
 def test_scan_with_an_explicit_config_asks_that_deployment_for_a_full_scan(tmp_path: Path,
                                                                           sys_redis: "redis.Redis[str]",
@@ -27,5 +29,6 @@ def test_scan_with_an_explicit_config_asks_that_deployment_for_a_full_scan(tmp_p
 
     assert out.returncode == 0, out.stderr
     assert "full_scan requested" in out.stdout
-    queued = [json.loads(m)["headers"]["task"] for m in sys_redis.lrange("celery", 0, -1)]
+    # Cluster-wide work goes to the cluster's queue (docs/multi-host.md).
+    queued = [json.loads(m)["headers"]["task"] for m in sys_redis.lrange(CLUSTER_QUEUE, 0, -1)]
     assert queued == ["full_scan"]
