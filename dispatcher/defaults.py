@@ -65,6 +65,10 @@ BLOCKED_TIMEOUT_S: Final = 3600.0
 #: Session lock TTL; renewed every third of it while held, so a killed worker frees its session within it.
 LAUNCH_LOCK_TTL_S: Final = 30.0
 MAX_LAUNCH_ATTEMPTS: Final = 3
+#: Tasks of one project sharing one checkout that may run at once (docs/decisions.md: why 1).
+MAX_PARALLEL: Final = 1
+#: TTL (and wait) of the per-project lock around counting running tasks and claiming one.
+PROJECT_CLAIM_LOCK_TTL_S: Final = 5.0
 FINISH_GRACE_S: Final = 30.0
 
 #: A host whose heartbeat is older than this is lost: its tasks go to other hosts.

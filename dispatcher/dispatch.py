@@ -68,7 +68,7 @@ class LaunchFn(Protocol):
 class Outcome:
     """Result of one dispatch attempt (returned by the Celery tasks as JSON)."""
 
-    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing | held | forwarded
+    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing | held | forwarded | at-limit
     session: str = ""
     task: str = ""
     detail: str = ""
@@ -297,6 +297,9 @@ class Dispatcher:
                 continue
             if outcome.status in ("taken",):
                 continue  # another worker got this task: try the next one
+            if outcome.status == "at-limit":
+                held.add(task.project)  # its slots filled since the scan: the other projects go ahead
+                continue
             return outcome
         detail = "nothing eligible" + (f" (held: {', '.join(sorted(held))})" if held else "")
         return Outcome("no-task", session=session, detail=detail)
@@ -314,9 +317,12 @@ class Dispatcher:
             if not (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)):
                 return Outcome("busy", session=session, detail=f"state {info.state.value}")
             try:
-                launching = aq.claim(task.path)
+                launching = self._claim_within_limit(task)
             except ClaimError as exc:
                 return Outcome("taken", session=session, task=str(task.key), detail=str(exc))
+            if launching is None:
+                return Outcome("at-limit", session=session, task=str(task.key),
+                               detail=f"project {task.project} has no free slot (max_parallel)")
             # Ownership any host can check (an flock proves nothing across machines).
             owners.take(self.r, task.project, task.id, info.ref)
             try:
@@ -330,6 +336,40 @@ class Dispatcher:
                 claim.close()
         finally:
             held.release()
+
+    def running_count(self, project: str) -> int:
+        """Tasks of ``project`` claimed or running now (its ``.launching`` + ``.dispatched`` files)."""
+        inbox = aq.project(self.settings.projects_dir, project).inbox
+        try:
+            names = os.listdir(inbox)
+        except OSError:
+            return 0
+        ends = (d.TASK_SUFFIX + d.LAUNCHING, d.TASK_SUFFIX + d.DISPATCHED)
+        return sum(1 for n in names if n.endswith(ends) and not n.startswith("."))
+
+    def _claim_within_limit(self, task: Task) -> Path | None:
+        """Claim ``task`` unless its project is at its ``max_parallel`` (None then); ClaimError if taken.
+
+        The plan already capped the project, but two workers may both have seen the last free
+        slot: count and claim under a short per-project Redis lock (a rename is all it guards,
+        and the lock is shared by every host), so the count one sees includes the other's claim.
+        """
+        limit = self.settings.limit_for(task.project)
+        if not limit:
+            return aq.claim(task.path)
+        lock = self.r.lock(keys.project_claim_lock(task.project), timeout=d.PROJECT_CLAIM_LOCK_TTL_S,
+                           blocking_timeout=d.PROJECT_CLAIM_LOCK_TTL_S, sleep=0.02, thread_local=False)
+        if not lock.acquire(blocking=True):
+            return None
+        try:
+            if self.running_count(task.project) >= limit:
+                return None
+            return aq.claim(task.path)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:  # expired (a very slow disk): the rename is done anyway
+                logger.warning("project claim lock of %s expired before release", task.project)
 
     def _launch_claimed(self, task: Task, launching: Path, session: str, info: SessionInfo) -> Outcome:
         key = str(task.key)
