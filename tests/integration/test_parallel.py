@@ -1,0 +1,82 @@
+"""Parallel tasks in one project (issue 15): ``max_parallel`` per project, real tmux and the fake agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dispatcher import monitor
+from dispatcher.config import ProjectSettings, Settings
+from dispatcher.dispatch import Dispatcher
+from dispatcher.scan import run_scan
+
+from system_fixtures import add_task, done_ids, wait_for
+
+WORK = "@fake: sleep 300\n@fake: done"
+
+
+def log_rows(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    return [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def spans(log: Path, project: str) -> dict[str, tuple[float, float]]:
+    """task id → (message received, moved to done/) for one project's tasks, from the fake agents' log."""
+    got: dict[str, float] = {}
+    done: dict[str, float] = {}
+    for row in log_rows(log):
+        if Path(row.get("cwd", "")).name != project:
+            continue
+        text = row.get("text", "")
+        if row["event"] == "message" and text.startswith("[") and ".md]" in text:
+            got[text[1:text.index(".md]")]] = row["time"]
+        elif row["event"] == "done":
+            done[row["task"]] = row["time"]
+    return {t: (got[t], done[t]) for t in got if t in done}
+
+
+def capped(disp: Dispatcher, settings: Settings, **projects: ProjectSettings) -> tuple[Dispatcher, Settings]:
+    s = settings.with_overrides(max_parallel=1, projects_config=projects)
+    return Dispatcher(s, disp.r, disp.tmux, disp.launch, clock=disp.clock), s
+
+
+def test_max_parallel_one_runs_a_shared_checkout_strictly_one_at_a_time_others_served(
+        disp: Dispatcher, settings: Settings, agent_log: Path) -> None:
+    d1, s = capped(disp, settings, api=ProjectSettings(max_parallel=2))
+    for n in range(3):
+        add_task(s, "web", f"W{n}", WORK, mtime=1000 + n)
+    for n in range(2):
+        add_task(s, "api", f"A{n}", WORK, mtime=1100 + n)
+
+    def step() -> None:
+        monitor.monitor_all(d1)
+        d1.fan_out()
+
+    wait_for(lambda: done_ids(s, "web") == {"W0", "W1", "W2"} and done_ids(s, "api") == {"A0", "A1"},
+             timeout=120, what="all five done", step=step)
+    web = sorted(spans(agent_log, "web").values())
+    assert len(web) == 3
+    for (_, done_before), (started, _) in zip(web, web[1:]):
+        assert started >= done_before, f"web tasks overlapped: {web}"
+    api = sorted(spans(agent_log, "api").values())
+    # The other project was served meanwhile: api's tasks ran side by side, before web's last one ended.
+    assert api[1][0] < api[0][1] and api[0][0] < web[-1][1]
+
+
+def test_a_claim_rechecks_the_limit_when_two_workers_saw_the_same_free_slot(
+        disp: Dispatcher, settings: Settings) -> None:
+    d1, s = capped(disp, settings)
+    add_task(s, "web", "W0", "@fake: hang", mtime=1000)
+    add_task(s, "web", "W1", "@fake: hang", mtime=1001)
+    # Both workers planned before either claimed: each sees web's one slot free (for W0 only) …
+    stale = run_scan(s.with_overrides(max_parallel=2), now=disp.clock(), write=False)
+    w0, w1 = stale.eligible
+
+    assert d1.dispatch_one(w0, "ccl-auto-0").status == "dispatched"
+    # … the second one's claim counts again under the project's lock and gives up.
+    outcome = d1.dispatch_one(w1, "ccl-auto-1")
+    assert outcome.status == "at-limit" and "web" in outcome.detail
+    assert w1.path.exists()  # untouched: still pending
+    assert d1._assign("ccl-auto-1", stale).status == "no-task"
