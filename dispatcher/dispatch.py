@@ -28,10 +28,10 @@ import redis
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, hosts, keys, locks, owners, pause, pool_state, settle
+from . import events, hosts, keys, locks, owners, pause, pool_state, settle, worktree
 from . import sessions as ss
 from .config import Settings
-from .errors import ClaimError, DialogError, SessionError, TaskFileError
+from .errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
 from .hooks import HookLog
 from .scan import Plan, run_scan
 from .screen import TRUST_DIALOG
@@ -53,6 +53,8 @@ class LaunchSpec:
     model: str
     agent_uuid: str
     host: str = ""
+    #: The project's ``.agent-queue`` (absolute) when the agent works elsewhere (a worktree); None: in its cwd.
+    queue_dir: Path | None = None
 
     @property
     def ref(self) -> str:
@@ -385,12 +387,21 @@ class Dispatcher:
             return Outcome("taken", session=session, task=key, detail=f"changed while claimed: {exc.reason}")
         self.announce(task.project, task.id, str(launching))  # the watcher's event may still be queued
         events.emit(self.r, "claimed", task=key, session=info.ref)
+        project_dir = self.settings.projects_dir / task.project
+        queue_dir: Path | None = None
+        cfg = self.settings.project_settings(task.project)
+        if cfg.isolation == "worktree":
+            try:
+                project_dir = worktree.create(project_dir, task.id, cfg.worktree)
+            except WorktreeError as exc:
+                return self._worktree_failed(task, launching, info, exc)
+            queue_dir = (self.settings.projects_dir / task.project).resolve() / d.QUEUE_DIR
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
         info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, project=task.project, task=task.id,
                                      model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
                                      hooks_after=HookLog(self.r).last_id(info.ref))
-        spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid, self.host)
+        spec = LaunchSpec(session, task, project_dir, model, agent_uuid, self.host, queue_dir=queue_dir)
         try:
             self.launch(spec)
         except DialogError as exc:
@@ -407,6 +418,16 @@ class Dispatcher:
         self.r.delete(keys.attempts(task.project, task.id))
         events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
         return Outcome("dispatched", session=session, task=key, detail=f"model {model}")
+
+    def _worktree_failed(self, task: Task, launching: Path, info: SessionInfo, exc: WorktreeError) -> Outcome:
+        """No worktree for the task: it fails with the reason (kept, retryable); the session stays free."""
+        key = str(task.key)
+        reason = f"cannot make the task's git worktree: {exc}"
+        logger.warning("%s: %s", key, reason)
+        aq.fail(launching, reason)
+        owners.drop(self.r, task.project, task.id, info.ref)
+        events.emit(self.r, "failed", task=key, session=info.ref, detail=reason)
+        return Outcome("launch-failed", session=info.name, task=key, detail=reason)
 
     def _project_untrusted(self, task: Task, launching: Path, info: SessionInfo) -> Outcome:
         """The agent does not trust the project folder: hold the project (with the fix), not the task or session."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from dispatcher import monitor
-from dispatcher.config import ProjectSettings, Settings
+from dispatcher import agent_queue as aq
+from dispatcher import events, monitor, worktree
+from dispatcher.config import ProjectSettings, Settings, WorktreeSettings
 from dispatcher.dispatch import Dispatcher
 from dispatcher.scan import run_scan
 
@@ -80,3 +82,70 @@ def test_a_claim_rechecks_the_limit_when_two_workers_saw_the_same_free_slot(
     assert outcome.status == "at-limit" and "web" in outcome.detail
     assert w1.path.exists()  # untouched: still pending
     assert d1._assign("ccl-auto-1", stale).status == "no-task"
+
+
+# --- isolation: worktree --------------------------------------------------------------------------------
+
+def git(cwd: Path, *args: str) -> str:
+    res = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True, timeout=30)
+    return res.stdout.strip()
+
+
+def git_repo(settings: Settings, name: str) -> Path:
+    """A project that is a git repository with one commit (and an ignored queue dir)."""
+    root = settings.projects_dir / name
+    aq.ensure_dirs(aq.project(settings.projects_dir, name))
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "t@example.invalid")
+    git(root, "config", "user.name", "test")
+    (root / ".gitignore").write_text(".agent-queue/\n")
+    (root / "README").write_text("base\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "base")
+    return root
+
+
+def isolated(disp: Dispatcher, settings: Settings, name: str, **wt: Any) -> tuple[Dispatcher, Settings]:
+    return capped(disp, settings, **{name: ProjectSettings(isolation="worktree", worktree=WorktreeSettings(**wt))})
+
+
+def step_until(d1: Dispatcher, predicate: Any, what: str, timeout: float = 90) -> None:
+    def step() -> None:
+        monitor.monitor_all(d1)
+        d1.fan_out()
+
+    wait_for(predicate, timeout=timeout, what=what, step=step)
+
+
+def test_three_tasks_of_one_repo_run_side_by_side_each_in_its_own_worktree_and_branch(
+        disp: Dispatcher, settings: Settings, agent_log: Path) -> None:
+    root = git_repo(settings, "repo")
+    d1, s = isolated(disp, settings, "repo")
+    ids = ["T0", "T1", "T2"]
+    for n, task_id in enumerate(ids):
+        add_task(s, "repo", task_id, f"@fake: await go\n@fake: write {task_id}.txt\n@fake: commit\n@fake: done",
+                 mtime=1000 + n)
+    head = git(root, "rev-parse", "HEAD")
+    inbox = aq.project(s.projects_dir, "repo").inbox
+
+    # Side by side (no cap with worktrees): all three dispatched at once, each agent waiting for "go".
+    step_until(d1, lambda: len(list(inbox.glob("*.dispatched"))) == 3, "three tasks dispatched at once")
+    (inbox.parent / "go").touch()
+    step_until(d1, lambda: done_ids(s, "repo") == set(ids), "three tasks done")
+
+    rows = [r for r in log_rows(agent_log) if r["event"] == "message"]
+    cwds = {r["text"][1:3]: r["cwd"] for r in rows}
+    assert cwds == {t: str(worktree.path_for(root, t)) for t in ids}  # each agent's cwd: its own worktree
+    for task_id in ids:  # each commit on its own branch, on top of the base
+        assert git(root, "log", "--format=%s", "-1", f"aq/{task_id}") == f"work on {task_id}"
+        assert git(root, "rev-parse", f"aq/{task_id}~1") == head
+        assert git(root, "show", "--name-only", "--format=", f"aq/{task_id}") == f"{task_id}.txt"
+    # The main checkout is untouched: same branch, same commit, nothing changed.
+    assert git(root, "rev-parse", "--abbrev-ref", "HEAD") == "main" and git(root, "rev-parse", "HEAD") == head
+    assert git(root, "status", "--porcelain") == ""
+    # Cleaned after finish: only the main worktree is left; the branches stay for review.
+    wait_for(lambda: git(root, "worktree", "list", "--porcelain").count("worktree ") == 1, what="worktrees removed",
+             step=lambda: monitor.monitor_all(d1))
+    assert sorted(git(root, "branch", "--format=%(refname:short)").split()) == ["aq/T0", "aq/T1", "aq/T2", "main"]
+    finished = [e.detail for e in events.recent(d1.r, 200) if e.kind == "finished"]
+    assert len(finished) == 3 and all("worktree removed" in x and "branch aq/T" in x for x in finished)
