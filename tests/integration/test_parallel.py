@@ -149,3 +149,16 @@ def test_three_tasks_of_one_repo_run_side_by_side_each_in_its_own_worktree_and_b
     assert sorted(git(root, "branch", "--format=%(refname:short)").split()) == ["aq/T0", "aq/T1", "aq/T2", "main"]
     finished = [e.detail for e in events.recent(d1.r, 200) if e.kind == "finished"]
     assert len(finished) == 3 and all("worktree removed" in x and "branch aq/T" in x for x in finished)
+
+
+def test_a_project_that_is_not_a_repository_fails_its_task_with_the_reason(
+        disp: Dispatcher, settings: Settings) -> None:
+    d1, s = isolated(disp, settings, "plain")
+    add_task(s, "plain", "T1")
+
+    d1.fan_out()
+
+    proj = aq.project(s.projects_dir, "plain")
+    assert proj.task_path("T1", ".failed").exists()
+    assert "needs a git repository" in (aq.read_marker(proj.task_path("T1"), aq.FAILURE_NOTE) or "")
+    assert d1.free_sessions() == ["ccl-auto-0", "ccl-auto-1", "ccl-auto-2"]  # no session was used or cooled
