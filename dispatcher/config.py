@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 _SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_-]+\Z")  # \Z: "$" would accept a trailing newline
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+\Z")
+_GIT_REF = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,23 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class WorktreeSettings:
+    """How an isolated project's worktrees are made and what happens to them on finish."""
+
+    base: str | None = None  # branch/commit the worktree starts from; None: the project's HEAD
+    merge_command: tuple[str, ...] | None = None  # argv run in the project dir after a task finished
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """Per-project settings (``projects_config.<name>``)."""
+
+    max_parallel: int | None = None  # None: the deployment's default for this isolation
+    isolation: str = "none"  # none (one shared checkout) | worktree (one git worktree per task)
+    worktree: WorktreeSettings = WorktreeSettings()
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of one dispatcher deployment."""
 
@@ -160,6 +178,9 @@ class Settings:
     max_task_bytes: int = d.MAX_TASK_BYTES
     incomplete_grace: float = d.INCOMPLETE_GRACE_S
     settle_time: float = d.SETTLE_TIME_S
+    #: Tasks of one project sharing a checkout that may run at once (per project: ``projects_config``).
+    max_parallel: int = d.MAX_PARALLEL
+    projects_config: Mapping[str, ProjectSettings] = field(default_factory=lambda: MappingProxyType({}))
     redis_url: str | None = None
     state_dir: Path = Path(d.STATE_DIR)
     source: Path | None = None
@@ -167,6 +188,18 @@ class Settings:
     def __post_init__(self) -> None:
         if self.agent.resume_dir is None:  # per deployment, never a directory shared by every one on the host
             object.__setattr__(self, "agent", replace(self.agent, resume_dir=self.state_dir / d.RESUME_DIR))
+
+    def project_settings(self, project: str) -> ProjectSettings:
+        """The settings of one project (defaults when it has no ``projects_config`` entry)."""
+        return self.projects_config.get(project) or ProjectSettings()
+
+    def limit_for(self, project: str) -> int:
+        """How many tasks of ``project`` may run at once; 0: no cap but the pool's size."""
+        ps = self.project_settings(project)
+        if ps.max_parallel is not None:
+            return ps.max_parallel
+        # A shared checkout gets the (safe) global cap; isolated worktrees do not step on each other.
+        return 0 if ps.isolation == "worktree" else self.max_parallel
 
     def with_overrides(self, **changes: Any) -> "Settings":
         """A copy with some fields replaced (tests, CLI flags)."""
@@ -253,6 +286,46 @@ def _name_list(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) and _SAFE_NAME.match(x) and x not in (".", "..") for x in v):
         raise TypeError("must be a list of project names matching [A-Za-z0-9._-]+")
     return tuple(v)
+
+
+def _argv(v: Any) -> tuple[str, ...]:
+    """A command as an argv list, or a string split like a shell would (never run by one)."""
+    import shlex
+
+    if isinstance(v, list) and v and all(isinstance(x, str) and x for x in v):
+        return tuple(v)
+    return tuple(shlex.split(_argv_string(v)))
+
+
+def _parallel(v: int | None) -> str | None:
+    return None if v is not None and 1 <= v <= 500 else "must be between 1 and 500"
+
+
+def _git_ref(v: str | None) -> str | None:
+    ok = v is not None and _GIT_REF.match(v) and ".." not in v
+    return None if ok else "must be a branch or commit name ([A-Za-z0-9._/-], not starting with - or /)"
+
+
+def _projects_config(r: _Reader) -> tuple[Mapping[str, ProjectSettings], list[str]]:
+    """``projects_config: {<project>: {max_parallel, isolation, worktree: {base, merge_command}}}``."""
+    top = r.section("projects_config")
+    out: dict[str, ProjectSettings] = {}
+    extra: list[str] = []
+    for name in list(top.data):
+        if not isinstance(name, str) or _host_name(name):
+            raise top.fail(str(name), "a project name must match [A-Za-z0-9._-]+")
+        pr = top.section(name)
+        wr = pr.section("worktree")
+        out[name] = ProjectSettings(
+            max_parallel=pr.get("max_parallel", _strict_int, None, _parallel),
+            isolation=pr.get("isolation", _string, "none",
+                             lambda v: None if v in ("none", "worktree") else "must be 'none' or 'worktree'"),
+            worktree=WorktreeSettings(
+                base=wr.get("base", _string, None, _git_ref),
+                merge_command=wr.get("merge_command", _argv, None)),
+        )
+        extra += pr.unknown() + wr.unknown()
+    return MappingProxyType(out), extra
 
 
 def _host_name(v: str) -> str | None:
@@ -378,6 +451,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
                              lambda v: None if 0 < v <= 120 else "must be between 0 and 120 seconds"),
         per_minute=notify_r.get("per_minute", _strict_int, d.NOTIFY_PER_MINUTE, _positive),
     )
+    projects_config, project_extra = _projects_config(r)
     settings = Settings(
         projects_dir=_env_first(env, "AQ_PROJECTS_DIR", r.get("projects_dir", to_path, base / "projects"), to_path),
         projects=r.get("projects", _name_list, None),
@@ -398,11 +472,14 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         max_task_bytes=r.get("max_task_bytes", _strict_int, d.MAX_TASK_BYTES, _positive),
         incomplete_grace=r.get("incomplete_grace", _number, d.INCOMPLETE_GRACE_S, _non_negative),
         settle_time=r.get("settle_time", _number, d.SETTLE_TIME_S, _non_negative),
+        max_parallel=r.get("max_parallel", _strict_int, d.MAX_PARALLEL,
+                           lambda v: None if 1 <= v <= 500 else "must be between 1 and 500"),
+        projects_config=projects_config,
         redis_url=_env_first(env, "REDIS_URL", r.get("redis_url", _string, None)),
         state_dir=_env_first(env, "AQ_STATE_DIR", r.get("state_dir", to_path, base / d.STATE_DIR), to_path),
     )
     extra = (r.unknown() + pool_r.unknown() + tmux_r.unknown() + agent_r.unknown() + flower_r.unknown()
-             + host_r.unknown() + limits_r.unknown() + web_r.unknown() + notify_r.unknown())
+             + host_r.unknown() + limits_r.unknown() + web_r.unknown() + notify_r.unknown() + project_extra)
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; see README 'Configuration'")
     return replace(settings, tmux=TmuxSettings(socket_name=socket_name or default_socket(settings.state_dir)))

@@ -55,8 +55,8 @@ SUBMIT_RETRIES: Final = 3
 POLL_INTERVAL_S: Final = 0.05
 MESSAGE_FOOTER: Final = (
     "IMPORTANT: you must EXECUTE the requested actions, not only describe them. "
-    "When the task is finished, move its file to .agent-queue/done/{task_file} "
-    "(mv .agent-queue/inbox/{task_file}.dispatched .agent-queue/done/{task_file})."
+    "When the task is finished, move its file to {queue_dir}/done/{task_file} "
+    "(mv {queue_dir}/inbox/{task_file}.dispatched {queue_dir}/done/{task_file})."
 )
 
 SCAN_INTERVAL_S: Final = 60.0
@@ -65,6 +65,16 @@ BLOCKED_TIMEOUT_S: Final = 3600.0
 #: Session lock TTL; renewed every third of it while held, so a killed worker frees its session within it.
 LAUNCH_LOCK_TTL_S: Final = 30.0
 MAX_LAUNCH_ATTEMPTS: Final = 3
+#: Tasks of one project sharing one checkout that may run at once (docs/decisions.md: why 1).
+MAX_PARALLEL: Final = 1
+#: ``isolation: worktree``: ``<project>/.agent-queue/worktrees/<id>`` on branch ``aq/<id>``.
+WORKTREES_DIR: Final = "worktrees"
+WORKTREE_BRANCH_PREFIX: Final = "aq/"
+GIT_TIMEOUT_S: Final = 60.0
+#: How long ``worktree.merge_command`` may run on finish before it counts as failed.
+MERGE_TIMEOUT_S: Final = 300.0
+#: TTL (and wait) of the per-project lock around counting running tasks and claiming one.
+PROJECT_CLAIM_LOCK_TTL_S: Final = 5.0
 FINISH_GRACE_S: Final = 30.0
 
 #: A host whose heartbeat is older than this is lost: its tasks go to other hosts.

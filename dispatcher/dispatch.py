@@ -28,10 +28,10 @@ import redis
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, hosts, keys, locks, owners, pause, pool_state, settle
+from . import events, hosts, keys, locks, owners, pause, pool_state, settle, worktree
 from . import sessions as ss
 from .config import Settings
-from .errors import ClaimError, DialogError, SessionError, TaskFileError
+from .errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
 from .hooks import HookLog
 from .scan import Plan, run_scan
 from .screen import TRUST_DIALOG
@@ -53,6 +53,8 @@ class LaunchSpec:
     model: str
     agent_uuid: str
     host: str = ""
+    #: The project's ``.agent-queue`` (absolute) when the agent works elsewhere (a worktree); None: in its cwd.
+    queue_dir: Path | None = None
 
     @property
     def ref(self) -> str:
@@ -68,7 +70,7 @@ class LaunchFn(Protocol):
 class Outcome:
     """Result of one dispatch attempt (returned by the Celery tasks as JSON)."""
 
-    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing | held | forwarded
+    status: str  # dispatched | no-task | busy | not-in-pool | paused | launch-failed | taken | missing | held | forwarded | at-limit
     session: str = ""
     task: str = ""
     detail: str = ""
@@ -297,6 +299,9 @@ class Dispatcher:
                 continue
             if outcome.status in ("taken",):
                 continue  # another worker got this task: try the next one
+            if outcome.status == "at-limit":
+                held.add(task.project)  # its slots filled since the scan: the other projects go ahead
+                continue
             return outcome
         detail = "nothing eligible" + (f" (held: {', '.join(sorted(held))})" if held else "")
         return Outcome("no-task", session=session, detail=detail)
@@ -314,9 +319,12 @@ class Dispatcher:
             if not (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)):
                 return Outcome("busy", session=session, detail=f"state {info.state.value}")
             try:
-                launching = aq.claim(task.path)
+                launching = self._claim_within_limit(task)
             except ClaimError as exc:
                 return Outcome("taken", session=session, task=str(task.key), detail=str(exc))
+            if launching is None:
+                return Outcome("at-limit", session=session, task=str(task.key),
+                               detail=f"project {task.project} has no free slot (max_parallel)")
             # Ownership any host can check (an flock proves nothing across machines).
             owners.take(self.r, task.project, task.id, info.ref)
             try:
@@ -330,6 +338,40 @@ class Dispatcher:
                 claim.close()
         finally:
             held.release()
+
+    def running_count(self, project: str) -> int:
+        """Tasks of ``project`` claimed or running now (its ``.launching`` + ``.dispatched`` files)."""
+        inbox = aq.project(self.settings.projects_dir, project).inbox
+        try:
+            names = os.listdir(inbox)
+        except OSError:
+            return 0
+        ends = (d.TASK_SUFFIX + d.LAUNCHING, d.TASK_SUFFIX + d.DISPATCHED)
+        return sum(1 for n in names if n.endswith(ends) and not n.startswith("."))
+
+    def _claim_within_limit(self, task: Task) -> Path | None:
+        """Claim ``task`` unless its project is at its ``max_parallel`` (None then); ClaimError if taken.
+
+        The plan already capped the project, but two workers may both have seen the last free
+        slot: count and claim under a short per-project Redis lock (a rename is all it guards,
+        and the lock is shared by every host), so the count one sees includes the other's claim.
+        """
+        limit = self.settings.limit_for(task.project)
+        if not limit:
+            return aq.claim(task.path)
+        lock = self.r.lock(keys.project_claim_lock(task.project), timeout=d.PROJECT_CLAIM_LOCK_TTL_S,
+                           blocking_timeout=d.PROJECT_CLAIM_LOCK_TTL_S, sleep=0.02, thread_local=False)
+        if not lock.acquire(blocking=True):
+            return None
+        try:
+            if self.running_count(task.project) >= limit:
+                return None
+            return aq.claim(task.path)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:  # expired (a very slow disk): the rename is done anyway
+                logger.warning("project claim lock of %s expired before release", task.project)
 
     def _launch_claimed(self, task: Task, launching: Path, session: str, info: SessionInfo) -> Outcome:
         key = str(task.key)
@@ -345,12 +387,21 @@ class Dispatcher:
             return Outcome("taken", session=session, task=key, detail=f"changed while claimed: {exc.reason}")
         self.announce(task.project, task.id, str(launching))  # the watcher's event may still be queued
         events.emit(self.r, "claimed", task=key, session=info.ref)
+        project_dir = self.settings.projects_dir / task.project
+        queue_dir: Path | None = None
+        cfg = self.settings.project_settings(task.project)
+        if cfg.isolation == "worktree":
+            try:
+                project_dir = worktree.create(project_dir, task.id, cfg.worktree)
+            except WorktreeError as exc:
+                return self._worktree_failed(task, launching, info, exc)
+            queue_dir = (self.settings.projects_dir / task.project).resolve() / d.QUEUE_DIR
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
         info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, project=task.project, task=task.id,
                                      model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
                                      hooks_after=HookLog(self.r).last_id(info.ref))
-        spec = LaunchSpec(session, task, self.settings.projects_dir / task.project, model, agent_uuid, self.host)
+        spec = LaunchSpec(session, task, project_dir, model, agent_uuid, self.host, queue_dir=queue_dir)
         try:
             self.launch(spec)
         except DialogError as exc:
@@ -367,6 +418,16 @@ class Dispatcher:
         self.r.delete(keys.attempts(task.project, task.id))
         events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
         return Outcome("dispatched", session=session, task=key, detail=f"model {model}")
+
+    def _worktree_failed(self, task: Task, launching: Path, info: SessionInfo, exc: WorktreeError) -> Outcome:
+        """No worktree for the task: it fails with the reason (kept, retryable); the session stays free."""
+        key = str(task.key)
+        reason = f"cannot make the task's git worktree: {exc}"
+        logger.warning("%s: %s", key, reason)
+        aq.fail(launching, reason)
+        owners.drop(self.r, task.project, task.id, info.ref)
+        events.emit(self.r, "failed", task=key, session=info.ref, detail=reason)
+        return Outcome("launch-failed", session=info.name, task=key, detail=reason)
 
     def _project_untrusted(self, task: Task, launching: Path, info: SessionInfo) -> Outcome:
         """The agent does not trust the project folder: hold the project (with the fix), not the task or session."""

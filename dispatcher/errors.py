@@ -81,5 +81,9 @@ class DeploymentError(DispatcherError):
     """Another running deployment owns this state dir or tmux socket."""
 
 
+class WorktreeError(DispatcherError):
+    """A task's git worktree cannot be made (not a repository, branch or path taken…)."""
+
+
 class LockError(DispatcherError):
     """A Redis lock could not be taken or was lost."""

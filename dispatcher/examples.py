@@ -45,6 +45,12 @@ monitor_interval: 5                # session monitor period, seconds
 blocked_timeout: 3600              # .blocked older than this becomes .stuck
 finish_grace: 30                   # agent idle this long without done/ -> failed
 max_launch_attempts: 3             # launch failures before a task is .failed
+max_parallel: 1                    # tasks of one project sharing its checkout that run at once
+# projects_config:                 # per project (README 'Parallel tasks in one project'):
+#   web:
+#     isolation: worktree          # each task in its own git worktree, branch aq/<task id>
+#     max_parallel: 3              # default with worktrees: no cap but the pool
+#     worktree: {base: main, merge_command: [git, merge, --no-edit]}
 limits:
   rate_limit_pause: 60             # API 429/529 naming no wait: pause the pool this long,
   rate_limit_max_pause: 1800       # doubling per repeat up to this (usage limits wait for their reset)

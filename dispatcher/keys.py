@@ -44,6 +44,11 @@ def startup_lock(host: str) -> str:
     return f"{PREFIX}lock:startup:{host}"
 
 
+def project_claim_lock(project: str) -> str:
+    """Held while a worker counts a project's running tasks and claims one (its ``max_parallel``)."""
+    return f"{PREFIX}lock:project-claim:{project}"
+
+
 def owner(project: str, task_id: str) -> str:
     """Who owns a claimed task: ``HOST/NAME`` of its session, or a tombstone once taken back."""
     return f"{PREFIX}owner:{project}:{task_id}"

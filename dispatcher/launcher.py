@@ -49,6 +49,8 @@ class LaunchRequest:
     task_id: str
     body: str
     priority: str = "default"
+    #: The project's queue as the agent should name it: relative to its cwd, or absolute from a worktree.
+    queue_dir: str = ".agent-queue"
     #: Claude session UUID we choose (``--session-id``); ignored when resuming.
     session_uuid: str = field(default_factory=lambda: str(uuid4()))
 
@@ -160,7 +162,8 @@ def agent_env(session: str, request: LaunchRequest, agent: AgentSettings, redis_
     ``session`` is the ref (``HOST/NAME``) the hook reports under.
     """
     env = {key: expand_vars(value, os.environ) for key, value in agent.env.items()}
-    env.update(AQ_SESSION=session, AQ_TASK=f"{request.project}:{request.task_id}", AQ_REDIS_URL=redis_url)
+    env.update(AQ_SESSION=session, AQ_TASK=f"{request.project}:{request.task_id}", AQ_REDIS_URL=redis_url,
+               AQ_QUEUE_DIR=request.queue_dir)
     return env
 
 
@@ -299,7 +302,8 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
     ready = clock()
 
     msg_tag = tag(request.task_id)
-    message = build_message(request.task_id, request.body, project=request.project, footer=agent.message_footer)
+    message = build_message(request.task_id, request.body, project=request.project, footer=agent.message_footer,
+                            queue_dir=request.queue_dir)
     tmux.paste(session, message)
     _wait_paste_shown(tmux, session, clock() + PASTE_SHOW_S, clock)
     per_try = agent.submit_timeout / max(1, agent.submit_retries)

@@ -29,9 +29,13 @@ class _KeepUnknown(dict[str, str]):
         return "{" + key + "}"
 
 
-def format_footer(footer: str, *, task_id: str, project: str) -> str:
-    """Fill ``{task_file}``, ``{task_id}``, ``{project}`` in the configured footer; leave other text alone."""
-    fields = _KeepUnknown(task_file=f"{task_id}.md", task_id=task_id, project=project)
+def format_footer(footer: str, *, task_id: str, project: str, queue_dir: str = ".agent-queue") -> str:
+    """Fill ``{task_file}``, ``{task_id}``, ``{project}``, ``{queue_dir}`` in the footer; leave other text alone.
+
+    ``queue_dir`` is relative to the agent's cwd when that is the project, absolute when the
+    agent works in a worktree (its task file stays in the project's main queue).
+    """
+    fields = _KeepUnknown(task_file=f"{task_id}.md", task_id=task_id, project=project, queue_dir=queue_dir)
     try:
         return string.Formatter().vformat(footer, (), fields)
     except (ValueError, IndexError, AttributeError, KeyError) as exc:
@@ -40,10 +44,10 @@ def format_footer(footer: str, *, task_id: str, project: str) -> str:
         return footer
 
 
-def build_message(task_id: str, body: str, *, project: str, footer: str) -> str:
+def build_message(task_id: str, body: str, *, project: str, footer: str, queue_dir: str = ".agent-queue") -> str:
     """The full, sanitised message for one task."""
     text = f"{tag(task_id)} {body.strip(chr(10) + chr(13))}"
-    filled = format_footer(footer, task_id=task_id, project=project)
+    filled = format_footer(footer, task_id=task_id, project=project, queue_dir=queue_dir)
     if filled.strip():
         text = f"{text.rstrip()}\n\n{filled}"
     return sanitize(text)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import agent_queue as aq
 from . import defaults as d
-from . import events, hosts, keys, limits, owners, pause, pool_state, screen
+from . import events, hosts, keys, limits, owners, pause, pool_state, screen, worktree
 from . import sessions as ss
 from .dispatch import Dispatcher
 from .errors import ClaimError, TmuxError
@@ -183,16 +183,35 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
     leftover = proj.task_path(info.task, d.DISPATCHED)
     if leftover.exists():  # the agent copied instead of moving: done/ is the truth
         leftover.unlink()
+    note = ""
+    if worktree.path_for(proj.root, info.task).is_dir():
+        tidy = worktree.finish(proj.root, info.task, disp.settings.project_settings(info.project).worktree)
+        if not tidy.ok:  # the merge failed: done/ must not claim what is not on the base branch
+            return _unfinish(disp, info, tidy.detail)
+        note = f"; {tidy.detail}"
     owners.drop(disp.r, info.project, info.task, info.ref)
     events.emit(disp.r, "finished", task=info.task_key, session=info.ref,
-                detail=f"after {int(disp.clock() - info.since)}s")
+                detail=f"after {int(disp.clock() - info.since)}s{note}")
     pause.reset_backoff(disp.r, disp.settings.host.account)  # the API answered a whole task: the next rate limit starts the backoff over
     _free(disp, info, failed=False, detail=f"finished {info.task_key}")
     return f"finished {info.task_key}"
 
 
+def _unfinish(disp: Dispatcher, info: SessionInfo, reason: str) -> str:
+    """The agent finished but the worktree's merge command failed: done/<id>.md → inbox/<id>.md.dispatched, failed."""
+    proj = aq.project(disp.settings.projects_dir, info.project)
+    try:
+        aq.move_no_replace(aq.done_path(proj, info.task), proj.task_path(info.task, d.DISPATCHED))
+    except ClaimError as exc:
+        logger.warning("cannot take %s back from done/: %s", info.task_key, exc)
+    return _fail(disp, info, reason, "")
+
+
 def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
     proj = aq.project(disp.settings.projects_dir, info.project)
+    tree = worktree.path_for(proj.root, info.task)
+    if tree.is_dir() and str(tree) not in reason:
+        reason = f"{reason} (worktree kept at {tree})"  # for inspection: failed work is never deleted
     note = f"{reason}\nsession: {info.ref}\nagent: {info.agent_uuid}\n\nlast screen lines:\n{tail}"
     try:
         aq.fail(proj.task_path(info.task, d.DISPATCHED), note)

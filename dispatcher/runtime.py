@@ -70,6 +70,7 @@ def agent_launcher(s: Settings, r: "redis.Redis", t: Tmux) -> LaunchFn:
         request = LaunchRequest(
             project_dir=spec.project_dir, project=spec.task.project, task_id=spec.task.id,
             priority=spec.task.priority.value, body=spec.task.body, session_uuid=spec.agent_uuid,
+            queue_dir=str(spec.queue_dir) if spec.queue_dir is not None else d.QUEUE_DIR,
         )
         launch(t, spec.session, request, s.agent, r, state_dir=s.state_dir,
                redis_url=redis_conn.redis_py_url(redis_conn.configured_url(s)), ref=spec.ref)

@@ -168,9 +168,38 @@ def _why(err: TaskFileError) -> str:
     return f"line {err.line}: {err.reason}" if err.line is not None else err.reason
 
 
+def at_limit_reason(running: int, limit: int) -> str:
+    """The waiting reason of a task whose project already runs (or is about to run) ``limit`` tasks."""
+    return f"project at its limit ({running}/{limit})"
+
+
+def _cap(ordered: list[Task], in_flight: dict[str, list[tuple[str, str]]],
+         limit_of: Callable[[str], int]) -> tuple[list[Task], list[tuple[Task, str]]]:
+    """Keep, in order, the tasks each project still has room for; the rest wait (others' order unchanged)."""
+    taken: dict[str, int] = {}
+    for state in ("launching", "dispatched"):
+        for proj, _ in in_flight.get(state, []):
+            taken[proj] = taken.get(proj, 0) + 1
+    kept: list[Task] = []
+    waiting: list[tuple[Task, str]] = []
+    for task in ordered:
+        limit = limit_of(task.project)
+        n = taken.get(task.project, 0)
+        if limit and n >= limit:
+            waiting.append((task, at_limit_reason(n, limit)))
+            continue
+        taken[task.project] = n + 1  # an earlier task of the project goes first and takes a slot
+        kept.append(task)
+    return kept, waiting
+
+
 def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomplete_grace: float,
-         settle_time: float = 0.0, closed: Mapping[tuple[str, str], settle.Identity] | None = None) -> Plan:
+         settle_time: float = 0.0, closed: Mapping[tuple[str, str], settle.Identity] | None = None,
+         limit_of: Callable[[str], int] | None = None) -> Plan:
     """Classify every pending file and order the eligible ones (pure).
+
+    ``limit_of(project)`` caps how many tasks of a project run at once (0: no cap); counting
+    its ``.launching`` and ``.dispatched`` files, the eligible tasks beyond it wait.
 
     ``closed`` holds the identities the watcher saw when each file's writer was done
     (:func:`settle.closed_files`); a file neither closed nor unchanged for ``settle_time``
@@ -228,6 +257,9 @@ def plan(snaps: list[aq.Snapshot], loaded: list[Loaded], *, now: float, incomple
         else:
             result.blocked.append((task, reason))
     result.eligible = order_tasks(eligible)
+    if limit_of is not None:
+        result.eligible, capped = _cap(result.eligible, result.in_flight, limit_of)
+        result.waiting += capped
     return result
 
 
@@ -290,7 +322,7 @@ def run_scan(settings: Settings, *, now: float, write: bool, closed: ClosedLooku
     fresh = fresh_files(snaps, now=now, settle_time=settings.settle_time)
     known = closed(fresh) if closed is not None and fresh else {}
     result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace,
-                  settle_time=settings.settle_time, closed=known)
+                  settle_time=settings.settle_time, closed=known, limit_of=settings.limit_for)
     if write:
         apply_markers(result, snaps)
     return result

@@ -53,6 +53,7 @@ def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: flo
     holds = pause.holds(r, now) if r is not None else {}
     result = run_scan(settings, now=now, write=False)
     return {"time": now, "host": me, "hosts": host_rows, "sessions": rows, "counts": result.counts(),
+            "waiting": [{"task": str(t.key), "reason": why} for t, why in result.waiting],
             # JSON has no infinity: an operator's open-ended pause has no end time.
             "paused": held is not None,
             "paused_until": held.until if held is not None and math.isfinite(held.until) else None,
@@ -112,6 +113,8 @@ def render(data: dict[str, Any]) -> str:
         name = row["ref"] if fleet else row["session"]
         lines.append(f"{name:<{width}}{state:<11}{task[:31]:<32}{(row['model'] or '-'):<8}"
                      f"{_dur(row['for_s']):>8}  {row['detail'][:60]}")
+    if data.get("waiting"):
+        lines += ["", "waiting:"] + [f"  {w['task']}  — waiting: {w['reason']}" for w in data["waiting"]]
     lines += ["", render_counts(data["counts"]), "", f"attach: {data['attach']}"]
     if any(r["cooldown"] for r in data["sessions"]):
         lines.append("\n* cooling down after a failure")

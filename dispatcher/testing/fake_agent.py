@@ -17,7 +17,7 @@ message received is appended as a JSON line to $FAKE_AGENT_LOG.
 
 Scripted behaviour from ``@fake: <cmd> [arg]`` lines in a message:
 ``sleep MS`` (stay busy), ``done`` (move inbox/<id>.md.dispatched to done/<id>.md),
-``fail`` (finish without doing it), ``limit`` (usage-limit text + StopFailure; a later
+``fail`` (finish without doing it), ``await NAME`` (busy until the queue dir holds NAME), ``write FILE`` (a file in the cwd), ``commit`` (git add -A + commit in the cwd), ``limit`` (usage-limit text + StopFailure; a later
 bare message for the same task, i.e. the resume's "continue", then completes it),
 ``hang`` (busy until interrupted), ``exit [CODE]`` (exit the process at once),
 ``error 429|529`` (the turn ends with that API error on screen + StopFailure; a later
@@ -124,6 +124,8 @@ class FakeAgent:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.cwd = os.getcwd()
+        # Where the task files are: the project's queue (absolute) when the agent works in a worktree.
+        self.queue = Path(self.cwd, os.environ.get("AQ_QUEUE_DIR") or ".agent-queue")
         self.session_id = args.session_id or args.resume or str(uuid.uuid4())
         self.log_path = os.environ.get("FAKE_AGENT_LOG")
         self.busy_ms = int(os.environ.get("FAKE_AGENT_BUSY_MS", "100"))
@@ -309,7 +311,7 @@ class FakeAgent:
         self.advance()
 
     def _limit_marker(self) -> Path:
-        return Path(self.cwd, ".agent-queue", f".fake-limited-{self.task_id}")
+        return self.queue / f".fake-limited-{self.task_id}"
 
     def advance(self) -> None:
         """Run scripted steps until one makes the agent wait, then finish the turn."""
@@ -327,8 +329,8 @@ class FakeAgent:
                 self.restore()
                 os._exit(int(arg or "1"))
             if cmd == "done" and self.task_id:
-                src = Path(self.cwd, ".agent-queue", "inbox", f"{self.task_id}.md.dispatched")
-                dst = Path(self.cwd, ".agent-queue", "done", f"{self.task_id}.md")
+                src = self.queue / "inbox" / f"{self.task_id}.md.dispatched"
+                dst = self.queue / "done" / f"{self.task_id}.md"
                 # The dispatcher promotes .launching → .dispatched just after it sees the submit:
                 # a real agent takes seconds before its first tool call, this one must wait for it.
                 deadline = time.monotonic() + 10
@@ -341,6 +343,16 @@ class FakeAgent:
                     self.log("done", task=self.task_id)
                 except OSError as exc:
                     self.outcome = f"Could not move the task: {exc}"
+            elif cmd == "await" and arg and "/" not in arg:
+                if not (self.queue / arg).exists():  # busy until the test creates the file in the queue dir
+                    self.steps.insert(0, (cmd, arg))
+                    self.wake_at = time.monotonic() + 0.05
+                    return
+            elif cmd == "write" and arg and "/" not in arg and arg not in (".", ".."):
+                Path(self.cwd, arg).write_text(f"written for {self.task_id}\n", encoding="utf-8")
+            elif cmd == "commit":
+                for argv in (["git", "add", "-A", "."], ["git", "commit", "-q", "-m", f"work on {self.task_id}"]):
+                    subprocess.run(argv, cwd=self.cwd, capture_output=True, check=False, timeout=30)
             elif cmd == "fail":
                 self.outcome = "I could not complete this task."
             elif cmd in ("limit", "error"):

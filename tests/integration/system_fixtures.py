@@ -125,6 +125,8 @@ def settings(tmp_path: Path, agent_log: Path, sys_redis_url: str) -> Settings:
         # Tests write task files atomically and mostly drive the dispatcher without a watcher to see
         # them moved in: judge them at once. The settling tests (test_settle.py) set it themselves.
         settle_time=0.0,
+        # These tests run several tasks of one project at once (written before max_parallel): allow the pool's size.
+        max_parallel=3,
     )
 
 

@@ -79,7 +79,8 @@ def settings(projects_dir: Path) -> Settings:
     Files written here are complete at once, so they are judged at once (settle_time 0);
     the tests of settling (test_settle.py) set it themselves.
     """
-    return Settings(projects_dir=projects_dir, settle_time=0.0)
+    # No per-project cap (max_parallel) either: these tests are about order; test_scan tests the cap.
+    return Settings(projects_dir=projects_dir, settle_time=0.0, max_parallel=500)
 
 
 @pytest.fixture

@@ -80,8 +80,9 @@ def test_real_init_then_scan_dry_run_shows_the_example_order(tmp_path):
     assert scan.returncode == 0, scan.stderr
 
     out = scan.stdout
-    assert "Eligible, in dispatch order (2):" in out
-    assert out.index("1. example:HOTFIX-0 [critical]") < out.index("2. example:SETUP-1 [high]")
+    assert "Eligible, in dispatch order (1):" in out and "1. example:HOTFIX-0 [critical]" in out
+    # One shared checkout: max_parallel 1 (the default) lets the next one wait for it.
+    assert "example:SETUP-1 [high]  Create the project skeleton  — project at its limit (1/1)" in out
     blocked = out[out.index("Blocked (2):"):]
     assert "example:FEAT-2 [default]" in blocked and "waiting on example:SETUP-1" in blocked
     assert "example:DOC-3 [low]" in blocked and "waiting on example:FEAT-2" in blocked
@@ -210,7 +211,7 @@ def test_scan_dry_run_prints_order_and_reasons_and_changes_nothing(runner, confi
 
     assert result.exit_code == 0, result.output
     out = result.output
-    assert out.index("1. web:B [critical]") < out.index("2. web:A [low]")
+    assert out.index("1. web:B [critical]") < out.index("web:A [low]  — project at its limit (1/1)")
     assert "web:C [default]  — waiting on web:A" in out
     assert "web/BAD.md  — unknown priority 'x'" in out
     assert sorted(p.name for p in proj.inbox.iterdir()) == before

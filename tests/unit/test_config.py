@@ -119,6 +119,14 @@ def test_absolute_and_home_paths_are_kept(tmp_path, monkeypatch):
     ("limits: {rate_limit_pause: 120, rate_limit_max_pause: 60}", "limits.rate_limit_max_pause",
      "must be >= limits.rate_limit_pause (120)"),
     ("limits: {rate_limit_max_pause: soon}", "limits.rate_limit_max_pause", "number of seconds"),
+    ("max_parallel: 0", "max_parallel", "between 1 and 500"),
+    ("projects_config: {web: {max_parallel: two}}", "projects_config.web.max_parallel", "must be an integer"),
+    ("projects_config: {web: {isolation: docker}}", "projects_config.web.isolation", "'none' or 'worktree'"),
+    ("projects_config: {web: {worktree: {base: '-x'}}}", "projects_config.web.worktree.base", "branch or commit"),
+    ("projects_config: {web: {worktree: {merge_command: ''}}}", "projects_config.web.worktree.merge_command",
+     "command line"),
+    ("projects_config: {'../x': {}}", "projects_config.../x", "project name"),
+    ("projects_config: [web]", "projects_config", "must be a mapping"),
 ])
 def test_each_validation_error_names_file_key_and_problem(tmp_path, text, key, problem):
     message = config_error(tmp_path, text + "\n")
@@ -130,7 +138,10 @@ def test_each_validation_error_names_file_key_and_problem(tmp_path, text, key, p
 @pytest.mark.parametrize("text,unknown", [("scan_intervall: 5", "scan_intervall"),
                                           ("pool: {size: 3}", "pool.size"),
                                           ("agent: {modles: {}}", "agent.modles"),
-                                          ("limits: {rate_limit: 5}", "limits.rate_limit")])
+                                          ("limits: {rate_limit: 5}", "limits.rate_limit"),
+                                          ("projects_config: {web: {paralel: 2}}", "projects_config.web.paralel"),
+                                          ("projects_config: {web: {worktree: {bsae: x}}}",
+                                           "projects_config.web.worktree.bsae")])
 def test_unknown_keys_are_refused(tmp_path, text, unknown):
     message = config_error(tmp_path, text + "\n")
 
@@ -263,3 +274,18 @@ def test_web_and_notify_sections(tmp_path):
 ])
 def test_notify_and_web_errors(tmp_path, text, key):
     assert key in config_error(tmp_path, text + "\n")
+
+
+def test_max_parallel_is_one_per_shared_checkout_and_uncapped_per_worktree_project(tmp_path):
+    s = load_config(write_config(tmp_path, (
+        "projects_config:\n"
+        "  web: {isolation: worktree, worktree: {base: main, merge_command: [git, merge, --ff-only]}}\n"
+        "  api: {max_parallel: 2}\n"
+        "  docs: {isolation: worktree, max_parallel: 3, worktree: {merge_command: 'git merge --no-edit'}}\n")), env={})
+
+    assert s.max_parallel == d.MAX_PARALLEL == 1
+    assert (s.limit_for("other"), s.limit_for("api"), s.limit_for("web"), s.limit_for("docs")) == (1, 2, 0, 3)
+    assert s.project_settings("web").worktree.base == "main"
+    assert s.project_settings("web").worktree.merge_command == ("git", "merge", "--ff-only")
+    assert s.project_settings("docs").worktree.merge_command == ("git", "merge", "--no-edit")
+    assert load_config(write_config(tmp_path, "max_parallel: 4\n"), env={}).limit_for("x") == 4

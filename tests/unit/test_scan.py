@@ -8,6 +8,7 @@ import sys
 import time
 
 from dispatcher import defaults as d
+from dispatcher.config import ProjectSettings
 from dispatcher import agent_queue as aq
 from dispatcher.report import plan_json, render_graph, render_plan
 
@@ -20,6 +21,34 @@ def test_eligible_tasks_across_projects_come_out_in_dispatch_order(make_project,
     plan = scan()
 
     assert keys(plan.eligible) == ["web:W4", "api:A2", "web:W2", "api:A1", "web:W3", "web:W1"]
+
+
+def test_a_project_at_its_limit_waits_and_the_others_keep_their_order(make_project, scan, keys):
+    web = make_project("web", tasks={"W1": {"priority": "low"}, "W2": {}, "W3": {}, "W4": {"priority": "critical"}},
+                       mtimes={"W1": 10, "W2": 20, "W3": 30, "W4": 40})
+    make_project("api", tasks={"A1": {}, "A2": {"priority": "high"}}, mtimes={"A1": 25, "A2": 50})
+    web.task_path("W0", d.DISPATCHED).write_text("running")
+    capped = {"web": ProjectSettings(max_parallel=2)}
+
+    plan = scan(max_parallel=1, projects_config=capped)
+
+    # web runs W0 and may start one more (its first in order); api (default cap 1) starts its first.
+    assert keys(plan.eligible) == ["web:W4", "api:A2"]
+    assert [(str(t.key), why) for t, why in plan.waiting] == [
+        ("web:W2", "project at its limit (2/2)"), ("api:A1", "project at its limit (1/1)"),
+        ("web:W3", "project at its limit (2/2)"), ("web:W1", "project at its limit (2/2)")]
+    assert plan.counts()["web"]["pending"] == 4
+    assert "web:W2" in render_plan(plan) and "project at its limit (2/2)" in render_plan(plan)
+
+
+def test_the_default_cap_is_one_per_shared_checkout_and_none_per_worktree_project(make_project, scan, keys):
+    make_project("web", tasks={"W1": {}, "W2": {}})
+    make_project("api", tasks={"A1": {}, "A2": {}})
+
+    plan = scan(max_parallel=d.MAX_PARALLEL, projects_config={"web": ProjectSettings(isolation="worktree")})
+
+    assert sorted(keys(plan.eligible)) == ["api:A1", "web:W1", "web:W2"]
+    assert keys(plan.waiting) == ["api:A2"]
 
 
 def test_hidden_temp_and_non_md_files_are_ignored(make_project, scan, keys):
