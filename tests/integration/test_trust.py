@@ -70,7 +70,7 @@ def test_untrusted_project_is_held_while_the_pool_serves_the_others(
     shown = status.render(status.collect(s, sys_redis, tmux_pool, now=now))
     assert "project bad held until" in shown and "hasTrustDialogAccepted" in shown
     config = tmp_path / "dispatcher.yaml"
-    config.write_text(f"projects_dir: {s.projects_dir}\nsettle_time: 0\n", encoding="utf-8")  # files just released
+    config.write_text(f"projects_dir: {s.projects_dir}\nsettle_time: 0\nmax_parallel: 3\n", encoding="utf-8")  # as s
     dry = CliRunner().invoke(cli, ["--config", str(config), "scan", "--dry-run"])  # REDIS_URL: this test's DB
     assert dry.exit_code == 0 and "Held (2):" in dry.output and "— held: Claude Code does not trust" in dry.output
 
