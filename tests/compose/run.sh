@@ -305,8 +305,12 @@ wait_healthy() {
     die "not healthy in time:${bad}"
 }
 
-write_task() { # write_task ID BODY [DEPS_YAML] [BUSY_MS]
-    local inbox="${PROJECTS}/proj/.agent-queue/inbox" tmp
+write_task() { # write_task ID BODY [DEPS_YAML] [BUSY_MS]   (AQ_PROJ: the project, default proj)
+    local inbox="${PROJECTS}/${AQ_PROJ:-proj}/.agent-queue/inbox" tmp
+    if [[ ! -d "${inbox}" ]]; then
+        mkdir -p "${inbox}" "${PROJECTS}/${AQ_PROJ}/.agent-queue/done"
+        chown -R "${AGENT_UID}:${AGENT_UID}" "${PROJECTS}/${AQ_PROJ}"
+    fi
     tmp="${inbox}/.$1.tmp"
     {
         echo "---"
@@ -465,6 +469,49 @@ s_after_restart() {
     ok "after down/up: TASK-1..3 still done, TASK-4 (written while down) and TASK-5 dispatched, none twice, inbox empty"
 }
 
+s_fleet() {
+    # A second host (worker-2: its own host name, tmux pool and state volume) joins; tasks spread over both;
+    # `docker-compose stop worker-2` while it works: its tasks finish on the first host (docs/multi-host.md).
+    dc --profile fleet up -d worker-2 >"${WORK}/fleet.log" 2>&1 || { cat "${WORK}/fleet.log"; die "worker-2 did not start"; }
+    local saved=("${SERVICES[@]}")
+    SERVICES=(worker-2)
+    wait_healthy 180
+    SERVICES=("${saved[@]}")
+    local i deadline
+    for i in 1 2 3 4; do AQ_PROJ="f${i}" write_task "FLEET-${i}" "Fleet task ${i}." "" 8000; done
+    deadline=$((SECONDS + 90))
+    until grep -q '"event": "message".*"aq_session": "worker-2/' "${LOGS}/fake-agent.log"; do
+        ((SECONDS < deadline)) || { dump_state; die "worker-2 never received a task"; }
+        sleep 0.5
+    done
+    ok "the second host took a share: $(grep -c '"event": "message".*"aq_session": "worker-2/' "${LOGS}/fake-agent.log") task(s) on worker-2"
+    dc stop -t 10 worker-2 >>"${WORK}/fleet.log" 2>&1 || die "docker-compose stop worker-2 failed"
+    deadline=$((SECONDS + 150))
+    local missing
+    while true; do
+        missing=""
+        for i in 1 2 3 4; do [[ -f "${PROJECTS}/f${i}/.agent-queue/done/FLEET-${i}.md" ]] || missing+=" FLEET-${i}"; done
+        [[ -z "${missing}" ]] && break
+        ((SECONDS < deadline)) || { dump_state; die "not done after worker-2 stopped:${missing}"; }
+        sleep 0.5
+    done
+    python3 - "${LOGS}/fake-agent.log" <<'PY' || { dump_state; die "fleet: a task ran twice on a live host, or finished on the stopped one"; }
+import json, re, sys
+runs = {}
+for line in open(sys.argv[1], encoding="utf-8"):
+    e = json.loads(line)
+    m = re.match(r"\[(FLEET-\d)\.md\]", e.get("text", "")) if e.get("event") == "message" else None
+    if m:
+        runs.setdefault(m.group(1), []).append(e.get("aq_session", ""))
+for task, where in sorted(runs.items()):
+    # Once; or twice when its first host was stopped under it: then the second run is on the live host.
+    if len(where) > 2 or (len(where) == 2 and not (where[0].startswith("worker-2/") and where[1].startswith("worker/"))):
+        sys.exit(f"{task}: {where}")
+print("fleet runs:", runs)
+PY
+    ok "worker-2 stopped while working: its tasks finished on worker, nothing else ran twice"
+}
+
 cleanup() {
     local rc=$?
     set +e
@@ -510,3 +557,4 @@ step "down, task written while down" s_down
 step "up -d again" s_up_again
 step "wait for health again" wait_healthy 180
 step "nothing lost after restart" s_after_restart
+step "second host joins, then stops" s_fleet
