@@ -182,6 +182,14 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         live = await run_in_threadpool(snaps.redis)
         return live if live is not None else _error(503, "Redis unreachable; is 'dispatcher up' running?")
 
+    async def _body_and_redis(request: Request) -> "tuple[dict[str, Any], redis.Redis] | JSONResponse":
+        """A pool action's JSON body and a live Redis, or the error response that refuses the action."""
+        body = await _json_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        live = await _redis_or_503()
+        return live if isinstance(live, JSONResponse) else (body, live)
+
     async def act_retry(request: Request) -> Response:
         body = await _json_body(request)
         if isinstance(body, JSONResponse):
@@ -203,12 +211,10 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         return JSONResponse({"requeued": path.name})
 
     async def act_pause(request: Request) -> Response:
-        body = await _json_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        live = await _redis_or_503()
-        if isinstance(live, JSONResponse):
-            return live
+        got = await _body_and_redis(request)
+        if isinstance(got, JSONResponse):
+            return got
+        body, live = got
         until, reason = body.get("until") or "", body.get("reason") or ""
         if not isinstance(until, str) or not isinstance(reason, str) or len(until) > 64 or len(reason) > 500:
             return _error(400, "until and reason must be short strings")
@@ -222,12 +228,10 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         return JSONResponse({"paused": held.describe()})
 
     async def act_resume(request: Request) -> Response:
-        body = await _json_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        live = await _redis_or_503()
-        if isinstance(live, JSONResponse):
-            return live
+        got = await _body_and_redis(request)
+        if isinstance(got, JSONResponse):
+            return got
+        _, live = got
         lifted, projects = pause.resume(live, settings.host.account)
         was = lifted.describe() if lifted is not None and lifted.until > time.time() else "not paused"
         events.emit(live, "unpaused", detail=f"by operator on the fleet page ({was})")
