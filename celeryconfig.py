@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from dispatcher.config import load_config, no_config_error
-from dispatcher.errors import ConfigError
-from dispatcher.hosts import CLUSTER_QUEUE, host_queue
-from dispatcher.redis_conn import celery_url, configured_url
+from dispatcher.core.config import load_config, no_config_error
+from dispatcher.core.errors import ConfigError
+from dispatcher.store.hosts import CLUSTER_QUEUE, host_queue
+from dispatcher.store.redis_conn import celery_url, configured_url
 
 try:
     _settings = load_config()
@@ -52,9 +52,9 @@ imports = ("workers.scan", "workers.assign", "workers.monitor")
 # (everything that touches this host's tmux panes); the router sends each message where it belongs.
 task_default_queue = CLUSTER_QUEUE
 task_queues = (Queue(CLUSTER_QUEUE), Queue(host_queue(_settings.host.name)))
-task_routes = ("dispatcher.routing.route",)
+task_routes = ("dispatcher.flows.routing.route",)
 # Exactly one beat schedules for the whole cluster, however many hosts run one (a Redis lease).
-beat_scheduler = "dispatcher.beat_leader:LeaderScheduler"
+beat_scheduler = "dispatcher.flows.beat_leader:LeaderScheduler"
 beat_max_loop_interval = 5
 
 beat_schedule = {

@@ -48,14 +48,15 @@ if str(ROOT) not in sys.path:
 
 import redis  # noqa: E402
 
-from dispatcher import agent_queue as aq  # noqa: E402
-from dispatcher import pool, runtime  # noqa: E402
-from dispatcher.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
-from dispatcher.dispatch import Dispatcher, LaunchSpec  # noqa: E402
-from dispatcher.monitor import monitor_all  # noqa: E402
-from dispatcher.scan import clear_cache, run_scan  # noqa: E402
-from dispatcher.taskfile import render_task  # noqa: E402
-from dispatcher.tmux import Tmux  # noqa: E402
+from dispatcher.inbox import files as aq  # noqa: E402
+from dispatcher.agent import pool
+from dispatcher.flows import runtime  # noqa: E402
+from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
+from dispatcher.flows.dispatch import Dispatcher, LaunchSpec  # noqa: E402
+from dispatcher.flows.monitor import monitor_all  # noqa: E402
+from dispatcher.inbox.scanner import clear_cache, run_scan  # noqa: E402
+from dispatcher.core.taskfile import render_task  # noqa: E402
+from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -252,8 +253,9 @@ def drive(disp: Dispatcher, settings: Settings, log: Path, ids: list[tuple[str, 
 def start_watcher(settings: Settings, r: "redis.Redis[str]") -> Callable[[], None]:
     """The real file watcher, recording what inbox_event records (the writer is done): files written
     atomically are dispatched at once instead of waiting ``settle_time``. Returns a stop function."""
-    from dispatcher import settle, watcher
-    from dispatcher.inbox_path import parse_inbox_path
+    from dispatcher.store import settle
+    from dispatcher.inbox import watcher
+    from dispatcher.inbox.inbox_path import parse_inbox_path
 
     def on_task(path: str, closed: Any) -> None:
         ident = settle.parse_identity(closed)
@@ -278,7 +280,7 @@ def start_watcher(settings: Settings, r: "redis.Redis[str]") -> Callable[[], Non
 def settle_costs(r: "redis.Redis[str]", n: int = 2000) -> tuple[float, float]:
     """Median cost of the settle bookkeeping on an atomic file's path: the record (inbox_event) and the
     lookup (each plan pass while a file is fresh)."""
-    from dispatcher import settle
+    from dispatcher.store import settle
 
     rec, look = [], []
     for i in range(n):

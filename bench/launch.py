@@ -16,10 +16,10 @@ from pathlib import Path
 
 import redis
 
-from dispatcher import keys
-from dispatcher.config import AgentSettings
-from dispatcher.launcher import LaunchRequest, launch
-from dispatcher.tmux import Tmux
+from dispatcher.core import keys
+from dispatcher.core.config import AgentSettings
+from dispatcher.agent.launcher import LaunchRequest, launch
+from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 

@@ -1,5 +1,5 @@
 """``python -m dispatcher …`` = the ``dispatcher`` command."""
 
-from .cli import main
+from dispatcher.cli.main import main
 
 main()

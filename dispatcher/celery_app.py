@@ -30,8 +30,8 @@ def _running(worker: Any) -> bool:
 
 @worker_init.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    from . import runtime
-    from .errors import HostConflictError
+    from dispatcher.flows import runtime
+    from dispatcher.core.errors import HostConflictError
 
     try:
         _heartbeats[id(sender)] = runtime.start_heartbeat(alive=lambda: _running(sender))

@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from typing import IO, Mapping, Sequence
 
-from . import keys
+from dispatcher.core import keys
 
 logger = logging.getLogger("dispatcher.hook")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispatcher import runtime
+from dispatcher.flows import runtime
 from dispatcher.celery_app import app
 
 

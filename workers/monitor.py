@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher import keys, monitor, recovery, runtime
+from dispatcher.core import keys
+from dispatcher.flows import monitor, recovery, runtime
 from dispatcher.celery_app import app
 
 

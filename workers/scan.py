@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dispatcher import blocked, keys, recovery, runtime, settle
-from dispatcher import defaults as d
+from dispatcher.flows import blocked, recovery, runtime
+from dispatcher.core import keys
+from dispatcher.store import settle
+from dispatcher.core import defaults as d
 from dispatcher.celery_app import app
-from dispatcher.dispatch import Dispatcher
-from dispatcher.inbox_path import InboxPathError, parse_inbox_path
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.inbox.inbox_path import InboxPathError, parse_inbox_path
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from dispatcher import pool
-from dispatcher.config import PoolSettings
+from dispatcher.agent import pool
+from dispatcher.core.config import PoolSettings
 from dispatcher.testing import FAKE_AGENT_COMMAND
-from dispatcher.tmux import Tmux
+from dispatcher.agent.tmux import Tmux
 
 
 @dataclass

@@ -10,7 +10,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from ..config import Settings
+from dispatcher.core.config import Settings
 
 if TYPE_CHECKING:
     import uvicorn
@@ -22,7 +22,7 @@ def server(settings: Settings, address: str, port: int, **app_kwargs: object) ->
     """A uvicorn server for the page (call ``.run()``; set ``.should_exit`` to stop it)."""
     import uvicorn
 
-    from .app import create_app
+    from dispatcher.web.app import create_app
 
     app = create_app(settings, **app_kwargs)  # type: ignore[arg-type]
     # Open streams (SSE) would hold a graceful shutdown forever: give them a moment, then close.
@@ -33,7 +33,7 @@ def server(settings: Settings, address: str, port: int, **app_kwargs: object) ->
 
 def serve(settings: Settings, address: str, port: int) -> None:
     """Run the page until Ctrl-C/SIGTERM."""
-    from .. import credentials
+    from dispatcher.store import credentials
 
     user, _ = credentials.load_or_create(settings.state_dir, settings.flower.basic_auth)
     where = f"[{address}]" if ":" in address else address

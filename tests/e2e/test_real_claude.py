@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import screen as prod_screen  # production parsers, cross-checked on live screens
+from dispatcher.core import screen as prod_screen  # production parsers, cross-checked on live screens
 from tests.e2e import harness
 from tests.e2e.conftest import ClaudeCLI, HookLog
 from tests.e2e.fake_api import BashToolUse, Error429, FakeAnthropicAPI, Overloaded529, Text
@@ -287,7 +287,7 @@ def test_resume_after_exit_keeps_session_id(
     assert [s["source"] for s in starts] == ["startup", "resume"]
     assert {s["session_id"] for s in starts} == {sid}
     assert hook_log.named("UserPromptSubmit")[-1]["session_id"] == sid
-    assert prod_parsed, f"dispatcher.screen.parse_resume_id misses {m.group(0)!r} (item 18)"
+    assert prod_parsed, f"dispatcher.core.screen.parse_resume_id misses {m.group(0)!r} (item 18)"
 
 
 def test_resume_and_session_id_need_fork_session(claude_bin, project_dir, claude_env):

@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
-from dispatcher.config import AgentSettings
-from dispatcher.tmux import Tmux
+from dispatcher.core.config import AgentSettings
+from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 from system_fixtures import flushed_client, wait_for

@@ -11,12 +11,13 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
-from dispatcher import agent_queue as aq
-from dispatcher import pool, runtime
-from dispatcher.config import AgentSettings, PoolSettings, Settings, TmuxSettings
-from dispatcher.dispatch import Dispatcher
-from dispatcher.taskfile import render_task
-from dispatcher.tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.agent import pool
+from dispatcher.flows import runtime
+from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.core.taskfile import render_task
+from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 REDIS_BASE = "redis://127.0.0.1:6379/"

@@ -11,9 +11,9 @@ import pytest
 import redis
 from conftest_driver import read_log
 
-from dispatcher.config import AgentSettings
-from dispatcher.launcher import LaunchRequest, agent_env, launch
-from dispatcher.tmux import Tmux
+from dispatcher.core.config import AgentSettings
+from dispatcher.agent.launcher import LaunchRequest, agent_env, launch
+from dispatcher.agent.tmux import Tmux
 
 
 def _request(project: Path) -> LaunchRequest:
@@ -28,7 +28,7 @@ def test_env_values_expand_variables_of_the_dispatcher(monkeypatch: pytest.Monke
     agent = AgentSettings(env={"PATH": "$PATH:/opt/x/bin", "CFG": "${AQ_TEST_HOME}/.cfg", "PRICE": "$$5",
                                "GONE": "a${AQ_TEST_UNSET}b", "PLAIN": "no dollars"})
 
-    with caplog.at_level(logging.WARNING, logger="dispatcher.launcher"):
+    with caplog.at_level(logging.WARNING, logger="dispatcher.agent.launcher"):
         env = agent_env("s", _request(tmp_path), agent, "redis://r/0")
 
     assert env["PATH"] == "/usr/bin:/bin:/opt/x/bin" and env["CFG"] == "/home/x/.cfg"

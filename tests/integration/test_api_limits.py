@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from dispatcher import agent_queue as aq
-from dispatcher import events, monitor, pause, runtime
-from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher
-from dispatcher.sessions import State
-from dispatcher.tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.store import events, pause
+from dispatcher.flows import monitor, runtime
+from dispatcher.core.config import Settings
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.store.sessions import State
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import Clock, add_task, done_ids, messages, wait_for
 

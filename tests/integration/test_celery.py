@@ -13,9 +13,9 @@ import pytest
 import yaml
 from celery.contrib.testing.worker import start_worker
 
-from dispatcher import runtime
+from dispatcher.flows import runtime
 from dispatcher.celery_app import app
-from dispatcher.config import Settings
+from dispatcher.core.config import Settings
 
 from system_fixtures import add_task, done_ids, messages, tags_received, wait_for
 
@@ -83,7 +83,7 @@ def test_celery_call_cli_as_the_readme_says(worker: None, settings: Settings, ag
 def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings, agent_log: Path,
                                                sys_redis) -> None:  # type: ignore[no-untyped-def]
     """Files dropped in an inbox — also of a project created after start — reach agents via inbox_event."""
-    from dispatcher.watcher import run
+    from dispatcher.inbox.watcher import run
 
     stop = threading.Event()
     started = threading.Event()  # run() rescans once its observer is up: that is our "watching" signal
@@ -100,7 +100,7 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
         add_task(settings, "brand-new", "N2")
         wait_for(lambda: tags_received(agent_log) == ["first:N1", "brand-new:N2"], timeout=60,
                  what="N2 delivered")
-        from dispatcher import events
+        from dispatcher.store import events
 
         def submitted() -> list[str]:
             return [e.task for e in events.recent(sys_redis, 200) if e.kind == "submitted"]
@@ -118,8 +118,8 @@ def test_non_atomic_writers_are_dispatched_complete_and_atomic_ones_at_once(
     """`cat > inbox/x.md` pausing inside the body is not dispatched before its writer closes the file, however
     often scans run meanwhile; a plain one-shot write goes on its close; an atomic rename goes at once (well
     within settle_time, which only files no watcher saw finished wait for)."""
-    from dispatcher import agent_queue as aq
-    from dispatcher.watcher import run
+    from dispatcher.inbox import files as aq
+    from dispatcher.inbox.watcher import run
 
     runtime.configure(settings.with_overrides(settle_time=30.0))  # the worker's Dispatcher is built from these
     proj = aq.project(settings.projects_dir, "alpha")
@@ -161,7 +161,7 @@ def test_a_file_no_watcher_saw_finished_is_dispatched_once_it_settles(
         worker: None, settings: Settings, agent_log: Path, sys_redis) -> None:  # type: ignore[no-untyped-def]
     """A hint without the writer's close (polling watcher, a scan) for a fresh file: it goes once unchanged for
     settle_time, by a scan scheduled for then, not at the next beat tick (there is no beat here)."""
-    from dispatcher import events
+    from dispatcher.store import events
 
     runtime.configure(settings.with_overrides(settle_time=1.0))
     path = add_task(settings, "alpha", "H1")
@@ -179,8 +179,8 @@ def test_a_paused_pool_still_classifies_and_marks(worker: None, settings: Settin
     """Dispatch is paused (usage limit), scans are not: .invalid and .blocked (first detection) appear at once."""
     import time
 
-    from dispatcher import agent_queue as aq
-    from dispatcher import keys
+    from dispatcher.inbox import files as aq
+    from dispatcher.core import keys
 
     sys_redis.hset(keys.PAUSE, mapping={"until": f"{time.time() + 3600:.0f}", "reason": "usage limit"})
     proj = aq.project(settings.projects_dir, "alpha")
@@ -211,7 +211,7 @@ def test_two_worker_processes_watcher_and_repeated_calls_never_double_book(
     """Two real worker processes, the watcher, and a storm of full_scan/assign_next/monitor on one inbox."""
     import signal
 
-    from dispatcher.watcher import run
+    from dispatcher.inbox.watcher import run
 
     url = settings.redis_url or ""
     app.conf.update(broker_url=url, result_backend=url)

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 import yaml
 
-from dispatcher.hosts import CLUSTER_QUEUE
+from dispatcher.store.hosts import CLUSTER_QUEUE
 
 
 def test_scan_with_an_explicit_config_asks_that_deployment_for_a_full_scan(tmp_path: Path,

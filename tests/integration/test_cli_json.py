@@ -13,10 +13,10 @@ import redis
 import yaml
 from click.testing import CliRunner
 
-from dispatcher import events
-from dispatcher.config import Settings
-from dispatcher.commands import cli
-from dispatcher.tmux import Tmux
+from dispatcher.store import events
+from dispatcher.core.config import Settings
+from dispatcher.cli.commands import cli
+from dispatcher.agent.tmux import Tmux
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from dispatcher.config import load_config
+from dispatcher.core.config import load_config
 from dispatcher.testing import FAKE_AGENT_COMMAND
-from dispatcher.tmux import Tmux
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import wait_for
 

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import redis
 
-from dispatcher.session_ref import SessionRef
-from dispatcher import agent_queue as aq
-from dispatcher import keys, monitor, pool_state, recovery
-from dispatcher import sessions as ss
-from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher, FileClaim
-from dispatcher.sessions import State
-from dispatcher.tmux import Tmux
+from dispatcher.core.session_ref import SessionRef
+from dispatcher.inbox import files as aq
+from dispatcher.core import keys
+from dispatcher.flows import monitor, recovery
+from dispatcher.agent import pool_state
+from dispatcher.store import sessions as ss
+from dispatcher.core.config import Settings
+from dispatcher.flows.dispatch import Dispatcher, FileClaim
+from dispatcher.store.sessions import State
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
@@ -65,7 +67,7 @@ def test_blocked_task_is_not_dispatched_until_its_dep_is_done(disp: Dispatcher, 
     run_until_done(disp, settings, {"beta": {"A"}, "alpha": {"B"}})
     assert tags_received(agent_log) == ["beta:A", "alpha:B"]
     assert not (inbox / "B.md.blocked").exists()
-    from dispatcher import events
+    from dispatcher.store import events
 
     kinds = [(e.kind, e.task) for e in events.recent(disp.r, 200)]
     assert kinds.count(("blocked", "alpha:B")) == 1 and ("unblocked", "alpha:B") in kinds
@@ -102,7 +104,7 @@ def test_fifty_tasks_three_projects_each_exactly_once_in_priority_order(
 def test_racing_dispatchers_never_double_book(settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux,
                                               agent_log: Path) -> None:
     """Four dispatchers (own Redis connections) fan out at once on one inbox: no task twice, no session twice."""
-    from dispatcher import runtime
+    from dispatcher.flows import runtime
 
     for i in range(6):
         add_task(settings, "alpha", f"R{i}", "@fake: hang")
@@ -186,7 +188,7 @@ def test_redis_flush_rebuilds_sessions_from_tmux_and_never_double_books(
 
 
 def test_session_lock_excludes_a_second_dispatcher(disp: Dispatcher, settings: Settings) -> None:
-    from dispatcher import locks
+    from dispatcher.store import locks
 
     add_task(settings, "alpha", "S1")
     held = locks.try_acquire(disp.r, keys.session_lock(str(disp.ref("ccl-auto-0"))), 30)
@@ -217,7 +219,7 @@ def test_kill_9_mid_launch_then_recovery_runs_the_task_once(disp: Dispatcher, se
         "agent": {"command": settings.agent.command, "env": dict(slow), "prompt_timeout": 60,
                   "resume_dir": str(settings.agent.resume_dir)}}))
     path = add_task(settings, "alpha", "K9")
-    code = ("from dispatcher import runtime; from dispatcher.config import load_config; "
+    code = ("from dispatcher.flows import runtime; from dispatcher.core.config import load_config; "
             f"runtime.configure(load_config({str(cfg)!r})); print(runtime.dispatcher().assign_next('ccl-auto-0'))")
     worker = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     launching = aq.with_suffix(path, ".launching")
@@ -239,7 +241,7 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
     """The worker died after the agent received the task but before `.dispatched`: promote, never resend."""
     import uuid
 
-    from dispatcher.launcher import LaunchRequest, launch
+    from dispatcher.agent.launcher import LaunchRequest, launch
 
     path = add_task(settings, "alpha", "P1", "@fake: hang")
     launching = aq.claim(path)
@@ -278,8 +280,8 @@ def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys
 
 def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
         settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock) -> None:
-    from dispatcher import runtime
-    from dispatcher.config import AgentSettings
+    from dispatcher.flows import runtime
+    from dispatcher.core.config import AgentSettings
 
     broken = settings.with_overrides(agent=AgentSettings(command="no-such-claude-xyz --model {model} {resume}"))
     d = Dispatcher(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool), clock=clock)
@@ -293,7 +295,7 @@ def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
 
 def test_a_late_inbox_event_still_announces_a_task_already_done(disp: Dispatcher, settings: Settings) -> None:
     """On a loaded machine the watcher's event can run after the agent finished: "submitted" is logged once."""
-    from dispatcher import events
+    from dispatcher.store import events
 
     path = add_task(settings, "alpha", "LATE")
     run_until_done(disp, settings, {"alpha": {"LATE"}})
@@ -305,7 +307,7 @@ def test_a_late_inbox_event_still_announces_a_task_already_done(disp: Dispatcher
 def test_submitted_is_the_first_event_of_a_task_however_the_events_race(disp: Dispatcher, settings: Settings) -> None:
     """A scan may claim or block a file before the watcher's inbox_event announces it: `submitted` still comes
     first, once per file version."""
-    from dispatcher import events
+    from dispatcher.store import events
 
     ready = add_task(settings, "alpha", "O1")
     waiting = add_task(settings, "alpha", "O2", depends_on=("alpha:NOPE",))
@@ -322,7 +324,8 @@ def test_submitted_is_the_first_event_of_a_task_however_the_events_race(disp: Di
 
 def test_a_file_waits_to_settle_unless_the_watcher_saw_its_writer_done(
         settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, agent_log: Path, clock: Clock) -> None:
-    from dispatcher import runtime, settle
+    from dispatcher.flows import runtime
+    from dispatcher.store import settle
 
     slow = settings.with_overrides(settle_time=30.0)
     d = Dispatcher(slow, sys_redis, tmux_pool, runtime.agent_launcher(slow, sys_redis, tmux_pool), clock=clock)

@@ -14,8 +14,9 @@ import pytest
 import redis
 import yaml
 
-from dispatcher import doctor, keys
-from dispatcher.config import load_config
+from dispatcher.flows import doctor
+from dispatcher.core import keys
+from dispatcher.core.config import load_config
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 

@@ -11,11 +11,11 @@ import pytest
 import redis
 from conftest_driver import read_log, wait_until
 
-from dispatcher import screen
-from dispatcher.config import AgentSettings
-from dispatcher.hooks import HookLog, write_settings
-from dispatcher.launcher import LaunchRequest, launch, redis_url_of
-from dispatcher.tmux import Tmux
+from dispatcher.core import screen
+from dispatcher.core.config import AgentSettings
+from dispatcher.agent.hooks import HookLog, write_settings
+from dispatcher.agent.launcher import LaunchRequest, launch, redis_url_of
+from dispatcher.agent.tmux import Tmux
 
 
 def start(tmux: Tmux, cwd: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dispatcher import agent_queue as aq
-from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher
+from dispatcher.inbox import files as aq
+from dispatcher.core.config import Settings
+from dispatcher.flows.dispatch import Dispatcher
 
 from system_fixtures import add_task
 from web_fixtures import PASSWORD, USER, FleetServer, browser, fleet_server, page  # noqa: F401

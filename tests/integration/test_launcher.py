@@ -12,12 +12,12 @@ import pytest
 import redis
 from conftest_driver import read_log, wait_until
 
-from dispatcher import keys
-from dispatcher.config import AgentSettings
-from dispatcher.errors import DialogError, LaunchError, PromptTimeout, SubmitError
-from dispatcher.hooks import HookLog
-from dispatcher.launcher import LaunchRequest, build_argv, launch, redis_url_of, resume_path
-from dispatcher.tmux import Tmux
+from dispatcher.core import keys
+from dispatcher.core.config import AgentSettings
+from dispatcher.core.errors import DialogError, LaunchError, PromptTimeout, SubmitError
+from dispatcher.agent.hooks import HookLog
+from dispatcher.agent.launcher import LaunchRequest, build_argv, launch, redis_url_of, resume_path
+from dispatcher.agent.tmux import Tmux
 
 W, H = 200, 50
 

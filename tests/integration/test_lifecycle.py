@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher import agent_queue as aq
-from dispatcher import blocked, events, keys, monitor
-from dispatcher import sessions as ss
-from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher
-from dispatcher.retry import retry_task
-from dispatcher.sessions import State
+from dispatcher.inbox import files as aq
+from dispatcher.flows import blocked, monitor
+from dispatcher.store import events
+from dispatcher.core import keys
+from dispatcher.store import sessions as ss
+from dispatcher.core.config import Settings
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.retry import retry_task
+from dispatcher.store.sessions import State
 
 from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
@@ -156,7 +158,7 @@ def test_agent_asking_a_question_shows_as_waiting_then_working(disp: Dispatcher,
 def test_tmux_crash_and_restart_resumes_the_agents_conversation(disp: Dispatcher, settings: Settings,
                                                                 agent_log: Path) -> None:
     """tmux dies and `dispatcher up` recreates the pool: the owned task resumes with --resume, never twice."""
-    from dispatcher import pool
+    from dispatcher.agent import pool
 
     add_task(settings, "p", "CR", "@fake: hang")
     assert disp.assign_next("ccl-auto-0").status == "dispatched"

@@ -15,10 +15,10 @@ from typing import Callable, Iterator
 import pytest
 import redis
 
-from dispatcher import events, hosts
-from dispatcher.hosts import host_queue
-from dispatcher.taskfile import render_task
-from dispatcher import agent_queue as aq
+from dispatcher.store import events, hosts
+from dispatcher.store.hosts import host_queue
+from dispatcher.core.taskfile import render_task
+from dispatcher.inbox import files as aq
 
 from dispatcher.testing.fleet import SimHost, delivered, agent_entries, start_beat, stop_proc
 from system_fixtures import wait_for

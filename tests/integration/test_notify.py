@@ -13,8 +13,9 @@ from typing import Any, Iterator
 import pytest
 import redis
 
-from dispatcher import events, notify
-from dispatcher.config import NotifySettings
+from dispatcher.store import events
+from dispatcher.flows import notify
+from dispatcher.core.config import NotifySettings
 
 from system_fixtures import wait_for
 

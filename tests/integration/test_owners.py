@@ -9,11 +9,13 @@ from pathlib import Path
 
 import redis
 
-from dispatcher import agent_queue as aq
-from dispatcher import events, hosts, keys, monitor, owners, recovery
-from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher
-from dispatcher.sessions import State
+from dispatcher.inbox import files as aq
+from dispatcher.store import events, hosts, owners
+from dispatcher.core import keys
+from dispatcher.flows import monitor, recovery
+from dispatcher.core.config import Settings
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.store.sessions import State
 
 from system_fixtures import Clock, add_task
 

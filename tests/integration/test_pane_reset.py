@@ -11,14 +11,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dispatcher import agent_queue as aq
-from dispatcher import keys, monitor, pool, pool_state, runtime, status
-from dispatcher import sessions as ss
-from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher, LaunchSpec
-from dispatcher.resume import resume_session
-from dispatcher.sessions import State
-from dispatcher.tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.core import keys
+from dispatcher.flows import monitor, runtime, status
+from dispatcher.agent import pool, pool_state
+from dispatcher.store import sessions as ss
+from dispatcher.core.config import Settings
+from dispatcher.flows.dispatch import Dispatcher, LaunchSpec
+from dispatcher.flows.resume import resume_session
+from dispatcher.store.sessions import State
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import Clock, add_task, done_ids, messages, wait_for
 

@@ -7,11 +7,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from dispatcher import agent_queue as aq
-from dispatcher import events, monitor, worktree
-from dispatcher.config import ProjectSettings, Settings, WorktreeSettings
-from dispatcher.dispatch import Dispatcher
-from dispatcher.scan import run_scan
+from dispatcher.inbox import files as aq
+from dispatcher.store import events
+from dispatcher.flows import monitor
+from dispatcher.inbox import worktree
+from dispatcher.core.config import ProjectSettings, Settings, WorktreeSettings
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.inbox.scanner import run_scan
 
 from system_fixtures import add_task, done_ids, wait_for
 

@@ -12,11 +12,12 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from dispatcher import keys, limits, pause
-from dispatcher.commands import cli
-from dispatcher.config import LimitSettings, Settings
-from dispatcher.dispatch import Dispatcher
-from dispatcher.tmux import Tmux
+from dispatcher.core import keys, limits
+from dispatcher.store import pause
+from dispatcher.cli.commands import cli
+from dispatcher.core.config import LimitSettings, Settings
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import Clock
 

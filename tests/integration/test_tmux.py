@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest_driver import wait_until
 
-from dispatcher import pool
-from dispatcher.config import PoolSettings
-from dispatcher.errors import SessionError, TmuxError
-from dispatcher.tmux import Tmux
+from dispatcher.agent import pool
+from dispatcher.core.config import PoolSettings
+from dispatcher.core.errors import SessionError, TmuxError
+from dispatcher.agent.tmux import Tmux
 
 CAT = ["cat"]
 

@@ -10,15 +10,17 @@ from pathlib import Path
 import redis
 from click.testing import CliRunner
 
-from dispatcher import agent_queue as aq
-from dispatcher import defaults as d
-from dispatcher import keys, monitor, pause, runtime, status
-from dispatcher.commands import cli
-from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher
-from dispatcher.report import plan_json, render_plan
-from dispatcher.scan import run_scan
-from dispatcher.tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.core import defaults as d
+from dispatcher.core import keys
+from dispatcher.flows import monitor, runtime, status
+from dispatcher.store import pause
+from dispatcher.cli.commands import cli
+from dispatcher.core.config import Settings
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.core.report import plan_json, render_plan
+from dispatcher.inbox.scanner import run_scan
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import Clock, add_task, done_ids, wait_for
 

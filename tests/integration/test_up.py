@@ -19,10 +19,10 @@ import pytest
 import redis
 import yaml
 
-from dispatcher import agent_queue as aq
-from dispatcher import keys
-from dispatcher.taskfile import render_task
-from dispatcher.tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.core import keys
+from dispatcher.core.taskfile import render_task
+from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 from system_fixtures import wait_for

@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from dispatcher.tmux import Tmux
+from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 from system_fixtures import wait_for

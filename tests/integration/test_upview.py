@@ -19,12 +19,12 @@ from typing import Iterator
 import pytest
 import yaml
 
-from dispatcher import agent_queue as aq
-from dispatcher import upview
-from dispatcher.config import load_config
-from dispatcher.taskfile import render_task
+from dispatcher.inbox import files as aq
+from dispatcher.flows import upview
+from dispatcher.core.config import load_config
+from dispatcher.core.taskfile import render_task
 from dispatcher.testing import FAKE_AGENT_COMMAND
-from dispatcher.tmux import Tmux
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import wait_for
 

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import agent_queue as aq
-from dispatcher import events, keys
-from dispatcher.config import Settings
-from dispatcher.tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.store import events
+from dispatcher.core import keys
+from dispatcher.core.config import Settings
+from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import add_task, wait_for
 from web_fixtures import PASSWORD, USER, FleetServer, fleet_server  # noqa: F401

@@ -10,8 +10,8 @@ from typing import Any, Iterator
 import pytest
 import redis
 
-from dispatcher.config import Settings
-from dispatcher.tmux import Tmux
+from dispatcher.core.config import Settings
+from dispatcher.agent.tmux import Tmux
 from dispatcher.web import bound_socket, server
 
 from system_fixtures import wait_for

@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pytest
 
-from dispatcher import agent_queue as aq
-from dispatcher.config import Settings
-from dispatcher.scan import Plan, run_scan
-from dispatcher.taskfile import render_task
+from dispatcher.inbox import files as aq
+from dispatcher.core.config import Settings
+from dispatcher.inbox.scanner import Plan, run_scan
+from dispatcher.core.taskfile import render_task
 
 #: Environment variables the config layer reads: never let the developer's shell leak in.
 CONFIG_ENV_VARS = ("DISPATCHER_CONFIG", "REDIS_URL", "AQ_PROJECTS_DIR", "AQ_STATE_DIR", "FLOWER_BASIC_AUTH")

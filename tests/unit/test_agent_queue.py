@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import agent_queue as aq
-from dispatcher import defaults as d
-from dispatcher.errors import ClaimError, UnsafeIdError
+from dispatcher.inbox import files as aq
+from dispatcher.core import defaults as d
+from dispatcher.core.errors import ClaimError, UnsafeIdError
 
 
 def names(directory: Path) -> list[str]:

@@ -20,8 +20,8 @@ CLAIMERS = 4
 CLAIMER = """
 import json, os, sys, time
 from pathlib import Path
-from dispatcher import agent_queue as aq
-from dispatcher.errors import ClaimError
+from dispatcher.inbox import files as aq
+from dispatcher.core.errors import ClaimError
 inbox, use_renameat2, go = Path(sys.argv[1]), sys.argv[2] == "1", Path(sys.argv[3])
 if not use_renameat2:
     aq._RENAMEAT2 = None  # as on NFS: the link()+unlink() fallback

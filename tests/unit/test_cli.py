@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dispatcher import defaults as d
-from dispatcher.cli import EXIT_CONFIG, EXIT_INVALID, cli
-from dispatcher.taskfile import DepRef, Priority, load_task
+from dispatcher.core import defaults as d
+from dispatcher.cli.main import EXIT_CONFIG, EXIT_INVALID, cli
+from dispatcher.core.taskfile import DepRef, Priority, load_task
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_init_refuses_to_overwrite_without_force(runner, tmp_path):
 def test_real_init_then_scan_dry_run_shows_the_example_order(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPATCHER_CONFIG", "AQ_PROJECTS_DIR", "REDIS_URL")}
     exe = Path(sys.executable).with_name("dispatcher")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from dispatcher.cli import main; main()"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from dispatcher.cli.main import main; main()"]
 
     init = subprocess.run([*cmd, "init"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert init.returncode == 0, init.stderr

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import defaults as d
-from dispatcher.config import LimitSettings, Settings, find_config_path, load_config
-from dispatcher.errors import ConfigError
+from dispatcher.core import defaults as d
+from dispatcher.core.config import LimitSettings, Settings, find_config_path, load_config
+from dispatcher.core.errors import ConfigError
 
 
 def write_config(tmp_path: Path, text: str, name: str = "dispatcher.yaml") -> Path:
@@ -207,7 +207,7 @@ def test_pool_contains_only_its_own_names():
 
 
 def test_example_config_written_by_init_is_valid(tmp_path):
-    from dispatcher.examples import CONFIG_TEMPLATE
+    from dispatcher.cli.examples import CONFIG_TEMPLATE
 
     path = write_config(tmp_path, CONFIG_TEMPLATE)
 
@@ -234,7 +234,7 @@ def test_env_state_dir_override_and_empty_env_value_is_ignored(tmp_path):
 
 def test_default_tmux_socket_is_derived_from_the_state_dir(tmp_path):
     """Two deployments on one machine get their own tmux server by default; an explicit name is kept."""
-    from dispatcher.examples import CONFIG_TEMPLATE
+    from dispatcher.cli.examples import CONFIG_TEMPLATE
 
     a = load_config(write_config(tmp_path / "a", CONFIG_TEMPLATE), env={})
     b = load_config(write_config(tmp_path / "b", CONFIG_TEMPLATE), env={})

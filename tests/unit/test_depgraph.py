@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from dispatcher import depgraph
+from dispatcher.core import depgraph
 
 
 def test_states_done_missing_and_columns(make_project, scan):

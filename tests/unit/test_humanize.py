@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dispatcher.humanize import duration
+from dispatcher.core.humanize import duration
 
 
 @pytest.mark.parametrize("seconds, text", [(None, "-"), (0, "0s"), (-5, "0s"), (59.9, "59s"), (60, "1m00s"),

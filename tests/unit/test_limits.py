@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher import limits, screen
-from dispatcher.limits import OVERLOADED, RATE_LIMIT, USAGE_LIMIT
+from dispatcher.core import limits, screen
+from dispatcher.core.limits import OVERLOADED, RATE_LIMIT, USAGE_LIMIT
 
 RULE = "─" * 60
 BOX = f"{RULE}\n❯\u00a0\n{RULE}\n  ⏵⏵ bypass permissions on (shift+tab to cycle)\n"

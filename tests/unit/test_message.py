@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.defaults import MESSAGE_FOOTER
-from dispatcher.message import build_message, format_footer, sanitize, tag
+from dispatcher.core.defaults import MESSAGE_FOOTER
+from dispatcher.core.message import build_message, format_footer, sanitize, tag
 
 
 def test_reference_format_with_footer() -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import dispatcher.commands  # noqa: F401  (registers the runtime subcommands)
-from dispatcher import defaults as d
-from dispatcher.cli import EXIT_CONFIG, cli
-from dispatcher.config import load_config
-from dispatcher.errors import ConfigError
-from dispatcher.redis_conn import configured_url
+import dispatcher.cli.commands  # noqa: F401  (registers the runtime subcommands)
+from dispatcher.core import defaults as d
+from dispatcher.cli.main import EXIT_CONFIG, cli
+from dispatcher.core.config import load_config
+from dispatcher.core.errors import ConfigError
+from dispatcher.store.redis_conn import configured_url
 
 FIX = ("--config", d.CONFIG_ENV, "cd ")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher.ordering import order_tasks
-from dispatcher.taskfile import Priority, Task
+from dispatcher.core.ordering import order_tasks
+from dispatcher.core.taskfile import Priority, Task
 
 
 def t(key: str, priority: str = "default", mtime: float = 0.0) -> Task:

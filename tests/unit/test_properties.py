@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher import defaults as d
-from dispatcher.cli import cli
-from dispatcher.errors import TaskFileError
-from dispatcher.gate import DoneIndex
-from dispatcher.taskfile import DepRef, Priority, is_safe_segment, load_task, parse_task, render_task
+from dispatcher.core import defaults as d
+from dispatcher.cli.main import cli
+from dispatcher.core.errors import TaskFileError
+from dispatcher.core.gate import DoneIndex
+from dispatcher.core.taskfile import DepRef, Priority, is_safe_segment, load_task, parse_task, render_task
 
 SAFE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 segments = st.text(SAFE_CHARS, min_size=1, max_size=12).filter(is_safe_segment)

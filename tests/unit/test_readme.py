@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import defaults as d
-from dispatcher.message import sanitize
+from dispatcher.core import defaults as d
+from dispatcher.core.message import sanitize
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

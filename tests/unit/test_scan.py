@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-from dispatcher import defaults as d
-from dispatcher.config import ProjectSettings
-from dispatcher import agent_queue as aq
-from dispatcher.report import plan_json, render_graph, render_plan
+from dispatcher.core import defaults as d
+from dispatcher.core.config import ProjectSettings
+from dispatcher.inbox import files as aq
+from dispatcher.core.report import plan_json, render_graph, render_plan
 
 
 def test_eligible_tasks_across_projects_come_out_in_dispatch_order(make_project, scan, keys):
@@ -195,7 +195,7 @@ def test_a_file_claimed_between_listing_and_reading_is_gone_not_invalid(make_pro
     stop, ready = tmp_path / "stop", tmp_path / "ready"
     code = (  # another process claims and releases Z.md, like a racing worker
         "import sys, time, pathlib\n"
-        "from dispatcher import agent_queue as aq\n"
+        "from dispatcher.inbox import files as aq\n"
         "path, stop, ready = map(pathlib.Path, sys.argv[1:])\n"
         "ready.touch()\n"
         "while not stop.exists():\n"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dispatcher import agent_queue as aq
-from dispatcher.config import Settings
-from dispatcher.scan import collect
-from dispatcher.taskfile import render_task
+from dispatcher.inbox import files as aq
+from dispatcher.core.config import Settings
+from dispatcher.inbox.scanner import collect
+from dispatcher.core.taskfile import render_task
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatcher import screen
+from dispatcher.core import screen
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude_screens"
 RULE = "─" * 60

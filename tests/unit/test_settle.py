@@ -13,12 +13,12 @@ from typing import Any, Callable
 
 import pytest
 
-from dispatcher import agent_queue as aq
-from dispatcher import defaults as d
-from dispatcher import settle
-from dispatcher.report import render_plan
-from dispatcher.scan import run_scan
-from dispatcher.watcher import InboxHandler, make_observer
+from dispatcher.inbox import files as aq
+from dispatcher.core import defaults as d
+from dispatcher.store import settle
+from dispatcher.core.report import render_plan
+from dispatcher.inbox.scanner import run_scan
+from dispatcher.inbox.watcher import InboxHandler, make_observer
 
 
 def mtime_of(path: Path) -> float:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import defaults as d
-from dispatcher.errors import TaskFileError, TaskIncomplete, UnsafeIdError
-from dispatcher.taskfile import DepRef, Priority, load_task, parse_task, read_task_bytes, render_task
+from dispatcher.core import defaults as d
+from dispatcher.core.errors import TaskFileError, TaskIncomplete, UnsafeIdError
+from dispatcher.core.taskfile import DepRef, Priority, load_task, parse_task, read_task_bytes, render_task
 
 
 def parse(text: str | bytes, task_id: str = "T1", project: str = "web"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher.config import FlowerSettings, Settings
-from dispatcher.up import preflight
+from dispatcher.core.config import FlowerSettings, Settings
+from dispatcher.flows.up import preflight
 
 
 def test_flower_exposed_without_auth_is_refused(tmp_path: Path) -> None:

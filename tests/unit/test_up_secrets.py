@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import defaults as d
-from dispatcher.config import FlowerSettings, Settings
-from dispatcher.redis_conn import redacted
-from dispatcher.up import children, flower_credentials
+from dispatcher.core import defaults as d
+from dispatcher.core.config import FlowerSettings, Settings
+from dispatcher.store.redis_conn import redacted
+from dispatcher.flows.up import children, flower_credentials
 
 
 def test_flower_password_is_generated_once_and_kept_private(tmp_path: Path) -> None:

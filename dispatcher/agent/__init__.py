@@ -1,0 +1,1 @@
+"""The agents: the tmux pool, its sessions' tmux side, launching Claude Code and its hooks' settings."""

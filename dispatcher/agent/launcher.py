@@ -1,0 +1,334 @@
+"""Start an agent in a pool session and deliver one task to it (design §6).
+
+Start-up: argv from the command template, started with ``respawn-pane -c DIR``
+(no shell), serialised per host by the startup lock until the real prompt
+shows. Delivery: bracketed paste from a private buffer, Enter as a separate
+key, confirmed by the UserPromptSubmit hook carrying the task's tag (or, with
+hooks off, by the screen); Enter alone is retried, bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+from uuid import uuid4
+
+import redis as redis_lib
+
+from dispatcher.core import keys, screen
+from dispatcher.core.config import AgentSettings
+from dispatcher.core.defaults import POLL_INTERVAL_S
+from dispatcher.core.errors import ConfigError, DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
+from dispatcher.agent.hooks import HookLog, HookReport, write_settings
+from dispatcher.store.locks import Held
+from dispatcher.core.message import build_message, tag
+from dispatcher.agent.tmux import Tmux
+
+logger = logging.getLogger(__name__)
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_MODEL = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
+#: TTL of the host's startup lock; renewed every third of it while an agent starts.
+STARTUP_LOCK_TTL_S = 6.0
+#: How long to wait for a paste to show in the input box before pressing Enter anyway.
+PASTE_SHOW_S = 2.0
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """One task to deliver to one agent."""
+
+    project_dir: Path
+    project: str
+    task_id: str
+    body: str
+    priority: str = "default"
+    #: The project's queue as the agent should name it: relative to its cwd, or absolute from a worktree.
+    queue_dir: str = ".agent-queue"
+    #: Claude session UUID we choose (``--session-id``); ignored when resuming.
+    session_uuid: str = field(default_factory=lambda: str(uuid4()))
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """What was started and how delivery was confirmed."""
+
+    session: str
+    agent_uuid: str
+    resumed: bool
+    model: str
+    argv: tuple[str, ...]
+    tag: str
+    confirmed_by: str  # "hook" or "screen"
+    enter_presses: int
+    ready_after: float  # seconds from start to a ready prompt
+    submit_after: float  # seconds from a ready prompt to confirmed submission
+    hook_id: str | None = None
+
+
+def resume_path(agent: AgentSettings, session: str) -> Path:
+    """File holding the Claude session UUID to resume in ``session`` (reference layout)."""
+    if agent.resume_dir is None:  # an AgentSettings used outside Settings, which fills it in
+        raise ConfigError("agent.resume_dir is not set")
+    return Path(agent.resume_dir).expanduser() / f"{session}-resume-id.txt"
+
+
+def read_resume_id(agent: AgentSettings, session: str) -> str | None:
+    """The UUID to resume, or None; a malformed file is ignored (and left for an operator)."""
+    path = resume_path(agent, session)
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        logger.warning("cannot read resume file %s: %s", path, exc)
+        return None
+    if not _UUID.match(value):
+        logger.warning("resume file %s does not hold a session UUID; starting fresh", path)
+        return None
+    return value
+
+
+def build_argv(command: str, *, model: str, resume_id: str | None = None, settings_file: Path | None = None,
+               session_uuid: str | None = None) -> list[str]:
+    """argv from the template: ``{model}`` filled, ``{resume}`` → ``--resume <id>`` or dropped."""
+    if not _MODEL.match(model):
+        raise LaunchError(f"model name {model!r} is not safe to pass as an argument")
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise LaunchError(f"agent command template cannot be parsed: {exc}") from None
+    argv: list[str] = []
+    for word in words:
+        if word == "{resume}":
+            argv += ["--resume", resume_id] if resume_id else []
+        elif "{resume}" in word:
+            raise LaunchError("'{resume}' must be a word of its own in the agent command template")
+        else:
+            argv.append(word.replace("{model}", model))
+    if not argv:
+        raise LaunchError("agent command template is empty")
+    if settings_file is not None:
+        argv += ["--settings", str(settings_file)]
+    # Claude refuses --session-id together with --resume (unless --fork-session): the resumed id stays.
+    if session_uuid and not resume_id:
+        argv += ["--session-id", session_uuid]
+    return argv
+
+
+def redis_url_of(client: redis_lib.Redis) -> str:
+    """A URL another process (the hook) can use to reach the same Redis server and database."""
+    kw = client.connection_pool.connection_kwargs
+    db = kw.get("db", 0) or 0
+    if kw.get("path"):
+        return f"unix://{kw['path']}?db={db}"
+    auth = ""
+    if kw.get("password"):
+        from urllib.parse import quote
+
+        auth = f"{quote(str(kw.get('username') or ''), safe='')}:{quote(str(kw['password']), safe='')}@"
+    scheme = "rediss" if "SSL" in client.connection_pool.connection_class.__name__ else "redis"
+    return f"{scheme}://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{db}"
+
+
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_vars(value: str, environ: Mapping[str, str]) -> str:
+    """``$VAR`` and ``${VAR}`` from ``environ`` (unset: empty, as in a shell, with a warning); ``$$`` is ``$``.
+
+    Only this substitution: no commands, globs or quotes — the value is never given to a shell.
+    """
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name is None:
+            return "$"
+        if name not in environ:
+            logger.warning("agent.env: $%s is not set in the dispatcher's environment; expanded to ''", name)
+        return environ.get(name, "")
+
+    return _VAR.sub(sub, value)
+
+
+def agent_env(session: str, request: LaunchRequest, agent: AgentSettings, redis_url: str) -> dict[str, str]:
+    """Environment exported to the agent (and inherited by its hooks); agent.env values are expanded.
+
+    ``session`` is the ref (``HOST/NAME``) the hook reports under.
+    """
+    env = {key: expand_vars(value, os.environ) for key, value in agent.env.items()}
+    env.update(AQ_SESSION=session, AQ_TASK=f"{request.project}:{request.task_id}", AQ_REDIS_URL=redis_url,
+               AQ_QUEUE_DIR=request.queue_dir)
+    return env
+
+
+def _last_lines(text: str, n: int = 15) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-n:])
+
+
+def _status(status: int | None) -> str:
+    return "unknown" if status is None else str(status)
+
+
+def _dead_screen(tmux: Tmux, session: str, clock: Callable[[], float]) -> tuple[int | None, str]:
+    """Exit status and last screen of a dead pane."""
+    # tmux marks the pane dead on EOF and learns the exit status a moment later (SIGCHLD);
+    # tmux 3.3a never reports it for ~1 in 6 very short-lived processes, so wait only briefly.
+    deadline = clock() + 0.5
+    info = tmux.pane_info(session)
+    while info.dead_status is None and clock() < deadline:
+        _pause(POLL_INTERVAL_S / 5)
+        info = tmux.pane_info(session)
+    # The "Pane is dead" line scrolls the last output above the visible screen: read some history too.
+    return info.dead_status, tmux.capture(session, history=200)
+
+
+def wait_ready(tmux: Tmux, session: str, deadline: float, clock: Callable[[], float] = time.monotonic) -> str:
+    """Poll (≤ 50 ms) until the real prompt shows; raise DialogError, LaunchError (dead) or PromptTimeout."""
+    last = ""
+    while True:
+        snap = tmux.snapshot(session)
+        last = snap.text
+        dialog = screen.detect_dialog(last)
+        if dialog is not None:
+            raise DialogError(dialog, f"session {session}; last screen:\n{_last_lines(last)}")
+        if snap.info.dead:
+            status, last = _dead_screen(tmux, session, clock)
+            raise LaunchError(f"agent in {session} exited (status {_status(status)}) before its prompt "
+                              f"showed; last screen:\n{_last_lines(last)}")
+        if screen.prompt_ready(last):
+            return last
+        if clock() >= deadline:
+            raise PromptTimeout(f"agent in {session} showed no ready prompt in time; last screen:\n"
+                                f"{_last_lines(last)}")
+        _pause(min(POLL_INTERVAL_S, max(0.0, deadline - clock())))
+
+
+def _pause(seconds: float) -> None:
+    # The polling interval of a deadline loop, not a fixed wait for something to happen.
+    time.sleep(seconds)
+
+
+def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, env: Mapping[str, str],
+           lock: "redis_lib.lock.Lock", agent: AgentSettings, clock: Callable[[], float]) -> str:
+    """Start the agent and wait for its prompt while holding the host's startup lock."""
+    wait = agent.prompt_timeout * 2
+    if not lock.acquire(blocking=True, blocking_timeout=wait):
+        raise LaunchError(f"startup lock {lock.name} stayed busy for {wait:.0f}s; another start-up hangs?")
+    # A short TTL renewed while we wait: a worker killed mid start-up blocks the host for seconds, not minutes.
+    held = Held(lock, STARTUP_LOCK_TTL_S)
+    try:
+        tmux.set_remain_on_exit(session, True)
+        tmux.respawn(session, argv, cwd=request.project_dir, env=env)
+        logger.info("started agent in %s: %s (cwd %s)", session, shlex.join(argv), request.project_dir)
+        return wait_ready(tmux, session, clock() + agent.prompt_timeout, clock)
+    finally:
+        held.release()
+
+
+def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, after_id: str,
+             deadline: float, clock: Callable[[], float], ref: str) -> tuple[str, HookReport | None] | None:
+    """Wait until ``deadline`` for proof of submission; None when there is none yet."""
+    def tagged(r: HookReport) -> bool:
+        # "in", not "startswith": after an API error Claude merges the next prompt with the failed one.
+        return msg_tag in r.prompt
+
+    while True:
+        if hooks is not None:
+            report, after_id = hooks.wait_for(ref, "UserPromptSubmit", tagged, deadline=deadline,
+                                              after_id=after_id, clock=clock,
+                                              block_ms=int(POLL_INTERVAL_S * 1000))
+            if report is not None:
+                return "hook", report
+        snap = tmux.snapshot(session)
+        if snap.info.dead:
+            status, last = _dead_screen(tmux, session, clock)
+            raise LaunchError(f"agent in {session} exited (status {_status(status)}) while its task was submitted; "
+                              f"last screen:\n{_last_lines(last)}")
+        if clock() >= deadline:
+            # Hooks silent but the screen says submitted: never interrupt a working agent.
+            if screen.shows_submitted(snap.text, msg_tag):
+                if hooks is not None:
+                    logger.warning("%s: no UserPromptSubmit hook report; screen shows the task submitted", session)
+                return "screen", None
+            return None
+        if hooks is None and screen.shows_submitted(snap.text, msg_tag):
+            return "screen", None
+        if hooks is None:
+            _pause(min(POLL_INTERVAL_S, max(0.0, deadline - clock())))
+
+
+def _wait_paste_shown(tmux: Tmux, session: str, deadline: float, clock: Callable[[], float]) -> None:
+    while clock() < deadline:
+        text = screen.input_text(tmux.capture(session))
+        if text:
+            return
+        _pause(min(POLL_INTERVAL_S / 5, max(0.0, deadline - clock())))
+    logger.warning("%s: pasted text did not show in the input box; pressing Enter anyway", session)
+
+
+def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: AgentSettings,
+           redis: redis_lib.Redis, *, state_dir: Path, clock: Callable[[], float] = time.monotonic,
+           redis_url: str | None = None, ref: str | None = None) -> LaunchResult:
+    """Start an agent in ``session`` and submit ``request``'s message; raise a LaunchError subclass on failure.
+
+    ``ref`` (``HOST/NAME``) names the session in hook reports and the start-up lock's host; default ``session``.
+    """
+    agent = agent_settings
+    ref = ref or session
+    host = ref.split("/", 1)[0] if "/" in ref else ""
+    if not tmux.has_session(session):
+        raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
+    if not Path(request.project_dir).is_dir():
+        raise LaunchError(f"project directory {request.project_dir} does not exist")
+    model = agent.model_for(request.priority)
+    resume_id = read_resume_id(agent, session)
+    settings_file = write_settings(Path(state_dir), session) if agent.hooks else None
+    argv = build_argv(agent.command, model=model, resume_id=resume_id, settings_file=settings_file,
+                      session_uuid=request.session_uuid if agent.hooks else None)
+    env = agent_env(ref, request, agent, redis_url or redis_url_of(redis))
+    hooks = HookLog(redis) if agent.hooks else None
+    after_id = hooks.last_id(ref) if hooks is not None else "0-0"
+    lock = redis.lock(keys.startup_lock(host), timeout=STARTUP_LOCK_TTL_S, sleep=0.02, thread_local=False)
+
+    started = clock()
+    _start(tmux, session, argv, request, env, lock, agent, clock)
+    ready = clock()
+
+    msg_tag = tag(request.task_id)
+    message = build_message(request.task_id, request.body, project=request.project, footer=agent.message_footer,
+                            queue_dir=request.queue_dir)
+    tmux.paste(session, message)
+    _wait_paste_shown(tmux, session, clock() + PASTE_SHOW_S, clock)
+    per_try = agent.submit_timeout / max(1, agent.submit_retries)
+    proof: tuple[str, HookReport | None] | None = None
+    presses = 0
+    while presses < max(1, agent.submit_retries) and proof is None:
+        tmux.send_keys(session, "Enter")
+        presses += 1
+        proof = _confirm(tmux, session, msg_tag, hooks, after_id, clock() + per_try, clock, ref)
+        if proof is None:
+            logger.warning("%s: %s not confirmed after Enter #%d", session, msg_tag, presses)
+    if proof is None:
+        # Leave the input empty so a later launch or an operator starts clean.
+        tmux.send_keys(session, "Escape")
+        tmux.send_keys(session, "C-u")
+        raise SubmitError(f"{session}: message {msg_tag} was pasted but never shown as submitted "
+                          f"after {presses} Enter presses; last screen:\n{_last_lines(tmux.capture(session))}")
+    if resume_id is not None:
+        # Consumed only now: a failed launch keeps the conversation resumable.
+        resume_path(agent, session).unlink(missing_ok=True)
+    by, report = proof
+    result = LaunchResult(session=session, agent_uuid=resume_id or (request.session_uuid if agent.hooks else ""), resumed=resume_id is not None,
+                          model=model, argv=tuple(argv), tag=msg_tag, confirmed_by=by, enter_presses=presses,
+                          ready_after=ready - started, submit_after=clock() - ready,
+                          hook_id=report.id if report else None)
+    logger.info("%s: delivered %s:%s (%s, confirmed by %s in %.3fs)", session, request.project, request.task_id,
+                model, by, result.submit_after)
+    return result

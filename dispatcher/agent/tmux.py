@@ -1,0 +1,291 @@
+"""Small adapter over the tmux CLI: argv lists only, exact targets, literal text only.
+
+Why not libtmux: we need a handful of commands, exact ``=name`` targets and
+control over argument quoting (tmux reads a trailing ``;`` as a command
+separator and expands ``#{}``/``#()`` formats in ``-c``); a 300-line adapter
+keeps every byte we send visible and testable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from dispatcher.core.defaults import TMUX_NEW_SESSION_TRIES
+from dispatcher.core.errors import TmuxError
+
+logger = logging.getLogger(__name__)
+
+#: Marker object: a real tmux command separator inside one invocation.
+SEP = object()
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: What a client says when it reached a server that is exiting (kill-server, crash): a new one can start soon.
+_SERVER_EXITING = "server exited unexpectedly"
+_INFO_FORMAT = "#{pane_dead}\t#{pane_dead_status}\t#{pane_current_command}\t#{pane_pid}\t#{pane_width}\t#{pane_height}"
+
+
+def _arg(value: str) -> str:
+    """Escape one argument so tmux never reads its trailing ``;`` as a command separator."""
+    # tmux strips a final ';' and, when the text then ends with '\', turns that into ';'.
+    return value[:-1] + "\\;" if value.endswith(";") else value
+
+
+def _no_format(value: str) -> str:
+    """Escape ``#`` for options tmux format-expands (``-c``), so ``#(cmd)`` never runs."""
+    return value.replace("#", "##")
+
+
+def _exact(name: str) -> str:
+    return f"={name}"
+
+
+def _pane(name: str) -> str:
+    # A pane command needs the trailing colon: '=name' alone fails with "can't find pane".
+    return f"={name}:"
+
+
+@dataclass(frozen=True)
+class PaneInfo:
+    """State of a session's (single) pane."""
+
+    dead: bool
+    dead_status: int | None
+    current_command: str
+    pid: int | None
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Visible screen text and pane state, taken in one tmux call."""
+
+    text: str
+    info: PaneInfo
+
+
+def _parse_info(line: str) -> PaneInfo:
+    parts = (line.split("\t") + [""] * 6)[:6]
+
+    def num(s: str) -> int | None:
+        return int(s) if s.strip().lstrip("-").isdigit() else None
+
+    return PaneInfo(
+        dead=parts[0] == "1",
+        dead_status=num(parts[1]) if parts[0] == "1" else None,
+        current_command=parts[2],
+        pid=num(parts[3]),
+        width=num(parts[4]) or 0,
+        height=num(parts[5]) or 0,
+    )
+
+
+def _env_args(env: Mapping[str, str] | None) -> list[str]:
+    out: list[str] = []
+    for key, value in (env or {}).items():
+        if not _ENV_NAME.match(key):
+            raise TmuxError(f"invalid environment variable name {key!r}")
+        out += ["-e", f"{key}={value}"]
+    return out
+
+
+def _command_args(argv: Sequence[str] | None) -> list[str]:
+    if not argv:
+        return []
+    # tmux runs a single argument through 'sh -c' but execs 2+ arguments directly;
+    # quoting a lone argument keeps it one literal word either way.
+    return ["--", shlex.quote(argv[0])] if len(argv) == 1 else ["--", *argv]
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie has closed its sockets: not alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _pause(seconds: float) -> None:
+    # The polling interval of a bounded wait, not a fixed wait for something to happen.
+    time.sleep(seconds)
+
+
+class Tmux:
+    """One tmux server (``tmux -L socket_name``)."""
+
+    def __init__(self, socket_name: str, *, binary: str = "tmux", timeout: float = 10.0) -> None:
+        self.socket_name = socket_name
+        self.binary = binary
+        self.timeout = timeout
+
+    def run(self, *args: object, input: bytes | None = None) -> str:
+        """Run one tmux invocation (``SEP`` separates commands); raise TmuxError with tmux's stderr."""
+        argv = [self.binary, "-u", "-L", self.socket_name]
+        argv += [";" if a is SEP else _arg(str(a)) for a in args]
+        try:
+            proc = subprocess.run(argv, input=input if input is not None else b"", capture_output=True,
+                                  timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise TmuxError(f"tmux {args[0]} timed out after {self.timeout}s") from None
+        except OSError as exc:
+            raise TmuxError(f"cannot run {self.binary}: {exc}") from None
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            raise TmuxError(f"tmux {args[0]} failed (exit {proc.returncode}): {err}")
+        return proc.stdout.decode("utf-8", "replace")
+
+    # -- sessions -------------------------------------------------------------
+
+    def has_session(self, name: str) -> bool:
+        """True when a session named exactly ``name`` exists."""
+        try:
+            self.run("has-session", "-t", _exact(name))
+        except TmuxError:
+            return False
+        return True
+
+    def new_session(self, name: str, *, width: int, height: int, cwd: str | Path | None = None,
+                    command: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+                    remain_on_exit: bool = True) -> None:
+        """Create a detached session of a fixed size running ``command`` (None: a shell)."""
+        args: list[object] = ["new-session", "-d", "-s", name, "-x", str(width), "-y", str(height)]
+        if cwd is not None:
+            args += ["-c", _no_format(str(cwd))]
+        args += _env_args(env)
+        args += _command_args(command)
+        # Chained in one invocation so the option is set before a short-lived command can exit.
+        args += [SEP, "set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if remain_on_exit else "off"]
+        # A fixed window size keeps screen parsing stable whatever clients attach.
+        args += [SEP, "set-option", "-w", "-t", _pane(name), "window-size", "manual"]
+        for attempt in range(1, TMUX_NEW_SESSION_TRIES + 1):
+            try:
+                self.run(*args)
+                return
+            except TmuxError as exc:
+                # A server killed a moment ago still accepts connections while it exits, then drops them.
+                if _SERVER_EXITING not in str(exc) or attempt == TMUX_NEW_SESSION_TRIES:
+                    raise
+                logger.info("tmux server on %s is still exiting; new-session %s retried", self.socket_name, name)
+                _pause(0.05 * attempt)
+
+    def kill_session(self, name: str) -> None:
+        """Kill the session named exactly ``name``."""
+        self.run("kill-session", "-t", _exact(name))
+
+    def list_sessions(self) -> list[str]:
+        """Names of all sessions on this server ([] when no server runs)."""
+        try:
+            out = self.run("list-sessions", "-F", "#{session_name}")
+        except TmuxError as exc:
+            if any(s in str(exc) for s in ("no server running", "error connecting", "server exited unexpectedly")):
+                return []
+            raise
+        return [line for line in out.splitlines() if line]
+
+    def server_pid(self) -> int | None:
+        """Process id of this tmux server, or None when none runs."""
+        try:
+            out = self.run("display-message", "-p", "#{pid}").strip()
+        except TmuxError:
+            return None
+        return int(out) if out.isdigit() else None
+
+    def kill_server(self) -> None:
+        """Kill this tmux server and wait until it has exited (a new one can start at once); no error when none runs."""
+        pid = self.server_pid()
+        try:
+            self.run("kill-server")
+        except TmuxError:
+            pass
+        if pid is None:
+            return
+        # kill-server returns before the server has exited; until then a new client reaches the dying one.
+        deadline = time.monotonic() + self.timeout
+        while pid_alive(pid):
+            if time.monotonic() > deadline:
+                logger.warning("tmux server %d on %s still running %.0fs after kill-server", pid, self.socket_name,
+                               self.timeout)
+                return
+            _pause(0.01)
+
+    def set_remain_on_exit(self, name: str, on: bool = True) -> None:
+        """Keep a dead pane (and its last screen) readable after its process exits."""
+        self.run("set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if on else "off")
+
+    # -- panes ----------------------------------------------------------------
+
+    def capture(self, name: str, *, history: int = 0) -> str:
+        """Visible pane text (plus ``history`` lines of scrollback)."""
+        args: list[object] = ["capture-pane", "-p", "-t", _pane(name)]
+        if history:
+            args += ["-S", str(-history)]
+        return self.run(*args)
+
+    def pane_info(self, name: str) -> PaneInfo:
+        """Dead flag, exit status, current command, pid and size of the session's pane."""
+        return _parse_info(self.run("display-message", "-p", "-t", _pane(name), _INFO_FORMAT).rstrip("\n"))
+
+    def snapshot(self, name: str) -> Snapshot:
+        """Screen text and pane info in one tmux call (the launch polling loop's only call)."""
+        out = self.run("capture-pane", "-p", "-t", _pane(name), SEP,
+                       "display-message", "-p", "-t", _pane(name), _INFO_FORMAT)
+        text, _, info = out.rstrip("\n").rpartition("\n")
+        return Snapshot(text=text, info=_parse_info(info))
+
+    def send_keys(self, name: str, *keys: str) -> None:
+        """Send named keys (Enter, Escape, C-c, C-u…); never literal text."""
+        for key in keys:
+            if not _KEY.match(key):
+                raise TmuxError(f"not a key name: {key!r} (use send_literal or paste for text)")
+        self.run("send-keys", "-t", _pane(name), *keys)
+
+    def send_literal(self, name: str, text: str) -> None:
+        """Type ``text`` literally (``send-keys -l``); key names inside it stay text."""
+        if text:
+            self.run("send-keys", "-l", "-t", _pane(name), "--", text)
+
+    def paste(self, name: str, text: str) -> None:
+        """Paste ``text`` through a private buffer with bracketed paste (``paste-buffer -p -d``)."""
+        buffer = f"aq-{uuid.uuid4().hex}"
+        try:
+            self.run("load-buffer", "-b", buffer, "-", SEP,
+                     "paste-buffer", "-p", "-d", "-b", buffer, "-t", _pane(name),
+                     input=text.encode("utf-8"))
+        except TmuxError:
+            # The paste may have failed after the load: never leave the text in a buffer.
+            try:
+                self.run("delete-buffer", "-b", buffer)
+            except TmuxError:
+                pass
+            raise
+
+    def respawn(self, name: str, argv: Sequence[str], *, cwd: str | Path,
+                env: Mapping[str, str] | None = None) -> None:
+        """Replace the pane's process with ``argv`` started in ``cwd`` (no shell involved)."""
+        if not argv:
+            raise TmuxError("respawn needs a command")
+        args: list[object] = ["respawn-pane", "-k", "-t", _pane(name), "-c", _no_format(str(cwd))]
+        args += _env_args(env)
+        args += _command_args(argv)
+        self.run(*args)
+
+    def clear_history(self, name: str) -> None:
+        """Forget the pane's scrollback (a new agent's screen starts clean)."""
+        self.run("clear-history", "-t", _pane(name))

@@ -1,0 +1,36 @@
+"""``dispatcher retry``: a failed task goes back to pending; dependents stuck on it are released."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from dispatcher.inbox import files as aq
+from dispatcher.core import defaults as d
+from dispatcher.store import events
+from dispatcher.core import keys
+from dispatcher.core.config import Settings
+from dispatcher.core.errors import ClaimError
+from dispatcher.core.taskfile import DepRef
+
+
+def retry_task(settings: Settings, r: "redis.Redis | None", ref: str) -> Path:
+    """Move ``<id>.md.failed`` back to ``<id>.md``; returns the new path."""
+    if ":" not in ref:
+        raise ClaimError(f"{ref!r}: give the task as project:task_id")
+    dep = DepRef.parse(ref, "")
+    proj = aq.project(settings.projects_dir, dep.project)
+    failed = proj.task_path(dep.task_id, d.FAILED)
+    if not failed.exists():
+        raise ClaimError(f"{ref}: no failed task {failed.name} in {proj.inbox}")
+    path = aq.retry(failed)
+    for other in aq.discover_projects(settings.projects_dir, settings.projects):
+        for marker in other.inbox.glob(f"*{d.TASK_SUFFIX}{d.STUCK}"):
+            text = aq.read_marker(marker.with_name(marker.name[: -len(d.STUCK)]), d.STUCK) or ""
+            if text.startswith("upstream failed") and str(dep) in text:
+                marker.unlink(missing_ok=True)
+    if r is not None:
+        r.delete(keys.attempts(dep.project, dep.task_id))
+        events.emit(r, "retried", task=str(dep))
+    return path

@@ -1,0 +1,364 @@
+"""On-disk protocol (design §2): projects, inbox listings, markers and atomic task moves.
+
+Every ownership change is one atomic directory operation followed by an fsync
+of the directory, so a crash leaves each task in exactly one recognisable state.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from dispatcher.core import defaults as d
+from dispatcher.core.errors import ClaimError, UnsafeIdError
+from dispatcher.core.taskfile import check_segment, is_safe_segment
+
+logger = logging.getLogger(__name__)
+
+#: States of a task file in inbox/, by suffix after ``<id>.md``.
+STATE_SUFFIXES = (d.LAUNCHING, d.DISPATCHED, d.FAILED)
+MARKER_SUFFIXES = (d.BLOCKED, d.STUCK, d.INVALID)
+#: Sidecar holding the reason (and last screen) of a failed task.
+FAILURE_NOTE = ".failure"
+
+
+@dataclass(frozen=True)
+class Project:
+    """One project directory holding ``.agent-queue/{inbox,done}``."""
+
+    name: str
+    root: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / d.QUEUE_DIR / d.INBOX
+
+    @property
+    def done(self) -> Path:
+        return self.root / d.QUEUE_DIR / d.DONE
+
+    def task_path(self, task_id: str, suffix: str = "") -> Path:
+        """Path of ``inbox/<id>.md<suffix>``; the ID is validated first."""
+        return self.inbox / (check_segment(task_id, "task id") + d.TASK_SUFFIX + suffix)
+
+
+def project(projects_dir: Path, name: str) -> Project:
+    """The project ``name`` under ``projects_dir`` (name validated, nothing touched on disk)."""
+    return Project(check_segment(name, "project name"), projects_dir / name)
+
+
+def discover_projects(projects_dir: Path, names: Iterable[str] | None = None) -> list[Project]:
+    """Projects to serve: the configured names, or every dir under projects_dir with .agent-queue/."""
+    if names is not None:
+        return [project(projects_dir, n) for n in names]
+    try:
+        entries = sorted(os.scandir(projects_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        logger.warning("projects_dir %s does not exist", projects_dir)
+        return []
+    found = []
+    for entry in entries:
+        if not is_safe_segment(entry.name) or not entry.is_dir(follow_symlinks=True):
+            continue
+        if os.path.isdir(os.path.join(entry.path, d.QUEUE_DIR)):
+            found.append(Project(entry.name, Path(entry.path)))
+    return found
+
+
+def ensure_dirs(proj: Project) -> None:
+    """Create inbox/ and done/ if missing."""
+    proj.inbox.mkdir(parents=True, exist_ok=True)
+    proj.done.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of inbox/ as listed (lstat: a symlink is seen as a symlink)."""
+
+    name: str
+    mtime: float
+    size: int
+    regular: bool
+    inode: int
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        """(inode, mtime_ns, size): what the watcher records when a writer is done (settle.Identity)."""
+        return (self.inode, self.mtime_ns, self.size)
+
+    @property
+    def identity(self) -> tuple[int, int, int, int]:
+        """Changes whenever the file is replaced, edited or re-linked (parse-cache key)."""
+        return (self.inode, self.mtime_ns, self.ctime_ns, self.size)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One listing of a project's inbox/ and done/ (one pass of the scan)."""
+
+    project: Project
+    inbox: dict[str, Entry]
+    done: tuple[str, ...]
+
+    def has(self, name: str) -> bool:
+        return name in self.inbox
+
+
+def _list(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def snapshot(proj: Project) -> Snapshot:
+    """List inbox/ (with lstat data) and done/ (regular files) once."""
+    inbox: dict[str, Entry] = {}
+    for e in _list(proj.inbox):
+        try:
+            st = e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        inbox[e.name] = Entry(e.name, st.st_mtime, st.st_size, stat.S_ISREG(st.st_mode), st.st_ino,
+                              st.st_mtime_ns, st.st_ctime_ns)
+    return Snapshot(proj, inbox, done_names(proj))
+
+
+def done_names(proj: Project) -> tuple[str, ...]:
+    """Names of the finished tasks in done/: regular ``*.md`` files only (a symlink or directory is not one)."""
+    out = []
+    for e in _list(proj.done):
+        try:
+            if e.name.endswith(d.TASK_SUFFIX) and e.is_file(follow_symlinks=False):
+                out.append(e.name)
+        except OSError:  # vanished while listed
+            continue
+    return tuple(out)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename/create in ``path`` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories; nothing more to do
+        pass
+    finally:
+        os.close(fd)
+
+
+def with_suffix(task_path: Path, suffix: str) -> Path:
+    """``inbox/<id>.md`` + suffix (``.blocked``, ``.launching``…)."""
+    base = task_path.name
+    for s in STATE_SUFFIXES:
+        if base.endswith(s):
+            base = base[: -len(s)]
+    return task_path.with_name(base + suffix)
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_RENAMEAT2 = _load_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """renameat2(RENAME_NOREPLACE); False where the kernel or filesystem does not support it."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(src))
+
+
+def move_no_replace(src: Path, dst: Path) -> None:
+    """Atomically move ``src`` to ``dst``; fail if ``dst`` exists or ``src`` is gone.
+
+    ``renameat2(RENAME_NOREPLACE)`` is one atomic step: of two racing movers
+    exactly one wins, and a file that replaces ``src`` meanwhile is never
+    touched. Where it is unsupported, a hard link (which also refuses to
+    overwrite) then an unlink; last, a checked rename.
+    """
+    try:
+        done = _rename_noreplace(src, dst)
+    except FileExistsError:
+        raise ClaimError(f"{dst.name} already exists") from None
+    except FileNotFoundError:
+        raise ClaimError(f"{src.name} is gone (taken by another worker or removed)") from None
+    except OSError as exc:
+        raise ClaimError(f"cannot move {src.name} to {dst.name}: {exc.strerror}") from None
+    if done:
+        fsync_dir(dst.parent)
+        return
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise ClaimError(f"{dst.name} already exists") from None
+    except FileNotFoundError:
+        raise ClaimError(f"{src.name} is gone (taken by another worker or removed)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EOPNOTSUPP):
+            raise ClaimError(f"cannot move {src.name} to {dst.name}: {exc.strerror}") from None
+        if dst.exists():
+            raise ClaimError(f"{dst.name} already exists") from None
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            raise ClaimError(f"{src.name} is gone (taken by another worker or removed)") from None
+    else:
+        try:
+            os.unlink(src)
+        except FileNotFoundError:
+            pass
+    fsync_dir(dst.parent)
+
+
+def claim(task_path: Path) -> Path:
+    """``<id>.md`` → ``<id>.md.launching``; raise ClaimError if another claimer won."""
+    dst = with_suffix(task_path, d.LAUNCHING)
+    move_no_replace(task_path, dst)
+    return dst
+
+
+def release(launching: Path) -> Path:
+    """``.launching`` → back to ``<id>.md`` (pending again)."""
+    dst = with_suffix(launching, "")
+    move_no_replace(launching, dst)
+    return dst
+
+
+def promote(launching: Path) -> Path:
+    """``.launching`` → ``.dispatched`` (submitted to an agent); drops the blocked/stuck markers."""
+    dst = with_suffix(launching, d.DISPATCHED)
+    move_no_replace(launching, dst)
+    pending = with_suffix(launching, "")
+    remove_marker(pending, d.BLOCKED)
+    remove_marker(pending, d.STUCK)
+    return dst
+
+
+def fail(path: Path, reason: str) -> Path:
+    """``.launching``/``.dispatched`` → ``.failed`` with the reason in a ``.failure`` note beside it."""
+    dst = with_suffix(path, d.FAILED)
+    move_no_replace(path, dst)
+    write_marker(with_suffix(path, ""), FAILURE_NOTE, reason)
+    return dst
+
+
+def retry(failed: Path) -> Path:
+    """``.failed`` → ``<id>.md`` (pending again); the failure note is removed."""
+    dst = with_suffix(failed, "")
+    move_no_replace(failed, dst)
+    remove_marker(dst, FAILURE_NOTE)
+    return dst
+
+
+def mark_blocked(task_path: Path) -> bool:
+    """Create ``<id>.md.blocked`` once; never refresh it (its mtime is the FIRST detection)."""
+    marker = with_suffix(task_path, d.BLOCKED)
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    fsync_dir(marker.parent)
+    return True
+
+
+def write_marker(task_path: Path, suffix: str, text: str) -> Path:
+    """Write ``<id>.md<suffix>`` atomically (temp + rename) with a human-readable text."""
+    marker = with_suffix(task_path, suffix)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text.rstrip("\n") + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.replace(tmp, marker)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    fsync_dir(marker.parent)
+    return marker
+
+
+def read_marker(task_path: Path, suffix: str, limit: int = 64 * 1024) -> str | None:
+    """Text of a marker, or None if absent."""
+    marker = with_suffix(task_path, suffix)
+    try:
+        fd = os.open(marker, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit).decode("utf-8", "replace").strip()
+    except OSError:  # a directory (EISDIR) or worse squatting on the marker name
+        return None
+    finally:
+        os.close(fd)
+
+
+def remove_marker(task_path: Path, suffix: str) -> bool:
+    """Remove ``<id>.md<suffix>`` if present."""
+    try:
+        os.unlink(with_suffix(task_path, suffix))
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def done_path(proj: Project, task_id: str) -> Path:
+    return proj.done / (check_segment(task_id, "task id") + d.TASK_SUFFIX)
+
+
+def complete(path: Path, proj: Project, task_id: str) -> Path:
+    """Move a dispatched task to done/ (the dispatcher confirmed completion)."""
+    dst = done_path(proj, task_id)
+    proj.done.mkdir(parents=True, exist_ok=True)
+    move_no_replace(path, dst)
+    return dst
+
+
+def write_task_atomically(proj: Project, task_id: str, text: str) -> Path:
+    """Create ``inbox/<id>.md`` atomically (temp name not ending in .md, fsync, no-replace move)."""
+    try:
+        dst = proj.task_path(task_id)
+    except UnsafeIdError:
+        raise
+    proj.inbox.mkdir(parents=True, exist_ok=True)
+    tmp = proj.inbox / f".{task_id}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        move_no_replace(tmp, dst)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return dst

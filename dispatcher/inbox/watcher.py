@@ -1,0 +1,120 @@
+"""File watcher (``dispatcher watch``): inbox events become ``inbox_event`` tasks at once.
+
+Tiny on purpose (dramatiq's watcher): it only enqueues. Events are hints; the
+periodic ``full_scan`` is the safety net for anything lost (overflow, downtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from dispatcher.core import defaults as d
+from dispatcher.store import settle
+from dispatcher.inbox.files import STATE_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+_INBOX_PART = f"{os.sep}{d.QUEUE_DIR}{os.sep}{d.INBOX}{os.sep}"
+
+
+def is_inbox_task(path: str) -> bool:
+    """True for ``…/.agent-queue/inbox/<name>.md`` (markers, temp files and done/ are ignored)."""
+    name = os.path.basename(path)
+    return _INBOX_PART in path and name.endswith(d.TASK_SUFFIX) and not name.startswith(".")
+
+
+def _own_move(src: str, dest: str) -> bool:
+    """``x.md.launching|dispatched|failed`` → ``x.md`` in one inbox: a release, requeue or retry, not a writer."""
+    return (os.path.dirname(src) == os.path.dirname(dest)
+            and any(os.path.basename(src) == os.path.basename(dest) + s for s in STATE_SUFFIXES))
+
+
+class InboxHandler(FileSystemEventHandler):
+    """Enqueue when a writer is done with an inbox task file: closed after writing, or moved in.
+
+    A plain create is not enqueued: the file is empty or still being written then (``cat > x.md``).
+    With the event goes the file's identity, so the scan knows this version is complete
+    (settle.py). A polling observer sees no closes: its created/modified events are hints
+    without an identity (the file then settles by age).
+    """
+
+    def __init__(self, on_task: Callable[[str, "list[int] | None"], object], on_overflow: Callable[[], object], *,
+                 polling: bool = False) -> None:
+        self.on_task = on_task
+        self.on_overflow = on_overflow
+        self.polling = polling
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        path = os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path)
+        if not is_inbox_task(path):
+            return
+        if event.event_type == "closed" or (event.event_type == "moved"
+                                            and not _own_move(os.fsdecode(event.src_path), path)):
+            ident = settle.identity_of(path)
+            closed: list[int] | None = list(ident) if ident is not None else None
+        elif event.event_type == "moved" or (self.polling and event.event_type in ("created", "modified")):
+            closed = None  # a hint: dispatch if (and when) the file is settled
+        else:
+            return
+        try:
+            self.on_task(path, closed)
+        except Exception:  # the broker may be down: the periodic scan will catch up
+            logger.exception("could not enqueue inbox_event for %s", path)
+
+
+def make_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = False) -> BaseObserver:
+    """A recursive observer over projects_dir (inotify, or polling where inotify is unavailable)."""
+    observer: BaseObserver
+    if polling:
+        observer = PollingObserver(timeout=2.0)
+    else:
+        try:
+            from watchdog.observers.inotify import InotifyObserver
+
+            # Full events: a file moved in from outside the watched tree is a "moved" event, not "created".
+            observer = InotifyObserver(generate_full_events=True)
+        except ImportError:  # not Linux
+            observer = Observer()
+    try:
+        observer.schedule(handler, str(projects_dir), recursive=True)
+    except OSError as exc:
+        if polling:
+            raise
+        logger.warning("inotify unavailable (%s): falling back to polling", exc)
+        observer = PollingObserver(timeout=2.0)
+        handler.polling = True
+        observer.schedule(handler, str(projects_dir), recursive=True)
+    return observer
+
+
+def run(projects_dir: Path, on_task: Callable[[str, "list[int] | None"], object], on_overflow: Callable[[], object],
+        *, stop: threading.Event, polling: bool = False) -> None:
+    """Watch until ``stop`` is set; a dead observer is restarted and triggers a full scan.
+
+    ``on_task(path, closed)``: ``closed`` is the file's [inode, mtime_ns, size] when its writer
+    was done, or None for a hint.
+    """
+    projects_dir.mkdir(parents=True, exist_ok=True)
+    handler = InboxHandler(on_task, on_overflow, polling=polling)
+    while not stop.is_set():
+        observer = make_observer(projects_dir, handler, polling=polling)
+        observer.start()
+        logger.info("watching %s (%s)", projects_dir, type(observer).__name__)
+        on_overflow()  # events may have been missed while no observer ran
+        while not stop.wait(1.0):
+            if not observer.is_alive():
+                logger.error("file observer died; restarting and rescanning")
+                break
+        observer.stop()
+        observer.join(timeout=5)

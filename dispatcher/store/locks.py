@@ -1,0 +1,78 @@
+"""Redis locks with TTL, token-checked release and renewal while held (redis-py ``Lock``).
+
+A session lock makes "one task per session" hold across workers; a task lock
+marks who owns a ``.launching`` file so recovery can tell a live launch from
+an abandoned one. A lost lock is an event, not a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import redis
+from redis.exceptions import LockError as RedisLockError
+from redis.lock import Lock
+
+from dispatcher.core import keys
+
+logger = logging.getLogger(__name__)
+
+
+class Held:
+    """A lock we hold, renewed every ``ttl/3`` s by a daemon thread until released."""
+
+    def __init__(self, lock: Lock, ttl: float) -> None:
+        self.lock = lock
+        self.ttl = ttl
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"renew {lock.name}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.lock.reacquire()
+            except (RedisLockError, redis.RedisError):
+                logger.warning("lock %s lost while held", self.lock.name)
+                self.lost.set()
+                return
+
+    def release(self) -> None:
+        """Stop renewing and release (a lock already expired or taken over is only logged)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.lock.release()
+        except (RedisLockError, redis.RedisError) as exc:
+            logger.warning("lock %s was not ours any more at release: %s", self.lock.name, exc)
+
+
+def try_acquire(r: "redis.Redis", key: str, ttl: float, owner: str = "") -> Held | None:
+    """Take ``key`` without waiting; None if someone else holds it."""
+    lock = r.lock(key, timeout=ttl, blocking=False, thread_local=False)
+    if not lock.acquire(blocking=False, token=None):
+        return None
+    if owner:
+        # Who holds it, for people and for recovery (the lock value stays the token).
+        r.set(key + ":owner", owner, px=int(ttl * 1000))
+    return Held(lock, ttl)
+
+
+def is_held(r: "redis.Redis", key: str) -> bool:
+    """True while some live holder keeps ``key``."""
+    return bool(r.exists(key))
+
+
+@contextmanager
+def session_lock(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Iterator[Held | None]:
+    """Context manager over the per-session lock; yields None when it is taken."""
+    held = try_acquire(r, keys.session_lock(session), ttl, owner)
+    try:
+        yield held
+    finally:
+        if held is not None:
+            held.release()
