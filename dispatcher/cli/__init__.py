@@ -1,5 +1,1 @@
-"""The ``dispatcher`` command line (click). ``main`` is the console-script entry point."""
-
-from dispatcher.cli.main import main
-
-__all__ = ["main"]
+"""The ``dispatcher`` command line (click); ``dispatcher.cli.main:main`` is the console-script entry point."""
