@@ -13,13 +13,13 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, cast
 
 import redis as redis_lib
 
 from dispatcher.core import keys
+from dispatcher.core.hook_report import HookReport
 
 logger = logging.getLogger(__name__)
 
@@ -56,24 +56,6 @@ def write_settings(state_dir: Path, session: str, *, python: str = sys.executabl
     tmp.write_text(json.dumps(settings_document(python), indent=2), encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-@dataclass(frozen=True)
-class HookReport:
-    """One hook event as stored in Redis."""
-
-    id: str
-    event: str
-    session: str
-    task: str
-    time: float
-    payload: Mapping[str, Any]
-
-    @property
-    def prompt(self) -> str:
-        """The submitted prompt (UserPromptSubmit), else ''."""
-        value = self.payload.get("prompt")
-        return value if isinstance(value, str) else ""
 
 
 _Entries = list[tuple[Any, Mapping[Any, Any]]]

@@ -179,6 +179,14 @@ def turn_finished(screen: str) -> bool:
     return any(_DONE.match(line) for line in region) or (above or "").startswith("● API Error")
 
 
+def current_turn(screen: str) -> str:
+    """The screen from the last submitted message (``❯ `` history line) on: a resumed agent redraws
+    its old turns, and the limits they hit, above it."""
+    lines = screen.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("❯ ")]
+    return "\n".join(lines[starts[-1]:]) if starts else screen
+
+
 def detect_limit(screen: str) -> Limit | None:
     """The last usage-limit / 429 / 529 message the agent printed (not text quoted in a task), classified."""
     lines = _lines(screen)

@@ -1,27 +1,27 @@
 """Session lifecycle (issue 6): finished, failed, limited, waiting, dead and lost sessions.
 
-Hook reports (Stop, StopFailure, Notification, UserPromptSubmit) are read
-first; the screen is the fallback. Each decision is a small function of what
-was observed, so the whole loop is one pass per session and idempotent.
+One pass per session, idempotent: ``gather`` what the session shows (done/, pane, hook
+reports), let the pure ``core.lifecycle.decide`` choose, ``apply`` its action here.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import events, hosts, owners, pause
-from dispatcher.core import keys, limits, screen
+from dispatcher.core import keys, limits, lifecycle
 from dispatcher.agent import pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.core.errors import ClaimError, TmuxError
 from dispatcher.core.gate import DoneIndex
-from dispatcher.agent.hooks import HookLog, HookReport
+from dispatcher.core.lifecycle import Action, Evidence, Step
+from dispatcher.agent.hooks import HookLog
 from dispatcher.agent.launcher import resume_path
 from dispatcher.flows.recovery import fence_session
 from dispatcher.store.sessions import SessionInfo, State
@@ -29,73 +29,23 @@ from dispatcher.core.taskfile import DepRef
 
 logger = logging.getLogger(__name__)
 
-#: Notification types that mean "the agent waits for a person".
-WAITING_TYPES = ("permission_prompt", "elicitation_dialog")
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What one look at a working session showed."""
-
-    done: bool
-    dead: bool
-    idle: bool
-    limit: limits.Limit | None
-    waiting_text: str | None
-    screen_tail: str
-
-
-def _latest(reports: list[HookReport], event: str) -> HookReport | None:
-    found = [r for r in reports if r.event == event]
-    return found[-1] if found else None
-
-
-def _stream_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms or 0), int(seq or 0)
-
-
-def _current_turn(text: str) -> str:
-    """Screen lines after the last submitted message: a resumed agent redraws old turns (and old limits)."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("❯ ")]
-    return "\n".join(lines[starts[-1]:]) if starts else text
-
 
 def task_done(disp: Dispatcher, info: SessionInfo) -> bool:
     proj = aq.project(disp.settings.projects_dir, info.project)
     return DoneIndex({info.project: aq.done_names(proj)}).is_done(DepRef(info.project, info.task))
 
 
-def observe(disp: Dispatcher, info: SessionInfo) -> Observation:
-    """Look at a working session: done/ first, then hooks, then the screen."""
+def gather(disp: Dispatcher, info: SessionInfo) -> Evidence:
+    """Look at a working session: its tmux tag, done/, the pane and the hook reports (no decision)."""
+    pane_agent = pool_state.read_tags(disp.tmux, info.name).get("agent_uuid")
     done = task_done(disp, info)
     try:
         snap = disp.tmux.snapshot(info.name)
         text, dead = snap.text, snap.info.dead
     except TmuxError:
         text, dead = "", True
-    tail = "\n".join(line for line in text.splitlines() if line.strip())[-2000:]
     reports = HookLog(disp.r).read(info.ref, after_id=info.hooks_after or "0-0", count=10_000)
-    failure = _latest(reports, "StopFailure")
-    submit = _latest(reports, "UserPromptSubmit")
-    if failure is not None and submit is not None and _stream_order(failure.id) < _stream_order(submit.id):
-        failure = None  # about an earlier turn (e.g. reported late by the agent we just resumed)
-    # Hook and screen are read by the same classifier; the screen wins when it names a reset time.
-    by_hook = limits.from_hook(failure.payload) if failure is not None else None
-    on_screen = screen.detect_limit(_current_turn(text))
-    limit = on_screen if on_screen is not None and (by_hook is None or on_screen.resets) else by_hook
-    waiting_text = None
-    note = _latest(reports, "Notification")
-    later = [r for r in reports if r.event in ("UserPromptSubmit", "Stop") and note is not None
-             and _stream_order(r.id) > _stream_order(note.id)]
-    if note is not None and not later and note.payload.get("notification_type") in WAITING_TYPES:
-        waiting_text = str(note.payload.get("message") or "agent waits for input")
-    busy = screen.is_busy(text)
-    stop = _latest(reports, "Stop")
-    hook_idle = stop is not None and (submit is None or _stream_order(stop.id) > _stream_order(submit.id))
-    idle = not dead and not busy and (hook_idle or screen.turn_finished(text))
-    return Observation(done, dead, idle, limit, waiting_text, tail)
+    return Evidence(done=done, dead=dead, screen=text, reports=tuple(reports), pane_agent=pane_agent)
 
 
 def monitor_all(disp: Dispatcher) -> list[str]:
@@ -128,43 +78,47 @@ def fan_out_hosts(disp: Dispatcher, send: Callable[[str], object]) -> list[str]:
 
 def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     """Move one session's lifecycle on from what it shows now; returns the change, or ''."""
-    name = info.name
     now = disp.clock()
     if info.task and info.state in _OWNING:
         other = owners.confirm(disp.r, info.project, info.task, info.ref)
         if other is not None:
             return fence_session(disp, info, other)
-    if info.state is State.MISSING:
+    # The state alone decides for sessions not being watched: no tmux or Redis look needed.
+    action = lifecycle.by_state(info)
+    if action is None:
+        action = lifecycle.decide(gather(disp, info), info, now, disp.settings.finish_grace)
+    return apply(disp, info, action, now)
+
+
+def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float) -> str:
+    """Carry out what ``lifecycle.decide`` chose; returns the change, or ''."""
+    step = action.step
+    if step is Step.RECREATE:
         return _recreate(disp, info)
-    if info.state is State.LIMITED:
+    if step is Step.MAYBE_RESUME:
         return _maybe_resume(disp, info, now)
-    if info.state not in (State.WORKING, State.WAITING):
-        return ""
-    if pool_state.read_tags(disp.tmux, name).get("agent_uuid") != info.agent_uuid:
-        # Same name, different session: tmux was restarted under us and the pool recreated.
-        return _agent_lost(disp, info, "agent's tmux session was replaced")
-    obs = observe(disp, info)
-    if obs.done:
+    if step is Step.AGENT_LOST:
+        return _agent_lost(disp, info, action.detail)
+    if step is Step.FINISH:
         return _finish(disp, info)
-    if obs.limit is not None:
-        return _limited(disp, info, obs.limit, now)
-    if obs.dead:
-        return _agent_died(disp, info, obs)
-    if obs.waiting_text and info.state is not State.WAITING:
+    if step is Step.LIMITED and action.limit is not None:
+        return _limited(disp, info, action.limit, now)
+    if step is Step.AGENT_DIED:
+        return _agent_died(disp, info, action.tail)
+    if step is Step.WAITING:
         pool_state.transition(disp.r, disp.tmux, info, State.WAITING, since=info.since,
-                              detail=obs.waiting_text[:500])
-        events.emit(disp.r, "waiting", task=info.task_key, session=info.ref, detail=obs.waiting_text[:500])
-        return f"waiting: {obs.waiting_text[:80]}"
-    if not obs.waiting_text and info.state is State.WAITING:
+                              detail=action.detail[:500])
+        events.emit(disp.r, "waiting", task=info.task_key, session=info.ref, detail=action.detail[:500])
+        return f"waiting: {action.detail[:80]}"
+    if step is Step.WORKING_AGAIN:
         pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since, detail="")
         return "working again"
-    if obs.idle:
-        if not info.idle_since:
-            ss.put(disp.r, replace(info, idle_since=now))
-            return ""
-        if now - info.idle_since >= disp.settings.finish_grace:
-            return _fail(disp, info, "agent finished its turn but the task is not in done/", obs.screen_tail)
-    elif info.idle_since:
+    if step is Step.IDLE_SEEN:
+        ss.put(disp.r, replace(info, idle_since=now))
+        return ""
+    if step is Step.FAIL:
+        return _fail(disp, info, action.detail, action.tail)
+    if step is Step.IDLE_CLEARED:
         ss.put(disp.r, replace(info, idle_since=0.0))
     return ""
 
@@ -229,12 +183,12 @@ def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
     return f"failed {info.task_key}: {reason}"
 
 
-def _agent_died(disp: Dispatcher, info: SessionInfo, obs: Observation) -> str:
+def _agent_died(disp: Dispatcher, info: SessionInfo, tail: str) -> str:
     """The agent process ended without finishing: task back to pending (bounded), session cools down."""
     proj = aq.project(disp.settings.projects_dir, info.project)
     attempts = disp.count_attempt(info.project, info.task)
     if attempts >= disp.settings.max_launch_attempts:
-        return _fail(disp, info, f"agent exited {attempts} times without finishing", obs.screen_tail)
+        return _fail(disp, info, f"agent exited {attempts} times without finishing", tail)
     try:
         aq.move_no_replace(proj.task_path(info.task, d.DISPATCHED), proj.task_path(info.task))
     except ClaimError as exc:
