@@ -33,8 +33,9 @@ def test_chain_across_two_projects_runs_unattended_in_order(disp: Dispatcher, se
     add_task(settings, "front", "C", depends_on=("back:B",))
     add_task(settings, "back", "B", depends_on=("front:A",))
     add_task(settings, "front", "A")
-    wait_for(lambda: done_ids(settings, "front") == {"A", "C"} and done_ids(settings, "back") == {"B"},
-             timeout=90, what="A→B→C done", step=lambda: step(d2))
+    # The agent moves C to done/ before the monitor's next pass sees it: wait for the monitor's "finished" too.
+    wait_for(lambda: done_ids(settings, "front") == {"A", "C"} and done_ids(settings, "back") == {"B"}
+             and kinds(disp).count("finished") >= 3, timeout=90, what="A→B→C done and finished", step=lambda: step(d2))
     assert tags_received(agent_log) == ["front:A", "back:B", "front:C"]
     assert kinds(disp).count("finished") == 3
 
