@@ -23,21 +23,20 @@ from typing import Callable
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.flows import claim as cl
-from dispatcher.flows.launch import LaunchFn, LaunchSpec
+from dispatcher.flows.launch import LaunchSpec
 from dispatcher.flows.ports import Ports
 from dispatcher.store import attempts, events, hosts, pause, settle
 from dispatcher.core import keys
 from dispatcher.agent import pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
-from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
-from dispatcher.core.taskfile import Task, is_safe_segment, parse_task, read_task_bytes
 from dispatcher.agent.hooks import HookLog
 from dispatcher.inbox.scanner import Plan, run_scan
 from dispatcher.core.screen import TRUST_DIALOG
 from dispatcher.core.session_ref import SessionRef, parse
 from dispatcher.store.sessions import SessionInfo, State
+from dispatcher.core.taskfile import Task, is_safe_segment, parse_task, read_task_bytes
 
 logger = logging.getLogger(__name__)
 

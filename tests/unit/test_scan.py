@@ -10,7 +10,6 @@ import time
 from dispatcher.core import defaults as d
 from dispatcher.core.config import ProjectSettings
 from dispatcher.inbox import files as aq
-from dispatcher.flows import claim as cl
 from dispatcher.core.report import plan_json, render_graph, render_plan
 
 
