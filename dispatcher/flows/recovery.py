@@ -25,7 +25,6 @@ from dispatcher.store import attempts, events, hosts, owners
 from dispatcher.core import keys, screen
 from dispatcher.agent import pool_state
 from dispatcher.flows import claim as cl
-from dispatcher.flows.claim import claim_is_live
 from dispatcher.flows.ports import Ports
 from dispatcher.core.errors import ClaimError, TmuxError
 from dispatcher.agent.hooks import HookLog
@@ -90,7 +89,7 @@ def recover_launching(ports: Ports) -> list[str]:
                 continue
             if age < CLAIM_GRACE_S or not _mine(ports, owners.get(ports.r, proj.name, task_id), not others):
                 continue
-            if claim_is_live(path):
+            if cl.claim_is_live(path):
                 continue
             done.append(_resolve(ports, proj, task_id, path))
     return done
@@ -202,7 +201,7 @@ def recover_cluster(ports: Ports) -> list[str]:
             # re-assert it (every heartbeat does) before taking it back.
             ports.r.set(keys.orphan_since(proj.name, task_id), f"{now:.3f}", nx=True, ex=owners.TOMBSTONE_TTL_S)
             since = float(ports.r.get(keys.orphan_since(proj.name, task_id)) or now)
-            if now - since < lost_after or (path.name.endswith(d.LAUNCHING) and claim_is_live(path)):
+            if now - since < lost_after or (path.name.endswith(d.LAUNCHING) and cl.claim_is_live(path)):
                 continue
             why = f"no live host owns it (owner record {owner or 'missing'} for {now - since:.0f}s)"
         done.append(_take_back(ports, proj, task_id, path, owner, why))
