@@ -52,7 +52,9 @@ from dispatcher.inbox import files as aq  # noqa: E402
 from dispatcher.agent import pool
 from dispatcher.flows import runtime  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
-from dispatcher.flows.dispatch import Dispatcher, LaunchSpec  # noqa: E402
+from dispatcher.flows.dispatch import Dispatcher  # noqa: E402
+from dispatcher.flows.launch import LaunchSpec  # noqa: E402
+from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.flows.monitor import monitor_all  # noqa: E402
 from dispatcher.inbox.scanner import clear_cache, run_scan  # noqa: E402
 from dispatcher.core.taskfile import render_task  # noqa: E402
@@ -427,7 +429,7 @@ def main() -> None:
         r.flushdb()
 
         launcher = Timed(runtime.agent_launcher(settings, r, t))
-        disp = Dispatcher(settings, r, t, launcher)
+        disp = Dispatcher(Ports(settings, r, t, launcher))
         stop_watcher = start_watcher(settings, r)
         m = args.tasks
 

@@ -18,5 +18,5 @@ def monitor_sessions(host: str | None = None) -> dict[str, Any]:
     if host != disp.host:
         return {"ignored": f"a pass for host {host!r}, this is {disp.host!r}"}
     disp.r.delete(keys.monitor_pending(host))
-    recovered = recovery.recover_local(disp)
+    recovered = recovery.recover_local(disp.ports)
     return {"recovered": recovered, "changes": monitor.monitor_all(disp)}

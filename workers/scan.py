@@ -25,7 +25,7 @@ def full_scan() -> dict[str, Any]:
     """Reconcile everything (lost hosts' tasks, markers), then give work to free sessions of every host."""
     disp = runtime.dispatcher()
     disp.r.delete(keys.SCAN_PENDING)  # from now on an event may queue another
-    recovered = recovery.recover_cluster(disp)
+    recovered = recovery.recover_cluster(disp.ports)
     # Classify and mark even when nothing can be dispatched (pool paused, every session busy).
     result = disp.plan()
     _rescan_when_settled(disp, result.settles_at)

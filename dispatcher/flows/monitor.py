@@ -17,6 +17,7 @@ from dispatcher.core import keys, limits, lifecycle
 from dispatcher.agent import pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
+from dispatcher.flows import claim as cl
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.core.errors import ClaimError, TmuxError
 from dispatcher.core.gate import DoneIndex
@@ -82,7 +83,7 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     if info.task and info.state in _OWNING:
         other = owners.confirm(disp.r, info.project, info.task, info.ref)
         if other is not None:
-            return fence_session(disp, info, other)
+            return fence_session(disp.ports, info, other)
     # The state alone decides for sessions not being watched: no tmux or Redis look needed.
     action = lifecycle.by_state(info)
     if action is None:
@@ -171,7 +172,7 @@ def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
         reason = f"{reason} (worktree kept at {tree})"  # for inspection: failed work is never deleted
     note = f"{reason}\nsession: {info.ref}\nagent: {info.agent_uuid}\n\nlast screen lines:\n{tail}"
     try:
-        aq.fail(proj.task_path(info.task, d.DISPATCHED), note)
+        cl.fail(proj.task_path(info.task, d.DISPATCHED), note)
     except ClaimError as exc:
         logger.warning("cannot mark %s failed: %s", info.task_key, exc)
     owners.drop(disp.r, info.project, info.task, info.ref)
@@ -214,7 +215,7 @@ def _maybe_resume(disp: Dispatcher, info: SessionInfo, now: float) -> str:
         return ""
     from dispatcher.flows.resume import resume_session
 
-    return resume_session(disp, info)
+    return resume_session(disp.ports, info)
 
 
 def _remember_resume(disp: Dispatcher, info: SessionInfo) -> None:

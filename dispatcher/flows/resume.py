@@ -12,10 +12,11 @@ from pathlib import Path
 
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
-from dispatcher.store import events, locks, owners
-from dispatcher.core import keys
+from dispatcher.store import events
 from dispatcher.agent import pool_state
-from dispatcher.flows.dispatch import Dispatcher, LaunchSpec
+from dispatcher.flows import claim as cl
+from dispatcher.flows.launch import LaunchSpec
+from dispatcher.flows.ports import Ports
 from dispatcher.core.errors import SessionError, TaskFileError
 from dispatcher.agent.hooks import HookLog
 from dispatcher.store.sessions import SessionInfo, State
@@ -27,16 +28,16 @@ CONTINUE_BODY = ("You were interrupted (usage limit or restart). Continue this t
                  "the original instructions are earlier in this conversation.")
 
 
-def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
+def resume_session(ports: Ports, info: SessionInfo) -> str:
     """Relaunch the session's agent on its own conversation; on failure the task goes back to pending."""
-    held = locks.try_acquire(disp.r, keys.session_lock(info.ref), disp.lock_ttl, disp.owner)
+    held = cl.lock_session(ports.r, info.ref)
     if held is None:
         return ""
     try:
-        proj = aq.project(disp.settings.projects_dir, info.project)
+        proj = aq.project(ports.settings.projects_dir, info.project)
         dispatched = proj.task_path(info.task, d.DISPATCHED)
         if not dispatched.exists():
-            pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail="nothing to resume")
+            pool_state.set_idle(ports.r, ports.tmux, info, now=ports.clock(), detail="nothing to resume")
             return "nothing to resume"
         try:
             original = _task_of(dispatched, info)
@@ -45,21 +46,20 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
             logger.warning("resume %s: cannot re-read task (%s); sending the continue message only", info.task_key, exc)
         # Without a conversation to resume, the agent needs the whole task again.
         task = replace(original, body=CONTINUE_BODY) if info.agent_uuid else original
-        spec = LaunchSpec(info.name, task, proj.root, info.model, info.agent_uuid, disp.host)
-        hooks_after = HookLog(disp.r).last_id(info.ref)
+        spec = LaunchSpec(info.name, task, proj.root, info.model, info.agent_uuid, ports.host)
+        hooks_after = HookLog(ports.r).last_id(info.ref)
         try:
-            disp.launch(spec)
+            ports.launch(spec)
         except (SessionError, OSError) as exc:  # SessionError: also the session vanished under us
-            aq.move_no_replace(dispatched, proj.task_path(info.task))
-            owners.drop(disp.r, info.project, info.task, info.ref)
-            events.emit(disp.r, "launch-failed", task=info.task_key, session=info.ref, detail=f"resume failed: {exc}")
-            pool_state.reset_pane(disp.tmux, info.name, disp.settings)
-            pool_state.set_idle(disp.r, disp.tmux, info, failed=True, now=disp.clock(),
+            cl.give_back(ports.r, dispatched, info.project, info.task, info.ref)
+            events.emit(ports.r, "launch-failed", task=info.task_key, session=info.ref, detail=f"resume failed: {exc}")
+            pool_state.reset_pane(ports.tmux, info.name, ports.settings)
+            pool_state.set_idle(ports.r, ports.tmux, info, failed=True, now=ports.clock(),
                                 detail=f"resume failed: {exc}"[:500])
             return f"resume failed, {info.task_key} requeued"
-        pool_state.transition(disp.r, disp.tmux, info, State.WORKING, detail="resumed", idle_since=0.0,
+        pool_state.transition(ports.r, ports.tmux, info, State.WORKING, detail="resumed", idle_since=0.0,
                               hooks_after=hooks_after)
-        events.emit(disp.r, "resumed", task=info.task_key, session=info.ref, detail=f"--resume {info.agent_uuid}")
+        events.emit(ports.r, "resumed", task=info.task_key, session=info.ref, detail=f"--resume {info.agent_uuid}")
         return f"resumed {info.task_key}"
     finally:
         held.release()

@@ -8,8 +8,8 @@ import redis
 
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
-from dispatcher.store import events
-from dispatcher.core import keys
+from dispatcher.flows import claim as cl
+from dispatcher.store import attempts, events
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError
 from dispatcher.core.taskfile import DepRef
@@ -24,13 +24,13 @@ def retry_task(settings: Settings, r: "redis.Redis | None", ref: str) -> Path:
     failed = proj.task_path(dep.task_id, d.FAILED)
     if not failed.exists():
         raise ClaimError(f"{ref}: no failed task {failed.name} in {proj.inbox}")
-    path = aq.retry(failed)
+    path = cl.retry(failed)
     for other in aq.discover_projects(settings.projects_dir, settings.projects):
         for marker in other.inbox.glob(f"*{d.TASK_SUFFIX}{d.STUCK}"):
             text = aq.read_marker(marker.with_name(marker.name[: -len(d.STUCK)]), d.STUCK) or ""
             if text.startswith("upstream failed") and str(dep) in text:
                 marker.unlink(missing_ok=True)
     if r is not None:
-        r.delete(keys.attempts(dep.project, dep.task_id))
+        attempts.forget(r, dep.project, dep.task_id)
         events.emit(r, "retried", task=str(dep))
     return path

@@ -6,6 +6,7 @@ benchmarks call :func:`configure` to inject their own settings or launcher.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -17,7 +18,9 @@ import redis
 from dispatcher.core import defaults as d
 from dispatcher.store import hosts, redis_conn
 from dispatcher.core.config import Settings, load_config
-from dispatcher.flows.dispatch import Dispatcher, LaunchFn, LaunchSpec
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.launch import LaunchFn, launch_in_session
+from dispatcher.flows.ports import Ports
 from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -63,30 +66,25 @@ def tmux(s: Settings | None = None) -> Tmux:
 
 
 def agent_launcher(s: Settings, r: "redis.Redis", t: Tmux) -> LaunchFn:
-    """The real launch path (agent driver) bound to these adapters."""
-    from dispatcher.agent.launcher import LaunchRequest, launch
+    """The real launch path (flows/launch.py: launch_in_session) bound to these adapters."""
+    return functools.partial(launch_in_session, s, r, t)
 
-    def run(spec: LaunchSpec) -> None:
-        request = LaunchRequest(
-            project_dir=spec.project_dir, project=spec.task.project, task_id=spec.task.id,
-            priority=spec.task.priority.value, body=spec.task.body, session_uuid=spec.agent_uuid,
-            queue_dir=str(spec.queue_dir) if spec.queue_dir is not None else d.QUEUE_DIR,
-        )
-        launch(t, spec.session, request, s.agent, r, state_dir=s.state_dir,
-               redis_url=redis_conn.redis_py_url(redis_conn.configured_url(s)), ref=spec.ref)
 
-    return run
+def ports() -> Ports:
+    """The process-wide adapters (those of :func:`dispatcher`)."""
+    return dispatcher().ports
 
 
 def dispatcher() -> Dispatcher:
-    """The process-wide Dispatcher (built on first use)."""
+    """The process-wide Dispatcher (built on first use, with this process's Ports)."""
     global _instance
     s = settings()
     with _lock:
         if _instance is None:
             r = redis_client(s)
             t = tmux(s)
-            _instance = Dispatcher(s, r, t, _launch or agent_launcher(s, r, t), enqueue_assign=_enqueue or _default_enqueue)
+            wired = Ports(s, r, t, _launch or agent_launcher(s, r, t))
+            _instance = Dispatcher(wired, enqueue_assign=_enqueue or _default_enqueue)
         return _instance
 
 
@@ -102,8 +100,8 @@ def start_heartbeat(alive: Callable[[], bool] | None = None) -> hosts.Heartbeat:
     from dispatcher.flows import recovery
 
     s = settings()
-    disp = dispatcher()
+    wired = ports()
     beat = hosts.Heartbeat(redis_client(s), host_info(s), interval=s.host_lost_after / d.HEARTBEATS_PER_LOST,
-                           lost_after=s.host_lost_after, on_beat=lambda: recovery.reassert_owners(disp),
+                           lost_after=s.host_lost_after, on_beat=lambda: recovery.reassert_owners(wired),
                            alive=alive)
     return beat.start()

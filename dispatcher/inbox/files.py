@@ -1,7 +1,9 @@
-"""On-disk protocol (design §2): projects, inbox listings, markers and atomic task moves.
+"""On-disk protocol (design §2): projects, inbox listings, markers and the atomic move primitive.
 
-Every ownership change is one atomic directory operation followed by an fsync
-of the directory, so a crash leaves each task in exactly one recognisable state.
+Every ownership change is one atomic directory operation (:func:`move_no_replace`)
+followed by an fsync of the directory, so a crash leaves each task in exactly one
+recognisable state. Which moves a task makes (claim, release, promote, fail, retry)
+is flows/claim.py's business.
 """
 
 from __future__ import annotations
@@ -235,46 +237,6 @@ def move_no_replace(src: Path, dst: Path) -> None:
         except FileNotFoundError:
             pass
     fsync_dir(dst.parent)
-
-
-def claim(task_path: Path) -> Path:
-    """``<id>.md`` → ``<id>.md.launching``; raise ClaimError if another claimer won."""
-    dst = with_suffix(task_path, d.LAUNCHING)
-    move_no_replace(task_path, dst)
-    return dst
-
-
-def release(launching: Path) -> Path:
-    """``.launching`` → back to ``<id>.md`` (pending again)."""
-    dst = with_suffix(launching, "")
-    move_no_replace(launching, dst)
-    return dst
-
-
-def promote(launching: Path) -> Path:
-    """``.launching`` → ``.dispatched`` (submitted to an agent); drops the blocked/stuck markers."""
-    dst = with_suffix(launching, d.DISPATCHED)
-    move_no_replace(launching, dst)
-    pending = with_suffix(launching, "")
-    remove_marker(pending, d.BLOCKED)
-    remove_marker(pending, d.STUCK)
-    return dst
-
-
-def fail(path: Path, reason: str) -> Path:
-    """``.launching``/``.dispatched`` → ``.failed`` with the reason in a ``.failure`` note beside it."""
-    dst = with_suffix(path, d.FAILED)
-    move_no_replace(path, dst)
-    write_marker(with_suffix(path, ""), FAILURE_NOTE, reason)
-    return dst
-
-
-def retry(failed: Path) -> Path:
-    """``.failed`` → ``<id>.md`` (pending again); the failure note is removed."""
-    dst = with_suffix(failed, "")
-    move_no_replace(failed, dst)
-    remove_marker(dst, FAILURE_NOTE)
-    return dst
 
 
 def mark_blocked(task_path: Path) -> bool:

@@ -1,8 +1,8 @@
 """Redis locks with TTL, token-checked release and renewal while held (redis-py ``Lock``).
 
-A session lock makes "one task per session" hold across workers; a task lock
-marks who owns a ``.launching`` file so recovery can tell a live launch from
-an abandoned one. A lost lock is an event, not a crash.
+The session lock (taken through flows/claim.py, which owns the claim of a task)
+makes "one task per session" hold across workers. A lost lock is an event, not
+a crash.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from dispatcher.agent import pool
 from dispatcher.flows import runtime
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.core.taskfile import render_task
 from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
@@ -149,7 +150,7 @@ def clock() -> Clock:
 def disp(settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock) -> Iterator[Dispatcher]:
     """A Dispatcher running the real launch path inline (no Celery)."""
     launch = runtime.agent_launcher(settings, sys_redis, tmux_pool)
-    yield Dispatcher(settings, sys_redis, tmux_pool, launch, clock=clock)
+    yield Dispatcher(Ports(settings, sys_redis, tmux_pool, launch, clock=clock))
 
 
 def add_task(settings: Settings, project: str, task_id: str, body: str = "@fake: done", *,

@@ -14,6 +14,7 @@ from dispatcher.store import events, pause
 from dispatcher.flows import monitor, runtime
 from dispatcher.core.config import Settings
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.store.sessions import State
 from dispatcher.agent.tmux import Tmux
 
@@ -24,7 +25,7 @@ def _dispatcher(settings: Settings, r: "redis.Redis[str]", tmux: Tmux, clock: Cl
                 version: str) -> tuple[Dispatcher, Settings]:
     env = {**settings.agent.env, "FAKE_AGENT_VERSION": version}
     s = settings.with_overrides(agent=replace(settings.agent, hooks=hooks, env=env))
-    return Dispatcher(s, r, tmux, runtime.agent_launcher(s, r, tmux), clock=clock), s
+    return Dispatcher(Ports(s, r, tmux, runtime.agent_launcher(s, r, tmux), clock=clock)), s
 
 
 @pytest.mark.parametrize("hooks,version,status,kind,said", [

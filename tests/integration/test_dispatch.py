@@ -9,12 +9,15 @@ import redis
 
 from dispatcher.core.session_ref import SessionRef
 from dispatcher.inbox import files as aq
+from dispatcher.flows import claim as cl
 from dispatcher.core import keys
 from dispatcher.flows import monitor, recovery
 from dispatcher.agent import pool_state
 from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
-from dispatcher.flows.dispatch import Dispatcher, FileClaim
+from dispatcher.flows.claim import FileClaim
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.store.sessions import State
 from dispatcher.agent.tmux import Tmux
 
@@ -111,7 +114,7 @@ def test_racing_dispatchers_never_double_book(settings: Settings, sys_redis: "re
     ds = []
     for _ in range(4):
         r = redis.Redis.from_url(settings.redis_url or "", decode_responses=True)
-        ds.append(Dispatcher(settings, r, tmux_pool, runtime.agent_launcher(settings, r, tmux_pool)))
+        ds.append(Dispatcher(Ports(settings, r, tmux_pool, runtime.agent_launcher(settings, r, tmux_pool))))
     barrier = threading.Barrier(len(ds))
     errors: list[BaseException] = []
 
@@ -147,13 +150,13 @@ def test_abandoned_launch_is_returned_to_pending_and_runs_once(disp: Dispatcher,
                                                                agent_log: Path, clock: Clock) -> None:
     """A worker died after claiming (no flock holder, agent never got the task): back to pending, then once."""
     path = add_task(settings, "alpha", "K1")
-    launching = aq.claim(path)
+    launching = cl.claim(path)
     info = ss.get(disp.r, disp.ref("ccl-auto-0")) or ss.SessionInfo("ccl-auto-0", host=disp.host)
     info = ss.transition(disp.r, info, State.LAUNCHING, project="alpha", task="K1", agent_uuid="x")
     pool_state.tag(disp.tmux, "ccl-auto-0", info)
-    assert recovery.recover_launching(disp) == []  # too young: may be a live claim
+    assert recovery.recover_launching(disp.ports) == []  # too young: may be a live claim
     clock.advance(recovery.CLAIM_GRACE_S + 1)
-    done = recovery.recover_launching(disp)
+    done = recovery.recover_launching(disp.ports)
     assert done == ["alpha:K1: returned to pending"]
     assert path.exists() and not launching.exists()
     assert disp.session_info("ccl-auto-0").state is State.IDLE
@@ -163,11 +166,11 @@ def test_abandoned_launch_is_returned_to_pending_and_runs_once(disp: Dispatcher,
 
 def test_live_claim_is_left_alone(disp: Dispatcher, settings: Settings, clock: Clock) -> None:
     path = add_task(settings, "alpha", "L1")
-    launching = aq.claim(path)
+    launching = cl.claim(path)
     holder = FileClaim(launching)
     try:
         clock.advance(3600)
-        assert recovery.recover_launching(disp) == []
+        assert recovery.recover_launching(disp.ports) == []
         assert launching.exists()
     finally:
         holder.close()
@@ -230,7 +233,7 @@ def test_kill_9_mid_launch_then_recovery_runs_the_task_once(disp: Dispatcher, se
     assert launching.exists()
     assert not disp.is_free(disp.session_info("ccl-auto-0"), clock())  # still marked launching
     clock.advance(recovery.CLAIM_GRACE_S + 1)
-    assert recovery.recover_launching(disp) == ["alpha:K9: returned to pending"]
+    assert recovery.recover_launching(disp.ports) == ["alpha:K9: returned to pending"]
     assert path.exists() and disp.session_info("ccl-auto-0").state is State.IDLE
     run_until_done(disp, settings, {"alpha": {"K9"}})
     assert tags_received(agent_log) == ["alpha:K9"]
@@ -244,7 +247,7 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
     from dispatcher.agent.launcher import LaunchRequest, launch
 
     path = add_task(settings, "alpha", "P1", "@fake: hang")
-    launching = aq.claim(path)
+    launching = cl.claim(path)
     agent_uuid = str(uuid.uuid4())
     info = ss.transition(disp.r, disp.session_info("ccl-auto-0"), State.LAUNCHING, project="alpha", task="P1",
                          agent_uuid=agent_uuid)
@@ -254,7 +257,7 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
                                                   session_uuid=agent_uuid),
            settings.agent, disp.r, state_dir=settings.state_dir)
     clock.advance(recovery.CLAIM_GRACE_S + 1)
-    assert recovery.recover_launching(disp) == ["alpha:P1: promoted (agent in ccl-auto-0 had received it)"]
+    assert recovery.recover_launching(disp.ports) == ["alpha:P1: promoted (agent in ccl-auto-0 had received it)"]
     assert aq.with_suffix(path, ".dispatched").exists() and not launching.exists()
     assert disp.session_info("ccl-auto-0").state is State.WORKING
     disp.fan_out()
@@ -264,7 +267,7 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
 def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys_redis: "redis.Redis[str]",
                                                          tmux_pool: Tmux) -> None:
     queued: list[str] = []
-    d = Dispatcher(settings, sys_redis, tmux_pool, lambda spec: None, enqueue_assign=queued.append)
+    d = Dispatcher(Ports(settings, sys_redis, tmux_pool, lambda spec: None), enqueue_assign=queued.append)
     add_task(settings, "alpha", "E1")
     for _ in range(20):  # twenty inbox events for files arriving together
         d.fan_out()
@@ -284,7 +287,7 @@ def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
     from dispatcher.core.config import AgentSettings
 
     broken = settings.with_overrides(agent=AgentSettings(command="no-such-claude-xyz --model {model} {resume}"))
-    d = Dispatcher(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool), clock=clock)
+    d = Dispatcher(Ports(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool), clock=clock))
     path = add_task(broken, "alpha", "M1")
     outcome = d.assign_next("ccl-auto-0")
     assert outcome.status == "paused" and "not found on PATH" in outcome.detail
@@ -328,7 +331,7 @@ def test_a_file_waits_to_settle_unless_the_watcher_saw_its_writer_done(
     from dispatcher.store import settle
 
     slow = settings.with_overrides(settle_time=30.0)
-    d = Dispatcher(slow, sys_redis, tmux_pool, runtime.agent_launcher(slow, sys_redis, tmux_pool), clock=clock)
+    d = Dispatcher(Ports(slow, sys_redis, tmux_pool, runtime.agent_launcher(slow, sys_redis, tmux_pool), clock=clock))
     path = add_task(slow, "alpha", "S1")
     assert d.assign_next("ccl-auto-0").status == "no-task"  # nobody said it is complete, and it is fresh
     ident = settle.identity_of(str(path))

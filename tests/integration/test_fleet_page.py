@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.inbox import files as aq
+from dispatcher.flows import claim as cl
 from dispatcher.core.config import Settings
 from dispatcher.flows.dispatch import Dispatcher
 
@@ -94,7 +95,7 @@ def test_sessions_and_a_task_moving_from_pending_to_done_live(page: Any, fleet_s
     expect(page.locator('#projects tr[data-task="beta:DOCS-1"]')).to_have_attribute("data-state", "dispatched")
     # What else a fleet shows: a failed task holding up a chain, work waiting on it.
     failed = add_task(settings, "beta", "API-7", "@fake: done", priority="high")
-    aq.fail(aq.claim(failed), "agent went idle without moving API-7.md to done/ (last screen: tests fail)")
+    cl.fail(cl.claim(failed), "agent went idle without moving API-7.md to done/ (last screen: tests fail)")
     add_task(settings, "beta", "UI-8", depends_on=("beta:API-7",))
     add_task(settings, "beta", "RELEASE-9", depends_on=("beta:UI-8", "alpha:FEAT-2"))
     expect(page.locator('#projects tr[data-task="beta:API-7"] button.retry')).to_have_count(1, timeout=15_000)
@@ -135,7 +136,7 @@ def test_graph_highlights_a_cycle(page: Any, fleet_server: FleetServer, settings
 def test_retry_button_requeues_a_failed_task(page: Any, fleet_server: FleetServer, settings: Settings) -> None:
     expect = _expect()
     path = add_task(settings, "alpha", "FIX-12", "@fake: done")
-    aq.fail(aq.claim(path), "agent exited without moving FIX-12.md to done/")
+    cl.fail(cl.claim(path), "agent exited without moving FIX-12.md to done/")
     add_task(settings, "alpha", "NEXT", depends_on=("alpha:FIX-12",))
     page.goto(fleet_server.url + "/")
     row = page.locator('#projects tr[data-task="alpha:FIX-12"]')

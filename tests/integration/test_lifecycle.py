@@ -11,6 +11,7 @@ from dispatcher.core import keys
 from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.flows.retry import retry_task
 from dispatcher.store.sessions import State
 
@@ -29,7 +30,7 @@ def kinds(d: Dispatcher) -> list[str]:
 def test_chain_across_two_projects_runs_unattended_in_order(disp: Dispatcher, settings: Settings,
                                                             agent_log: Path) -> None:
     settings_2 = settings.with_overrides(pool=settings.pool.__class__(prefix="ccl-auto-", max=2))
-    d2 = Dispatcher(settings_2, disp.r, disp.tmux, disp.launch, clock=disp.clock)
+    d2 = Dispatcher(Ports(settings_2, disp.r, disp.tmux, disp.launch, clock=disp.clock))
     add_task(settings, "front", "C", depends_on=("back:B",))
     add_task(settings, "back", "B", depends_on=("front:A",))
     add_task(settings, "front", "A")

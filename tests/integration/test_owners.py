@@ -31,11 +31,11 @@ def test_a_flush_loses_no_owner_the_working_host_reasserts_it(disp: Dispatcher, 
     ref = str(disp.ref("ccl-auto-0"))
     assert owners.get(sys_redis, "alpha", "F1") == ref
     sys_redis.flushdb()
-    assert recovery.recover_cluster(disp) == []  # no record: an orphan timer starts, nothing is taken yet
-    recovery.reassert_owners(disp)  # what every heartbeat does (states rebuilt from the tmux tags)
+    assert recovery.recover_cluster(disp.ports) == []  # no record: an orphan timer starts, nothing is taken yet
+    recovery.reassert_owners(disp.ports)  # what every heartbeat does (states rebuilt from the tmux tags)
     assert owners.get(sys_redis, "alpha", "F1") == ref
     clock.advance(settings.host_lost_after + 1)
-    assert recovery.recover_cluster(disp) == []
+    assert recovery.recover_cluster(disp.ports) == []
     assert (_inbox(settings) / "F1.md.dispatched").exists()
 
 
@@ -43,11 +43,11 @@ def test_a_claim_no_live_host_reasserts_is_taken_back_after_host_lost_after(
         disp: Dispatcher, settings: Settings, sys_redis: "redis.Redis[str]", clock: Clock) -> None:
     path = add_task(settings, "alpha", "O1")
     path.rename(path.with_name("O1.md.dispatched"))  # dispatched by a deployment whose records are gone
-    assert recovery.recover_cluster(disp) == []
+    assert recovery.recover_cluster(disp.ports) == []
     clock.advance(settings.host_lost_after - 1)
-    assert recovery.recover_cluster(disp) == []
+    assert recovery.recover_cluster(disp.ports) == []
     clock.advance(2)
-    (line,) = recovery.recover_cluster(disp)
+    (line,) = recovery.recover_cluster(disp.ports)
     assert "alpha:O1: back to pending" in line and "no live host owns it" in line
     assert (_inbox(settings) / "O1.md").exists()
     note = aq.read_marker(_inbox(settings) / "O1.md", aq.FAILURE_NOTE) or ""
@@ -65,7 +65,7 @@ def test_a_lost_host_s_claims_go_back_within_one_scan_and_it_is_fenced(
     dispatched = dispatched.rename(dispatched.with_name("X2.md.dispatched"))
     owners.take(sys_redis, "alpha", "X1", "far/ccl-auto-0")
     owners.take(sys_redis, "alpha", "X2", "far/ccl-auto-1")
-    done = recovery.recover_cluster(disp)
+    done = recovery.recover_cluster(disp.ports)
     assert sorted(line.split(":")[1] for line in done) == ["X1", "X2"]
     assert (_inbox(settings) / "X1.md").exists() and (_inbox(settings) / "X2.md").exists()
     assert "host far lost" in (aq.read_marker(_inbox(settings) / "X2.md", aq.FAILURE_NOTE) or "")
@@ -83,7 +83,7 @@ def test_a_live_host_s_claims_are_left_alone(disp: Dispatcher, settings: Setting
     path.rename(path.with_name("N1.md.dispatched"))
     owners.take(sys_redis, "alpha", "N1", "near/ccl-auto-0")
     clock.advance(settings.host_lost_after * 0.9)
-    assert recovery.recover_cluster(disp) == []
+    assert recovery.recover_cluster(disp.ports) == []
     assert (_inbox(settings) / "N1.md.dispatched").exists()
 
 
@@ -107,8 +107,8 @@ def test_take_back_after_too_many_attempts_fails_the_task(disp: Dispatcher, sett
     path = add_task(settings, "alpha", "A1")
     path.rename(path.with_name("A1.md.dispatched"))
     sys_redis.set(keys.attempts("alpha", "A1"), settings.max_launch_attempts - 1)
-    recovery.recover_cluster(disp)
+    recovery.recover_cluster(disp.ports)
     clock.advance(settings.host_lost_after + 1)
-    (line,) = recovery.recover_cluster(disp)
+    (line,) = recovery.recover_cluster(disp.ports)
     assert "failed" in line
     assert (_inbox(settings) / "A1.md.failed").exists()

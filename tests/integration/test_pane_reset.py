@@ -17,7 +17,9 @@ from dispatcher.flows import monitor, runtime, status
 from dispatcher.agent import pool, pool_state
 from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
-from dispatcher.flows.dispatch import Dispatcher, LaunchSpec
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.launch import LaunchSpec
+from dispatcher.flows.ports import Ports
 from dispatcher.flows.resume import resume_session
 from dispatcher.store.sessions import State
 from dispatcher.agent.tmux import Tmux
@@ -66,7 +68,7 @@ def test_failed_launch_leaves_an_idle_shell_not_the_last_agent(settings: Setting
                                                                clock: Clock, agent_log: Path) -> None:
     # The bypass dialog: a launch failure (the trust dialog holds the project instead: test_trust.py).
     s = settings.with_overrides(agent=replace(settings.agent, env={**settings.agent.env, "FAKE_AGENT_DIALOG": "bypass"}))
-    d = Dispatcher(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock)
+    d = Dispatcher(Ports(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock))
     path = add_task(s, "p", "D1")
     assert d.assign_next("ccl-auto-0").status == "launch-failed"
     assert path.exists()  # back to pending for another attempt
@@ -77,7 +79,7 @@ def test_dialog_failure_note_has_the_last_screen_lines(settings: Settings, sys_r
                                                       clock: Clock) -> None:
     s = settings.with_overrides(max_launch_attempts=1,
                                 agent=replace(settings.agent, env={**settings.agent.env, "FAKE_AGENT_DIALOG": "bypass"}))
-    d = Dispatcher(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock)
+    d = Dispatcher(Ports(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock))
     add_task(s, "p", "D2")
     assert d.assign_next("ccl-auto-0").status == "launch-failed"
     inbox = aq.project(s.projects_dir, "p").inbox
@@ -94,7 +96,7 @@ def _racing(d: Dispatcher) -> Dispatcher:
         d.tmux.kill_session(spec.session)
         real(spec)
 
-    return Dispatcher(d.settings, d.r, d.tmux, launch, clock=d.clock)
+    return Dispatcher(Ports(d.settings, d.r, d.tmux, launch, clock=d.clock))
 
 
 def test_session_killed_before_the_launch_gives_the_task_back(disp: Dispatcher, settings: Settings,
@@ -118,7 +120,7 @@ def test_session_killed_before_a_resume_requeues_the_task(disp: Dispatcher, sett
     assert disp.assign_next("ccl-auto-1").status == "dispatched"
     wait_for(lambda: messages(agent_log), what="R1 delivered")
     info = disp.session_info("ccl-auto-1")
-    result = resume_session(_racing(disp), info)
+    result = resume_session(_racing(disp).ports, info)
     assert result == "resume failed, p:R1 requeued"
     assert aq.project(settings.projects_dir, "p").task_path("R1").exists()
     assert ss.get(disp.r, disp.ref("ccl-auto-1")).state is State.IDLE  # type: ignore[union-attr]

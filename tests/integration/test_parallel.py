@@ -13,6 +13,7 @@ from dispatcher.flows import monitor
 from dispatcher.inbox import worktree
 from dispatcher.core.config import ProjectSettings, Settings, WorktreeSettings
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.inbox.scanner import run_scan
 
 from system_fixtures import add_task, done_ids, wait_for
@@ -43,7 +44,7 @@ def spans(log: Path, project: str) -> dict[str, tuple[float, float]]:
 
 def capped(disp: Dispatcher, settings: Settings, **projects: ProjectSettings) -> tuple[Dispatcher, Settings]:
     s = settings.with_overrides(max_parallel=1, projects_config=projects)
-    return Dispatcher(s, disp.r, disp.tmux, disp.launch, clock=disp.clock), s
+    return Dispatcher(Ports(s, disp.r, disp.tmux, disp.launch, clock=disp.clock)), s
 
 
 def received(log: Path, project: str) -> set[str]:

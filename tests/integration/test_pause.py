@@ -17,6 +17,7 @@ from dispatcher.store import pause
 from dispatcher.cli.commands import cli
 from dispatcher.core.config import LimitSettings, Settings
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.agent.tmux import Tmux
 
 from system_fixtures import Clock
@@ -103,7 +104,7 @@ def config(settings: Settings, tmp_path: Path) -> Path:
 def test_operator_pause_and_resume_from_the_cli(config: Path, settings: Settings, sys_redis: "redis.Redis[str]",
                                                 tmux_pool: Tmux, clock: Clock) -> None:
     runner = CliRunner()
-    d = Dispatcher(settings, sys_redis, tmux_pool, lambda spec: None, clock=clock)
+    d = Dispatcher(Ports(settings, sys_redis, tmux_pool, lambda spec: None, clock=clock))
 
     out = runner.invoke(cli, ["--config", str(config), "pause", "--until", "2h", "--reason", "API maintenance"])
     assert out.exit_code == 0, out.output

@@ -18,6 +18,7 @@ from dispatcher.store import pause
 from dispatcher.cli.commands import cli
 from dispatcher.core.config import Settings
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.core.report import plan_json, render_plan
 from dispatcher.inbox.scanner import run_scan
 from dispatcher.agent.tmux import Tmux
@@ -39,7 +40,7 @@ def test_untrusted_project_is_held_while_the_pool_serves_the_others(
     _trust(claude_json, good)
     s = settings.with_overrides(agent=replace(settings.agent, env={**settings.agent.env,
                                                                    "FAKE_AGENT_CLAUDE_JSON": str(claude_json)}))
-    disp = Dispatcher(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock)
+    disp = Dispatcher(Ports(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock))
     for n in (1, 2):  # critical: tried first, before every task of the trusted project
         add_task(s, "bad", f"B{n}", priority="critical")
     for n in (1, 2, 3, 4):

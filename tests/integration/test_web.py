@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from dispatcher.inbox import files as aq
+from dispatcher.flows import claim as cl
 from dispatcher.store import events
 from dispatcher.core import keys
 from dispatcher.core.config import Settings
@@ -91,7 +92,7 @@ def test_screen_history_is_bounded_and_numeric(fleet_server: FleetServer) -> Non
 
 def _failed_task(settings: Settings, project: str, task_id: str) -> Path:
     path = add_task(settings, project, task_id)
-    return aq.fail(aq.claim(path), "agent exited without moving the task to done/")
+    return cl.fail(cl.claim(path), "agent exited without moving the task to done/")
 
 
 def test_actions_refuse_cross_site_requests(fleet_server: FleetServer, settings: Settings,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.inbox import files as aq
+from dispatcher.flows import claim as cl
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ClaimError, UnsafeIdError
 
@@ -79,7 +80,7 @@ def test_snapshot_of_a_project_without_inbox_is_empty(projects_dir):
 def test_claim_renames_to_launching(make_project):
     proj = make_project("web", tasks={"T1": "body"})
 
-    launching = aq.claim(proj.task_path("T1"))
+    launching = cl.claim(proj.task_path("T1"))
 
     assert launching.name == "T1.md.launching"
     assert names(proj.inbox) == ["T1.md.launching"]
@@ -88,10 +89,10 @@ def test_claim_renames_to_launching(make_project):
 
 def test_second_claim_of_the_same_file_loses(make_project):
     proj = make_project("web", tasks={"T1": "body"})
-    aq.claim(proj.task_path("T1"))
+    cl.claim(proj.task_path("T1"))
 
     with pytest.raises(ClaimError, match="gone"):
-        aq.claim(proj.task_path("T1"))
+        cl.claim(proj.task_path("T1"))
     assert names(proj.inbox) == ["T1.md.launching"]
 
 
@@ -100,7 +101,7 @@ def test_claim_refuses_when_launching_already_exists(make_project):
     proj.task_path("T1", d.LAUNCHING).write_text("claimed earlier")
 
     with pytest.raises(ClaimError, match="already exists"):
-        aq.claim(proj.task_path("T1"))
+        cl.claim(proj.task_path("T1"))
 
     assert proj.task_path("T1", d.LAUNCHING).read_text() == "claimed earlier"
     assert proj.task_path("T1").read_text() == "new body"
@@ -120,7 +121,7 @@ def test_threads_racing_on_many_files_each_file_claimed_exactly_once(make_projec
         for k in range(n_files):
             path = paths[(k + offset) % n_files]
             try:
-                aq.claim(path)
+                cl.claim(path)
                 outcome = wins
             except ClaimError:
                 outcome = losses
@@ -142,7 +143,7 @@ def test_threads_racing_on_many_files_each_file_claimed_exactly_once(make_projec
 def test_release_puts_the_task_back(make_project):
     proj = make_project("web", tasks={"T1": "body"})
 
-    back = aq.release(aq.claim(proj.task_path("T1")))
+    back = cl.release(cl.claim(proj.task_path("T1")))
 
     assert back == proj.task_path("T1")
     assert names(proj.inbox) == ["T1.md"] and back.read_text() == "body"
@@ -150,11 +151,11 @@ def test_release_puts_the_task_back(make_project):
 
 def test_release_refuses_to_overwrite_a_resubmitted_task(make_project):
     proj = make_project("web", tasks={"T1": "old"})
-    launching = aq.claim(proj.task_path("T1"))
+    launching = cl.claim(proj.task_path("T1"))
     proj.task_path("T1").write_text("resubmitted")
 
     with pytest.raises(ClaimError, match="already exists"):
-        aq.release(launching)
+        cl.release(launching)
     assert proj.task_path("T1").read_text() == "resubmitted" and launching.read_text() == "old"
 
 
@@ -163,7 +164,7 @@ def test_promote_drops_blocked_and_stuck_markers(make_project):
     assert aq.mark_blocked(proj.task_path("T1"))
     aq.write_marker(proj.task_path("T1"), d.STUCK, "waiting on web:T0")
 
-    dispatched = aq.promote(aq.claim(proj.task_path("T1")))
+    dispatched = cl.promote(cl.claim(proj.task_path("T1")))
 
     assert dispatched.name == "T1.md.dispatched"
     assert names(proj.inbox) == ["T1.md.dispatched"]
@@ -171,15 +172,15 @@ def test_promote_drops_blocked_and_stuck_markers(make_project):
 
 def test_fail_records_the_reason_and_retry_clears_it(make_project):
     proj = make_project("web", tasks={"T1": "body"})
-    dispatched = aq.promote(aq.claim(proj.task_path("T1")))
+    dispatched = cl.promote(cl.claim(proj.task_path("T1")))
 
-    failed = aq.fail(dispatched, "agent exited: usage limit")
+    failed = cl.fail(dispatched, "agent exited: usage limit")
 
     assert failed.name == "T1.md.failed"
     assert names(proj.inbox) == ["T1.md.failed", "T1.md.failure"]
     assert aq.read_marker(proj.task_path("T1"), aq.FAILURE_NOTE) == "agent exited: usage limit"
 
-    pending = aq.retry(failed)
+    pending = cl.retry(failed)
 
     assert pending == proj.task_path("T1")
     assert names(proj.inbox) == ["T1.md"] and pending.read_text() == "body"
@@ -188,7 +189,7 @@ def test_fail_records_the_reason_and_retry_clears_it(make_project):
 def test_fail_straight_from_launching(make_project):
     proj = make_project("web", tasks={"T1": "body"})
 
-    failed = aq.fail(aq.claim(proj.task_path("T1")), "prompt never appeared")
+    failed = cl.fail(cl.claim(proj.task_path("T1")), "prompt never appeared")
 
     assert names(proj.inbox) == ["T1.md.failed", "T1.md.failure"]
     assert failed.read_text() == "body"
@@ -197,11 +198,11 @@ def test_fail_straight_from_launching(make_project):
 def test_complete_moves_to_done_without_overwriting(make_project):
     proj = make_project("web", tasks={"T1": "body", "T2": "second"}, done=["T2.md"])
 
-    dst = aq.complete(aq.promote(aq.claim(proj.task_path("T1"))), proj, "T1")
+    dst = aq.complete(cl.promote(cl.claim(proj.task_path("T1"))), proj, "T1")
     assert dst == proj.done / "T1.md" and dst.read_text() == "body"
 
     with pytest.raises(ClaimError, match="already exists"):
-        aq.complete(aq.promote(aq.claim(proj.task_path("T2"))), proj, "T2")
+        aq.complete(cl.promote(cl.claim(proj.task_path("T2"))), proj, "T2")
     assert (proj.done / "T2.md").read_text() == "done\n"
 
 
@@ -209,7 +210,7 @@ def test_moving_a_vanished_file_is_a_claim_error(make_project):
     proj = make_project("web")
 
     with pytest.raises(ClaimError, match="gone"):
-        aq.promote(proj.task_path("T1", d.LAUNCHING))
+        cl.promote(proj.task_path("T1", d.LAUNCHING))
 
 
 # --- markers ------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ CLAIMER = """
 import json, os, sys, time
 from pathlib import Path
 from dispatcher.inbox import files as aq
+from dispatcher.flows import claim as cl
 from dispatcher.core.errors import ClaimError
 inbox, use_renameat2, go = Path(sys.argv[1]), sys.argv[2] == "1", Path(sys.argv[3])
 if not use_renameat2:
@@ -32,7 +33,7 @@ while not go.exists() and time.monotonic() < deadline:  # start together
 won = []
 for i in range(int(sys.argv[4])):
     try:
-        aq.claim(inbox / f"T{i}.md")
+        cl.claim(inbox / f"T{i}.md")
         won.append(f"T{i}")
     except ClaimError:
         pass

@@ -195,11 +195,11 @@ def test_a_file_claimed_between_listing_and_reading_is_gone_not_invalid(make_pro
     stop, ready = tmp_path / "stop", tmp_path / "ready"
     code = (  # another process claims and releases Z.md, like a racing worker
         "import sys, time, pathlib\n"
-        "from dispatcher.inbox import files as aq\n"
+        "from dispatcher.flows import claim as cl\n"
         "path, stop, ready = map(pathlib.Path, sys.argv[1:])\n"
         "ready.touch()\n"
         "while not stop.exists():\n"
-        "    claimed = aq.claim(path); time.sleep(0.002); aq.release(claimed); time.sleep(0.002)\n"
+        "    claimed = cl.claim(path); time.sleep(0.002); cl.release(claimed); time.sleep(0.002)\n"
     )
     racer = subprocess.Popen([sys.executable, "-c", code, str(proj.task_path("Z")), str(stop), str(ready)])
     try:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pytest
 
 from dispatcher.inbox import files as aq
+from dispatcher.flows import claim as cl
 from dispatcher.core import defaults as d
 from dispatcher.store import settle
 from dispatcher.core.report import render_plan
@@ -181,7 +182,7 @@ def test_watcher_enqueues_an_atomic_rename_with_its_identity_and_our_own_moves_a
         ident = settle.identity_of(str(proj_inbox / name))
         assert [c for c in calls if c[0] == name] == [(name, list(ident or ()))]
 
-    released = aq.release(aq.claim(proj_inbox / "B.md"))  # a release is not a writer finishing
+    released = cl.release(cl.claim(proj_inbox / "B.md"))  # a release is not a writer finishing
 
     wait_until(lambda: len([c for c in calls if c[0] == "B.md"]) == 2, what="B.md released")
     assert [c for c in calls if c[0] == "B.md"][1] == ("B.md", None) and released.name == "B.md"
