@@ -155,6 +155,41 @@ def adopt(r: "redis.Redis", launching: Path, project: str, task_id: str, owner: 
     return dispatched
 
 
+# -- a dispatched task's end, as its session's monitor decides it ------------------------------------------------
+# The agent works on the file itself (it moves it to done/, sometimes copies it), so a move that fails here is
+# logged, not raised: the monitor frees the session either way, and the owner record goes with it.
+
+def finished(r: "redis.Redis", project: str, task_id: str, owner: str) -> None:
+    """The agent moved its task to done/: the owner record becomes a released stone."""
+    owners.drop(r, project, task_id, owner)
+
+
+def requeue_dispatched(r: "redis.Redis", proj: aq.Project, task_id: str, owner: str) -> None:
+    """The agent ended without finishing: ``.dispatched`` back to pending for another attempt."""
+    try:
+        move_no_replace(proj.task_path(task_id, d.DISPATCHED), proj.task_path(task_id))
+    except ClaimError as exc:
+        logger.warning("cannot requeue %s:%s: %s", proj.name, task_id, exc)
+    owners.drop(r, project=proj.name, task_id=task_id, owner=owner)
+
+
+def fail_dispatched(r: "redis.Redis", proj: aq.Project, task_id: str, owner: str, note: str) -> None:
+    """The task failed: ``.dispatched`` → ``.failed`` with ``note`` beside it."""
+    try:
+        fail(proj.task_path(task_id, d.DISPATCHED), note)
+    except ClaimError as exc:
+        logger.warning("cannot mark %s:%s failed: %s", proj.name, task_id, exc)
+    owners.drop(r, project=proj.name, task_id=task_id, owner=owner)
+
+
+def undo_done(proj: aq.Project, task_id: str) -> None:
+    """done/ must not claim what is not on the base branch (a worktree merge failed): back to ``.dispatched``."""
+    try:
+        move_no_replace(aq.done_path(proj, task_id), proj.task_path(task_id, d.DISPATCHED))
+    except ClaimError as exc:
+        logger.warning("cannot take %s:%s back from done/: %s", proj.name, task_id, exc)
+
+
 # -- taking a task ----------------------------------------------------------------------------------------------
 
 def running_count(settings: Settings, project: str) -> int:

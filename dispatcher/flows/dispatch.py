@@ -187,10 +187,6 @@ class Dispatcher:
             return f"agent command {exe!r} not found on PATH (install it, e.g. npm install -g @anthropic-ai/claude-code)"
         return None
 
-    def count_attempt(self, project: str, task_id: str) -> int:
-        """One more failed attempt of a task (for the monitor; the counter is store/attempts.py's)."""
-        return attempts.count(self.r, project, task_id)
-
     def request_assign(self, ref: SessionRef) -> bool:
         """Enqueue ``assign_next(HOST/NAME)`` unless one is already queued (a burst of events sends one, not N)."""
         if self.enqueue_assign is None:

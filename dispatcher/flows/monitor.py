@@ -12,14 +12,14 @@ from typing import Callable
 
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
-from dispatcher.store import events, hosts, owners, pause
+from dispatcher.store import attempts, events, hosts, owners, pause
 from dispatcher.core import keys, limits, lifecycle
 from dispatcher.agent import pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.flows import claim as cl
 from dispatcher.flows.dispatch import Dispatcher
-from dispatcher.core.errors import ClaimError, TmuxError
+from dispatcher.core.errors import TmuxError
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.lifecycle import Action, Evidence, Step
 from dispatcher.agent.hooks import HookLog
@@ -147,7 +147,7 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
         if not tidy.ok:  # the merge failed: done/ must not claim what is not on the base branch
             return _unfinish(disp, info, tidy.detail)
         note = f"; {tidy.detail}"
-    owners.drop(disp.r, info.project, info.task, info.ref)
+    cl.finished(disp.r, info.project, info.task, info.ref)
     events.emit(disp.r, "finished", task=info.task_key, session=info.ref,
                 detail=f"after {int(disp.clock() - info.since)}s{note}")
     pause.reset_backoff(disp.r, disp.settings.host.account)  # the API answered a whole task: the next rate limit starts the backoff over
@@ -157,11 +157,7 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
 
 def _unfinish(disp: Dispatcher, info: SessionInfo, reason: str) -> str:
     """The agent finished but the worktree's merge command failed: done/<id>.md → inbox/<id>.md.dispatched, failed."""
-    proj = aq.project(disp.settings.projects_dir, info.project)
-    try:
-        aq.move_no_replace(aq.done_path(proj, info.task), proj.task_path(info.task, d.DISPATCHED))
-    except ClaimError as exc:
-        logger.warning("cannot take %s back from done/: %s", info.task_key, exc)
+    cl.undo_done(aq.project(disp.settings.projects_dir, info.project), info.task)
     return _fail(disp, info, reason, "")
 
 
@@ -171,11 +167,7 @@ def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
     if tree.is_dir() and str(tree) not in reason:
         reason = f"{reason} (worktree kept at {tree})"  # for inspection: failed work is never deleted
     note = f"{reason}\nsession: {info.ref}\nagent: {info.agent_uuid}\n\nlast screen lines:\n{tail}"
-    try:
-        cl.fail(proj.task_path(info.task, d.DISPATCHED), note)
-    except ClaimError as exc:
-        logger.warning("cannot mark %s failed: %s", info.task_key, exc)
-    owners.drop(disp.r, info.project, info.task, info.ref)
+    cl.fail_dispatched(disp.r, proj, info.task, info.ref, note)
     events.emit(disp.r, "failed", task=info.task_key, session=info.ref, detail=reason)
     from dispatcher.flows.blocked import check_blocked
 
@@ -187,14 +179,10 @@ def _fail(disp: Dispatcher, info: SessionInfo, reason: str, tail: str) -> str:
 def _agent_died(disp: Dispatcher, info: SessionInfo, tail: str) -> str:
     """The agent process ended without finishing: task back to pending (bounded), session cools down."""
     proj = aq.project(disp.settings.projects_dir, info.project)
-    attempts = disp.count_attempt(info.project, info.task)
-    if attempts >= disp.settings.max_launch_attempts:
-        return _fail(disp, info, f"agent exited {attempts} times without finishing", tail)
-    try:
-        aq.move_no_replace(proj.task_path(info.task, d.DISPATCHED), proj.task_path(info.task))
-    except ClaimError as exc:
-        logger.warning("cannot requeue %s: %s", info.task_key, exc)
-    owners.drop(disp.r, info.project, info.task, info.ref)
+    tries = attempts.count(disp.r, info.project, info.task)
+    if tries >= disp.settings.max_launch_attempts:
+        return _fail(disp, info, f"agent exited {tries} times without finishing", tail)
+    cl.requeue_dispatched(disp.r, proj, info.task, info.ref)
     events.emit(disp.r, "released", task=info.task_key, session=info.ref, detail="agent exited; task requeued")
     _free(disp, info, failed=True, detail="agent exited")
     return f"agent died; {info.task_key} requeued"
