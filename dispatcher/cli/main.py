@@ -13,7 +13,8 @@ import click
 
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
-from dispatcher.core.config import Settings, load_config, no_config_error
+from dispatcher.core.config import Settings, no_config_error
+from dispatcher.store.config_file import load_config
 from dispatcher.core.errors import ClaimError, DispatcherError, TaskFileError
 
 EXIT_OK = 0

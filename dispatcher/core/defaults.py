@@ -62,6 +62,8 @@ MESSAGE_FOOTER: Final = (
 SCAN_INTERVAL_S: Final = 60.0
 MONITOR_INTERVAL_S: Final = 5.0
 BLOCKED_TIMEOUT_S: Final = 3600.0
+#: A queued full_scan (``aq:scan-pending``) whose message was lost stops deduplicating after this long.
+SCAN_PENDING_TTL_S: Final = 60
 #: Session lock TTL; renewed every third of it while held, so a killed worker frees its session within it.
 LAUNCH_LOCK_TTL_S: Final = 30.0
 MAX_LAUNCH_ATTEMPTS: Final = 3

@@ -16,7 +16,8 @@ import redis
 
 from dispatcher.core import defaults as d
 from dispatcher.store import hosts, redis_conn
-from dispatcher.core.config import Settings, load_config
+from dispatcher.core.config import Settings
+from dispatcher.store.config_file import load_config
 from dispatcher.flows.dispatch import Dispatcher, LaunchFn, LaunchSpec
 from dispatcher.agent.tmux import Tmux
 
