@@ -60,7 +60,8 @@ class Child:
 
     def start(self) -> None:
         logger.info("starting %s: %s", self.name, " ".join(self.argv))
-        out = open(self.log, "ab") if self.log is not None else None  # O_APPEND: survives copy-truncate
+        # O_APPEND: survives copy-truncate; closed below once the child holds its own descriptor.
+        out = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, start_new_session=True,
                                          stdout=out, stderr=subprocess.STDOUT if out is not None else None)

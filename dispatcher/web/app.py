@@ -168,7 +168,7 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
             while True:
                 snap = await run_in_threadpool(snaps.get)
                 yield _sse("snapshot", json.dumps(snap))
-                for ev in await run_in_threadpool(lambda: fleet.recent_events(snaps.redis(), cursor)):
+                for ev in await run_in_threadpool(lambda: fleet.recent_events(snaps.redis(), cursor)):  # noqa: B023 (awaited here)
                     cursor = ev["id"]
                     yield _sse("event", json.dumps(ev), ev["id"])
                 if cursor is None:
