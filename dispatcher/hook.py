@@ -71,7 +71,7 @@ def _connect(url: str) -> socket.socket:
         return sock
     sock = socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=SOCKET_TIMEOUT_S)
     if parsed.scheme == "rediss":
-        import ssl
+        import ssl  # only for rediss: it costs milliseconds, and this runs in the agent's critical path
 
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parsed.hostname)
     return sock

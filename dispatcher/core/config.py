@@ -12,10 +12,12 @@ import hashlib
 import os
 import platform
 import re
+import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ConfigError
@@ -297,8 +299,6 @@ def _name_list(v: Any) -> tuple[str, ...]:
 
 def _argv(v: Any) -> tuple[str, ...]:
     """A command as an argv list, or a string split like a shell would (never run by one)."""
-    import shlex
-
     if isinstance(v, list) and v and all(isinstance(x, str) and x for x in v):
         return tuple(v)
     return tuple(shlex.split(_argv_string(v)))
@@ -346,8 +346,6 @@ def _host_name_env(v: str) -> str:
 
 
 def _argv_string(v: Any) -> str:
-    import shlex
-
     text = _string(v)
     try:
         if not shlex.split(text):
@@ -358,8 +356,6 @@ def _argv_string(v: Any) -> str:
 
 
 def _http_url(v: Any) -> str:
-    from urllib.parse import urlsplit
-
     text = _string(v).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:

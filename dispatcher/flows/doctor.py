@@ -28,6 +28,7 @@ from dispatcher.core import keys
 from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DispatcherError
+from dispatcher.store.redis_conn import client, configured_url, redis_py_url
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -264,8 +265,6 @@ def check_hosts(r: "redis.Redis", now: float | None = None) -> list[Check]:
 
 def run(settings: Settings, *, min_free: int = d.DOCTOR_MIN_FREE_BYTES) -> list[Check]:
     """Every check, in the order a newcomer would fix them."""
-    from dispatcher.store.redis_conn import client, configured_url, redis_py_url
-
     checks: list[Check] = [check_tmux(), check_agent(settings), *check_agent_config(settings)]
     url = redis_py_url(configured_url(settings))
     try:

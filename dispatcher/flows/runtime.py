@@ -19,7 +19,9 @@ from dispatcher.store import hosts, redis_conn
 from dispatcher.core.config import Settings
 from dispatcher.store.config_file import load_config
 from dispatcher.flows.dispatch import Dispatcher, LaunchFn, LaunchSpec
+from dispatcher.agent.launcher import LaunchRequest, launch
 from dispatcher.agent.tmux import Tmux
+from dispatcher.flows import recovery
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ def tmux(s: Settings | None = None) -> Tmux:
 
 def agent_launcher(s: Settings, r: "redis.Redis", t: Tmux) -> LaunchFn:
     """The real launch path (agent driver) bound to these adapters."""
-    from dispatcher.agent.launcher import LaunchRequest, launch
-
     def run(spec: LaunchSpec) -> None:
         request = LaunchRequest(
             project_dir=spec.project_dir, project=spec.task.project, task_id=spec.task.id,
@@ -100,8 +100,6 @@ def host_info(s: Settings) -> hosts.HostInfo:
 def start_heartbeat(alive: Callable[[], bool] | None = None) -> hosts.Heartbeat:
     """Publish this host's heartbeat now and every ``host_lost_after / 6`` s (while ``alive()``);
     raises HostConflictError."""
-    from dispatcher.flows import recovery
-
     s = settings()
     disp = dispatcher()
     beat = hosts.Heartbeat(redis_client(s), host_info(s), interval=s.host_lost_after / d.HEARTBEATS_PER_LOST,

