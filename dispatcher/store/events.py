@@ -16,14 +16,6 @@ from dispatcher.core import keys
 
 logger = logging.getLogger(__name__)
 
-#: Event kinds (issue 6 §7).
-KINDS = frozenset({
-    "submitted", "blocked", "unblocked", "invalid", "claimed", "launched", "launch-failed", "finished", "failed",
-    "released", "limited", "resumed", "waiting", "stuck", "recovered", "retried", "session-created", "paused",
-    "unpaused", "held",
-})
-
-
 @dataclass(frozen=True)
 class Event:
     """One entry of the event stream."""

@@ -1,22 +1,19 @@
 """Redis locks with TTL, token-checked release and renewal while held (redis-py ``Lock``).
 
-A session lock makes "one task per session" hold across workers; a task lock
-marks who owns a ``.launching`` file so recovery can tell a live launch from
-an abandoned one. A lost lock is an event, not a crash.
+The session lock (``keys.session_lock``) makes "one task per session" hold across
+workers and hosts; recovery reads it to tell a live launch from an abandoned one
+(who owns a claimed task is a Redis record: ``owners.py``). The launcher renews the
+host's start-up lock with :class:`Held` too. A lost lock is an event, not a crash.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import redis
 from redis.exceptions import LockError as RedisLockError
 from redis.lock import Lock
-
-from dispatcher.core import keys
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +63,3 @@ def is_held(r: "redis.Redis", key: str) -> bool:
     """True while some live holder keeps ``key``."""
     return bool(r.exists(key))
 
-
-@contextmanager
-def session_lock(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Iterator[Held | None]:
-    """Context manager over the per-session lock; yields None when it is taken."""
-    held = try_acquire(r, keys.session_lock(session), ttl, owner)
-    try:
-        yield held
-    finally:
-        if held is not None:
-            held.release()
