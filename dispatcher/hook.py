@@ -19,12 +19,11 @@ import urllib.parse
 from typing import IO, Mapping, Sequence
 
 from dispatcher.core import keys
+from dispatcher.core.defaults import HOOK_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from dispatcher.core.defaults import HOOK_SOCKET_TIMEOUT_S as SOCKET_TIMEOUT_S
 
 logger = logging.getLogger("dispatcher.hook")
 
-#: Payloads bigger than this are cut (a pasted task can be large; the tag is at its start).
-MAX_PAYLOAD_BYTES = 64 * 1024
-SOCKET_TIMEOUT_S = 1.0
 
 
 def _payload(raw: str) -> dict[str, object]:

@@ -28,8 +28,7 @@ logger = logging.getLogger(__name__)
 
 #: Server-wide tmux user option naming the state dir of the deployment whose pool lives on that server.
 OWNER_OPTION = "@aq_state_dir"
-#: How long a stopped embedded Redis may take to exit before its temp dir is removed anyway.
-REDIS_EXIT_WAIT_S = 10.0
+REDIS_EXIT_WAIT_S = d.REDIS_EXIT_WAIT_S
 #: Pool states whose agent a stop interrupts (their task stays owned and resumes on the next ``up``).
 _BUSY = ("launching", "working", "waiting", "limited")
 

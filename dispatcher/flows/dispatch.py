@@ -15,8 +15,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shlex
-import shutil
 import socket
 import time
 import uuid
@@ -35,12 +33,13 @@ from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
-from dispatcher.agent.hooks import HookLog
+from dispatcher.store.hook_log import HookLog
 from dispatcher.inbox.scanner import Plan, run_scan
 from dispatcher.core.screen import TRUST_DIALOG
 from dispatcher.core.session_ref import SessionRef, parse
 from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.core.taskfile import Task, is_safe_segment, parse_task, read_task_bytes
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -82,10 +81,8 @@ class Outcome:
         return {"status": self.status, "session": self.session, "task": self.task, "detail": self.detail}
 
 
-#: Failed-attempt counters are forgotten after a week without failures.
-ATTEMPTS_TTL_S = 7 * 86400
-#: A queued assign_next whose message was lost stops deduplicating after this long (beat re-sends).
-ASSIGN_PENDING_TTL_S = 60
+ATTEMPTS_TTL_S = d.ATTEMPTS_TTL_S
+ASSIGN_PENDING_TTL_S = d.ASSIGN_PENDING_TTL_S
 
 
 def owner_id() -> str:
@@ -227,12 +224,10 @@ class Dispatcher:
     def agent_missing(self) -> str | None:
         """Why no agent can start on this host (its executable is not installed), or None."""
         try:
-            exe = shlex.split(self.settings.agent.command)[0]
-        except (ValueError, IndexError):
+            missing = agent_missing(self.settings.agent.command)
+        except ValueError:
             return f"agent.command cannot be parsed: {self.settings.agent.command!r}"
-        if shutil.which(exe) is None:
-            return f"agent command {exe!r} not found on PATH (install it, e.g. npm install -g @anthropic-ai/claude-code)"
-        return None
+        return f"{missing} (install it, e.g. {INSTALL_HINT})" if missing else None
 
     def count_attempt(self, project: str, task_id: str) -> int:
         """One more failed attempt of a task (launch failure or agent death); the count so far."""

@@ -27,6 +27,7 @@ from dispatcher.store import credentials
 from dispatcher.core import keys
 from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.core.errors import DispatcherError
 from dispatcher.store.redis_conn import client, configured_url, redis_py_url
 
@@ -84,15 +85,15 @@ def agent_env(settings: Settings) -> dict[str, str]:
 
 def check_agent(settings: Settings) -> Check:
     """The agent executable is found and answers ``--version``."""
+    env = agent_env(settings)
     try:
         argv = agent_argv(settings.agent.command)
+        missing = agent_missing(settings.agent.command, path=env.get("PATH"))
     except ValueError as exc:
         return Check("agent", FAIL, f"agent.command cannot be parsed: {exc}", "fix agent.command in dispatcher.yaml")
-    install = "npm install -g @anthropic-ai/claude-code (or set agent.command in dispatcher.yaml)"
-    env = agent_env(settings)
-    if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
-        return Check("agent", FAIL, f"agent command {argv[0] if argv else command_name(settings)!r} not found on PATH",
-                     install)
+    install = f"{INSTALL_HINT} (or set agent.command in dispatcher.yaml)"
+    if missing or not argv:
+        return Check("agent", FAIL, missing or f"agent command {command_name(settings)!r} not found on PATH", install)
     try:
         proc = _run([*argv, "--version"], env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:

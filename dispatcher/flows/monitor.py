@@ -21,7 +21,7 @@ from dispatcher.store import sessions as ss
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.core.errors import ClaimError, TmuxError
 from dispatcher.core.gate import DoneIndex
-from dispatcher.agent.hooks import HookLog, HookReport
+from dispatcher.store.hook_log import HookLog, HookReport
 from dispatcher.agent.launcher import resume_path
 from dispatcher.flows.recovery import fence_session
 from dispatcher.store.sessions import SessionInfo, State

@@ -17,7 +17,7 @@ from dispatcher.core import keys
 from dispatcher.agent import pool_state
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec
 from dispatcher.core.errors import SessionError, TaskFileError
-from dispatcher.agent.hooks import HookLog
+from dispatcher.store.hook_log import HookLog
 from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.core.taskfile import Task, parse_task, read_task_bytes
 

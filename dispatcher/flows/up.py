@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -31,11 +30,12 @@ from dispatcher.store.redis_conn import EMBEDDED_URL_FILE, client, redacted
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ConfigError, DeploymentError, DispatcherError, HostConflictError
 from dispatcher.core.session_ref import check_host_name
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+RESTART_BACKOFF_S = d.RESTART_BACKOFF_S
 
 
 def start_embedded_redis(state_dir: Path) -> tuple[Any, str]:
@@ -164,13 +164,12 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
     if shutil.which("tmux") is None:
         errors.append("tmux is not installed (apt-get install tmux)")
     try:
-        agent = shlex.split(settings.agent.command)[0]
-    except (ValueError, IndexError):
+        missing = agent_missing(settings.agent.command)
+    except ValueError:
         errors.append(f"agent.command cannot be parsed: {settings.agent.command!r}")
     else:
-        if shutil.which(agent) is None:
-            logger.warning("agent command %r not found on PATH: launches will fail until it is installed "
-                           "(npm install -g @anthropic-ai/claude-code)", agent)
+        if missing:
+            logger.warning("%s: launches will fail until it is installed (%s)", missing, INSTALL_HINT)
     if flower and settings.flower.address not in LOOPBACK and not settings.flower.basic_auth:
         errors.append(f"Flower on {settings.flower.address} without basic auth: set FLOWER_BASIC_AUTH=user:password "
                       "or bind it to 127.0.0.1")

@@ -55,8 +55,7 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return 0
 """
-#: How long a file version stays "announced" (its submitted event is not repeated).
-SEEN_TTL_S = 86400
+SEEN_TTL_S = d.EVENT_SEEN_TTL_S
 
 
 def announce(r: "redis.Redis", project: str, task_id: str, path: str) -> None:
