@@ -33,11 +33,14 @@ logger = logging.getLogger(__name__)
 
 @cli.command()
 @click.option("--flower", is_flag=True,
-              help="Also run Flower (loopback; login from FLOWER_BASIC_AUTH, else generated into <state_dir>/web-auth).")
-@click.option("--web", is_flag=True, help="Also run the fleet page (loopback; basic auth always, see 'dispatcher web').")
+              help="Also run Flower (loopback; login from FLOWER_BASIC_AUTH, else generated into "
+                   "<state_dir>/web-auth).")
+@click.option("--web", is_flag=True,
+              help="Also run the fleet page (loopback; basic auth always, see 'dispatcher web').")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 16), help="Celery worker processes.")
 @click.option("--loglevel", default="info", show_default=True)
-@click.option("-v", "--verbose", is_flag=True, help="Components log here (else to state_dir/logs/; see 'dispatcher logs').")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Components log here (else to state_dir/logs/; see 'dispatcher logs').")
 @click.option("--join", "join", metavar="REDIS_URL", default=None,
               help="Join a fleet: use this shared Redis (redis:// or rediss://) instead of an embedded one.")
 @click.option("--host", "host", metavar="NAME", default=None,
@@ -284,9 +287,10 @@ def hosts_group(ctx: click.Context, as_json: bool) -> None:
     r = _redis(obj, required=True)
     assert r is not None
     now = time.time()
-    rows: list[dict[str, Any]] = [{"host": h.name, "alive": h.alive(now, obj.settings.host_lost_after), "account": h.account,
-             "last_seen_s": round(now - h.last_seen, 1), "version": h.version, "sessions": list(h.sessions),
-             "fingerprint": h.fingerprint} for h in sorted(hosts.read_all(r).values(), key=lambda h: h.name)]
+    rows: list[dict[str, Any]] = [
+        {"host": h.name, "alive": h.alive(now, obj.settings.host_lost_after), "account": h.account,
+         "last_seen_s": round(now - h.last_seen, 1), "version": h.version, "sessions": list(h.sessions),
+         "fingerprint": h.fingerprint} for h in sorted(hosts.read_all(r).values(), key=lambda h: h.name)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -17,8 +17,8 @@ import click
 
 from dispatcher.cli.group import EXIT_INVALID, EXIT_OK, Ctx, cli, pass_ctx
 from dispatcher.core import defaults as d
-from dispatcher.core.taskfile import load_task, render_task
 from dispatcher.core.errors import ClaimError, DispatcherError, TaskFileError
+from dispatcher.core.taskfile import load_task, render_task
 from dispatcher.inbox import files as aq
 
 

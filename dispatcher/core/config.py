@@ -292,7 +292,7 @@ def _str_map(v: Any) -> Mapping[str, str]:
 
 
 def _name_list(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) and _SAFE_NAME.match(x) and x not in (".", "..") for x in v):
+    if not isinstance(v, list) or not all(isinstance(x, str) and not _host_name(x) for x in v):
         raise TypeError("must be a list of project names matching [A-Za-z0-9._-]+")
     return tuple(v)
 
@@ -396,7 +396,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         prefix=pool_r.get("prefix", _string, d.POOL_PREFIX,
                           lambda v: None if _SAFE_PREFIX.match(v) else "must match [A-Za-z0-9_-]+"),
         start_index=pool_r.get("start_index", _strict_int, d.POOL_START_INDEX, _non_negative),
-        max=pool_r.get("max", _strict_int, d.POOL_MAX, lambda v: None if 1 <= v <= 500 else "must be between 1 and 500"),
+        max=pool_r.get("max", _strict_int, d.POOL_MAX, _parallel),
         cooldown=pool_r.get("cooldown", _number, d.POOL_COOLDOWN_S, _non_negative),
         width=pool_r.get("width", _strict_int, d.TMUX_WIDTH, lambda v: None if v >= 80 else "must be >= 80"),
         height=pool_r.get("height", _strict_int, d.TMUX_HEIGHT, lambda v: None if v >= 20 else "must be >= 20"),
@@ -427,12 +427,14 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
     flower_r = r.section("flower")
     flower = FlowerSettings(
         address=flower_r.get("address", _string, d.FLOWER_ADDRESS),
-        port=flower_r.get("port", _strict_int, d.FLOWER_PORT, lambda v: None if 0 < v < 65536 else "must be a TCP port"),
+        port=flower_r.get("port", _strict_int, d.FLOWER_PORT,
+                          lambda v: None if 0 < v < 65536 else "must be a TCP port"),
         basic_auth=_env_first(env, "FLOWER_BASIC_AUTH", flower_r.get("basic_auth", _string, None)),
     )
     host_r = r.section("host")
     host = HostSettings(
-        name=_env_first(env, "AQ_HOST", host_r.get("name", _string, host_name or _this_machine(), _host_name), _host_name_env),
+        name=_env_first(env, "AQ_HOST", host_r.get("name", _string, host_name or _this_machine(), _host_name),
+                        _host_name_env),
         account=host_r.get("account", _string, d.ACCOUNT,
                            lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+"),
     )

@@ -52,7 +52,8 @@ class LeaderScheduler(PersistentScheduler):
             logger.warning("beat lease check failed: %s", exc)
             got = False
         if got != self._leading:
-            logger.warning("beat %s: %s", self._me, "now the cluster's beat" if got else "standing by (another beat leads)")
+            logger.warning("beat %s: %s", self._me,
+                           "now the cluster's beat" if got else "standing by (another beat leads)")
         self._leading = got
         return got
 

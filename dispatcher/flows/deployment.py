@@ -38,7 +38,10 @@ def _config_name(settings: Settings) -> str:
 
 
 def lock_state_dir(settings: Settings) -> int:
-    """Take this deployment's ``up`` lock (an open fd; close it to release); DeploymentError if a live ``up`` holds it."""
+    """Take this deployment's ``up`` lock (an open fd; close it to release).
+
+    DeploymentError if a live ``up`` holds it.
+    """
     path = settings.state_dir / d.UP_LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:

@@ -114,7 +114,8 @@ def agent_config_path(settings: Settings) -> Path:
     """The agent's ``.claude.json``: ``$CLAUDE_CONFIG_DIR/.claude.json`` (agent.env first), else ``~/.claude.json``."""
     env = agent_env(settings)
     base = env.get("CLAUDE_CONFIG_DIR")
-    return Path(base).expanduser() / ".claude.json" if base else Path(env.get("HOME") or "~").expanduser() / ".claude.json"
+    home = Path(base) if base else Path(env.get("HOME") or "~")
+    return home.expanduser() / ".claude.json"
 
 
 def check_agent_config(settings: Settings) -> list[Check]:

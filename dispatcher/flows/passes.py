@@ -7,7 +7,8 @@ The task modules pass in how to enqueue more work (``rescan_in``, ``scan_soon``,
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dispatcher.core import defaults as d
 from dispatcher.core import keys

@@ -87,7 +87,8 @@ def dispatcher() -> Dispatcher:
         if _instance is None:
             r = redis_client(s)
             t = tmux(s)
-            _instance = Dispatcher(s, r, t, _launch or agent_launcher(s, r, t), enqueue_assign=_enqueue or _default_enqueue)
+            _instance = Dispatcher(s, r, t, _launch or agent_launcher(s, r, t),
+                                   enqueue_assign=_enqueue or _default_enqueue)
         return _instance
 
 
