@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from dispatcher.core.config import load_config, no_config_error
+from dispatcher.core.config import no_config_error
 from dispatcher.core.errors import ConfigError
+from dispatcher.store.config_file import load_config
 from dispatcher.store.hosts import CLUSTER_QUEUE, host_queue
 from dispatcher.store.redis_conn import celery_url, configured_url
 

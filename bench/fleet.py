@@ -19,7 +19,6 @@ run) and one projects dir. The agents are the fake agent.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time

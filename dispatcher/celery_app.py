@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_shutdown
+
+from dispatcher.core.errors import HostConflictError
 
 app = Celery("dispatcher")
 app.config_from_object("celeryconfig")
@@ -22,16 +24,15 @@ _heartbeats: dict[int, Any] = {}
 
 
 def _running(worker: Any) -> bool:
-    from celery import bootsteps
-
     state = getattr(getattr(worker, "blueprint", None), "state", None)
     return state not in (bootsteps.CLOSE, bootsteps.TERMINATE)
 
 
 @worker_init.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    # Here, not at the top: the CLI imports the app only to send messages, and the worker's wiring
+    # (every flow, the launcher) would add a third of a second to each such command.
     from dispatcher.flows import runtime
-    from dispatcher.core.errors import HostConflictError
 
     try:
         _heartbeats[id(sender)] = runtime.start_heartbeat(alive=lambda: _running(sender))

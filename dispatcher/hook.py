@@ -19,12 +19,11 @@ import urllib.parse
 from typing import IO, Mapping, Sequence
 
 from dispatcher.core import keys
+from dispatcher.core.defaults import HOOK_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from dispatcher.core.defaults import HOOK_SOCKET_TIMEOUT_S as SOCKET_TIMEOUT_S
 
 logger = logging.getLogger("dispatcher.hook")
 
-#: Payloads bigger than this are cut (a pasted task can be large; the tag is at its start).
-MAX_PAYLOAD_BYTES = 64 * 1024
-SOCKET_TIMEOUT_S = 1.0
 
 
 def _payload(raw: str) -> dict[str, object]:
@@ -71,7 +70,7 @@ def _connect(url: str) -> socket.socket:
         return sock
     sock = socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=SOCKET_TIMEOUT_S)
     if parsed.scheme == "rediss":
-        import ssl
+        import ssl  # only for rediss: it costs milliseconds, and this runs in the agent's critical path
 
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parsed.hostname)
     return sock

@@ -23,9 +23,10 @@ import redis as redis_lib
 
 from dispatcher.core import keys, screen
 from dispatcher.core.config import AgentSettings
-from dispatcher.core.defaults import POLL_INTERVAL_S
+from dispatcher.core.defaults import PASTE_SHOW_S, POLL_INTERVAL_S, STARTUP_LOCK_TTL_S
 from dispatcher.core.errors import ConfigError, DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
-from dispatcher.agent.hooks import HookLog, HookReport, write_settings
+from dispatcher.agent.hook_settings import write_settings
+from dispatcher.store.hook_log import HookLog, HookReport
 from dispatcher.store.locks import Held
 from dispatcher.core.message import build_message, tag
 from dispatcher.agent.tmux import Tmux
@@ -34,10 +35,6 @@ logger = logging.getLogger(__name__)
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _MODEL = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
-#: TTL of the host's startup lock; renewed every third of it while an agent starts.
-STARTUP_LOCK_TTL_S = 6.0
-#: How long to wait for a paste to show in the input box before pressing Enter anyway.
-PASTE_SHOW_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,3 @@ class Tmux:
         args += _env_args(env)
         args += _command_args(argv)
         self.run(*args)
-
-    def clear_history(self, name: str) -> None:
-        """Forget the pane's scrollback (a new agent's screen starts clean)."""
-        self.run("clear-history", "-t", _pane(name))

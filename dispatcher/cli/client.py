@@ -8,14 +8,13 @@ from typing import Any
 
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ConfigError
+from dispatcher.store.redis_conn import configured_url
 
 logger = logging.getLogger(__name__)
 
 
 def send_task(settings: Settings, name: str, args: list[Any] | None = None) -> str | None:
     """Enqueue task ``name`` on the Redis of ``settings``; its id, or None (logged) when it cannot be sent."""
-    from dispatcher.store.redis_conn import configured_url
-
     try:
         url = configured_url(settings)
     except ConfigError as exc:  # no Redis for this deployment (e.g. its `up` is not running)
@@ -26,6 +25,7 @@ def send_task(settings: Settings, name: str, args: list[Any] | None = None) -> s
     os.environ["REDIS_URL"] = url
     if settings.source is not None:
         os.environ["DISPATCHER_CONFIG"] = str(settings.source)
+    # Celery only when a message is sent (a fifth of a second), and after the environment above is set.
     from dispatcher.celery_app import app
 
     try:

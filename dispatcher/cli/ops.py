@@ -1,12 +1,23 @@
-"""The operator's subcommands (web, doctor, logs), registered on the CLI group."""
+"""The operator's subcommands (web, doctor, notify, logs), registered on the CLI group.
+
+The flows behind them (doctor, notify, upview) are imported inside each subcommand: every
+``dispatcher`` call imports this module, and most never run these.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import socket
 import sys
+import threading
+import time
 
 import click
 
-from dispatcher.cli.main import Ctx, cli, pass_ctx
+from dispatcher.cli.group import Ctx, cli, pass_ctx
+from dispatcher.store.redis_conn import client
+from dispatcher.web import serve
 
 
 @cli.command()
@@ -21,10 +32,6 @@ def web(obj: Ctx, address: str | None, port: int | None) -> None:
     password generated once into <state_dir>/web-auth (mode 0600).
     Example:  dispatcher web && open http://127.0.0.1:5556/
     """
-    import logging
-
-    from dispatcher.web import serve
-
     logging.getLogger("dispatcher.web").setLevel(logging.INFO)
     s = obj.settings
     address = address or s.web.address
@@ -45,8 +52,6 @@ def doctor(obj: Ctx, as_json: bool) -> None:
     Exit 0 only when every check passes (warnings do not fail).
     Example:  dispatcher doctor || dispatcher doctor --json | jq '.checks[] | select(.status=="fail")'
     """
-    import json
-
     from dispatcher.flows import doctor as doc
 
     checks = doc.run(obj.settings)
@@ -66,12 +71,7 @@ def notify_cmd(obj: Ctx, test_: bool) -> None:
     it: each event is notified once.
     Example:  dispatcher notify --test
     """
-    import socket
-    import threading
-    import time
-
     from dispatcher.flows import notify
-    from dispatcher.store.redis_conn import client
 
     s = obj.settings.notify
     if not s.enabled:
@@ -101,8 +101,6 @@ def logs(obj: Ctx, component: str | None, lines: int, follow: bool) -> None:
     Without COMPONENT: the last lines of each.
     Example:  dispatcher logs -f worker-0
     """
-    import threading
-
     from dispatcher.flows import upview
 
     s = obj.settings

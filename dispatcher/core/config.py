@@ -1,21 +1,23 @@
-"""Configuration: one YAML file validated into frozen, typed settings.
+"""Configuration: frozen, typed settings and their validation from a parsed mapping.
 
 Errors name the file, the key and the problem. Secrets come from the
-environment (``REDIS_URL``, ``FLOWER_BASIC_AUTH``), never from the file alone.
+environment (``REDIS_URL``, ``FLOWER_BASIC_AUTH``), never from the file alone:
+:func:`from_mapping` takes the environment as a mapping. Finding and reading the
+file, ``os.environ`` and the machine's name are the loader's (``store/config_file.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import re
-import socket
+import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
-
-import yaml
+from urllib.parse import urlsplit
 
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ConfigError
@@ -54,17 +56,24 @@ class TmuxSettings:
     socket_name: str = d.TMUX_SOCKET
 
 
-def default_host_name() -> str:
-    """This machine's host name, reduced to the characters a host name may hold."""
-    raw = socket.gethostname().split(".")[0] or "localhost"
+def host_name_from(machine_name: str) -> str:
+    """A machine's name (``socket.gethostname()``) reduced to the characters a host name may hold."""
+    raw = machine_name.split(".")[0] or "localhost"
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)
+
+
+def _this_machine() -> str:
+    # Settings built in code (tests, benches) must name the same host as loaded ones, or their messages
+    # go to a queue no worker of theirs consumes. platform.node() is uname's nodename, what gethostname()
+    # returns on Linux, read without the network stack; the loader passes the name explicitly.
+    return host_name_from(platform.node())
 
 
 @dataclass(frozen=True)
 class HostSettings:
     """This host of the fleet: its name (``AQ_HOST`` wins) and the Claude account its agents use."""
 
-    name: str = field(default_factory=default_host_name)
+    name: str = field(default_factory=_this_machine)
     #: Usage limits pause every host of one account, and only those.
     account: str = d.ACCOUNT
 
@@ -283,15 +292,13 @@ def _str_map(v: Any) -> Mapping[str, str]:
 
 
 def _name_list(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) and _SAFE_NAME.match(x) and x not in (".", "..") for x in v):
+    if not isinstance(v, list) or not all(isinstance(x, str) and not _host_name(x) for x in v):
         raise TypeError("must be a list of project names matching [A-Za-z0-9._-]+")
     return tuple(v)
 
 
 def _argv(v: Any) -> tuple[str, ...]:
     """A command as an argv list, or a string split like a shell would (never run by one)."""
-    import shlex
-
     if isinstance(v, list) and v and all(isinstance(x, str) and x for x in v):
         return tuple(v)
     return tuple(shlex.split(_argv_string(v)))
@@ -339,8 +346,6 @@ def _host_name_env(v: str) -> str:
 
 
 def _argv_string(v: Any) -> str:
-    import shlex
-
     text = _string(v)
     try:
         if not shlex.split(text):
@@ -351,8 +356,6 @@ def _argv_string(v: Any) -> str:
 
 
 def _http_url(v: Any) -> str:
-    from urllib.parse import urlsplit
-
     text = _string(v).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -379,9 +382,13 @@ def _env_first(env: Mapping[str, str], var: str, file_value: Any, conv: Callable
     return conv(env[var]) if env.get(var) else file_value
 
 
-def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mapping[str, str] | None = None) -> Settings:
-    """Validate a parsed YAML mapping into Settings; relative paths are resolved against ``base``."""
-    env = os.environ if env is None else env
+def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mapping[str, str],
+                 host_name: str | None = None) -> Settings:
+    """Validate a parsed YAML mapping into Settings; relative paths are resolved against ``base``.
+
+    ``env`` (the process environment, given) overrides some keys; ``host_name`` is the default
+    ``host.name`` (None: this machine's).
+    """
     r = _Reader(data, where)
     to_path = _path(base)
     pool_r = r.section("pool")
@@ -389,7 +396,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         prefix=pool_r.get("prefix", _string, d.POOL_PREFIX,
                           lambda v: None if _SAFE_PREFIX.match(v) else "must match [A-Za-z0-9_-]+"),
         start_index=pool_r.get("start_index", _strict_int, d.POOL_START_INDEX, _non_negative),
-        max=pool_r.get("max", _strict_int, d.POOL_MAX, lambda v: None if 1 <= v <= 500 else "must be between 1 and 500"),
+        max=pool_r.get("max", _strict_int, d.POOL_MAX, _parallel),
         cooldown=pool_r.get("cooldown", _number, d.POOL_COOLDOWN_S, _non_negative),
         width=pool_r.get("width", _strict_int, d.TMUX_WIDTH, lambda v: None if v >= 80 else "must be >= 80"),
         height=pool_r.get("height", _strict_int, d.TMUX_HEIGHT, lambda v: None if v >= 20 else "must be >= 20"),
@@ -420,12 +427,14 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
     flower_r = r.section("flower")
     flower = FlowerSettings(
         address=flower_r.get("address", _string, d.FLOWER_ADDRESS),
-        port=flower_r.get("port", _strict_int, d.FLOWER_PORT, lambda v: None if 0 < v < 65536 else "must be a TCP port"),
+        port=flower_r.get("port", _strict_int, d.FLOWER_PORT,
+                          lambda v: None if 0 < v < 65536 else "must be a TCP port"),
         basic_auth=_env_first(env, "FLOWER_BASIC_AUTH", flower_r.get("basic_auth", _string, None)),
     )
     host_r = r.section("host")
     host = HostSettings(
-        name=_env_first(env, "AQ_HOST", host_r.get("name", _string, default_host_name(), _host_name), _host_name_env),
+        name=_env_first(env, "AQ_HOST", host_r.get("name", _string, host_name or _this_machine(), _host_name),
+                        _host_name_env),
         account=host_r.get("account", _string, d.ACCOUNT,
                            lambda v: None if _SAFE_NAME.match(v) else "must match [A-Za-z0-9._-]+"),
     )
@@ -491,17 +500,6 @@ def default_socket(state_dir: Path) -> str:
     return f"{d.TMUX_SOCKET}-{digest[:8]}"
 
 
-def find_config_path(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
-    """The config file to use: explicit path, else $DISPATCHER_CONFIG, else ./dispatcher.yaml if present."""
-    env = os.environ if env is None else env
-    if path:
-        return Path(path)
-    if env.get(d.CONFIG_ENV):
-        return Path(env[d.CONFIG_ENV])
-    local = Path.cwd() / d.CONFIG_FILE
-    return local if local.is_file() else None
-
-
 def no_config_error(cwd: Path | None = None, *, cli_option: bool = True) -> ConfigError:
     """Why a command that acts on a deployment refuses to run without a config file, and the fix."""
     here = cwd or Path.cwd()
@@ -511,29 +509,3 @@ def no_config_error(cwd: Path | None = None, *, cli_option: bool = True) -> Conf
         f"(and which Redis) to act on. cd into the deployment's directory (the one with its {d.CONFIG_FILE}), "
         f"or {option}set {d.CONFIG_ENV}=/path/to/{d.CONFIG_FILE}. "
         "No deployment yet? 'dispatcher init DIR' writes one.")
-
-
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Load and validate the configuration; without a file, defaults relative to the cwd."""
-    env = os.environ if env is None else env
-    found = find_config_path(path, env)
-    if found is None:
-        return from_mapping({}, base=Path.cwd(), where="<defaults>", env=env)
-    try:
-        text = found.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{found}: config file not found (create one with 'dispatcher init')") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{found}: cannot read config: {exc}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{found}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # odd scalars: a: 2026-13-45
-        raise ConfigError(f"{found}: invalid YAML: a value cannot be read ({exc}): put it in quotes") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{found}: top level must be a mapping of keys, got {type(data).__name__}")
-    base = found.resolve().parent
-    return replace(from_mapping(data, base=base, where=str(found), env=env), source=found.resolve())

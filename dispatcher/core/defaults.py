@@ -62,6 +62,8 @@ MESSAGE_FOOTER: Final = (
 SCAN_INTERVAL_S: Final = 60.0
 MONITOR_INTERVAL_S: Final = 5.0
 BLOCKED_TIMEOUT_S: Final = 3600.0
+#: A queued full_scan (``aq:scan-pending``) whose message was lost stops deduplicating after this long.
+SCAN_PENDING_TTL_S: Final = 60
 #: Session lock TTL; renewed every third of it while held, so a killed worker frees its session within it.
 LAUNCH_LOCK_TTL_S: Final = 30.0
 MAX_LAUNCH_ATTEMPTS: Final = 3
@@ -147,3 +149,35 @@ LOG_BACKUPS: Final = 3
 
 #: Default ``agent.resume_dir``, under state_dir: one per deployment (``~/.claude-context`` is the reference's).
 RESUME_DIR: Final = "resume"
+
+# -- internal timings and Redis record lifetimes (not configurable) --------------
+#: Failed-attempt counters (flows/dispatch.py) are forgotten after a week without failures.
+ATTEMPTS_TTL_S: Final = 7 * 86400
+#: A queued assign_next whose message was lost stops deduplicating after this long (beat re-sends).
+ASSIGN_PENDING_TTL_S: Final = 60
+#: A claim younger than this may not have its flock yet (link → open → flock), so recovery leaves it alone.
+CLAIM_GRACE_S: Final = 10.0
+#: Owner records (store/owners.py) outlive any task run; a forgotten one only costs memory for a week.
+OWNER_RECORD_TTL_S: Final = 7 * 86400
+#: An owner tombstone is read by a returning host; a day is far longer than any outage it must outlive.
+OWNER_TOMBSTONE_TTL_S: Final = 86400
+#: How long a file version stays "announced" (its submitted event is not repeated).
+EVENT_SEEN_TTL_S: Final = 86400
+#: A watcher's "closed by its writer" sighting is kept this much longer than settle_time (clock steps, slow queues).
+CLOSED_MARGIN_S: Final = 60
+#: A dead beat leader is replaced within this many seconds.
+BEAT_LEASE_S: Final = 15.0
+#: TTL of a host's agent start-up lock; renewed every third of it while an agent starts.
+STARTUP_LOCK_TTL_S: Final = 6.0
+#: How long to wait for a paste to show in the agent's input box before pressing Enter anyway.
+PASTE_SHOW_S: Final = 2.0
+#: How long a stopped embedded Redis may take to exit before its temp dir is removed anyway.
+REDIS_EXIT_WAIT_S: Final = 10.0
+#: ``dispatcher up`` restarts a component that exited after these waits (then the last one, repeatedly).
+RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+#: Hook reports (``python -m dispatcher.hook``): payloads bigger than this are cut (a pasted task can be
+#: large; the tag is at its start), and Redis gets this long to answer: the hook sits in the agent's path.
+HOOK_MAX_PAYLOAD_BYTES: Final = 64 * 1024
+HOOK_SOCKET_TIMEOUT_S: Final = 1.0
+#: Seconds Claude Code lets one hook command run before killing it (written into the --settings file).
+HOOK_TIMEOUT_S: Final = 10

@@ -84,6 +84,3 @@ class DeploymentError(DispatcherError):
 class WorktreeError(DispatcherError):
     """A task's git worktree cannot be made (not a repository, branch or path taken…)."""
 
-
-class LockError(DispatcherError):
-    """A Redis lock could not be taken or was lost."""

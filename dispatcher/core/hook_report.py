@@ -1,6 +1,6 @@
 """One Claude Code hook report (Stop, StopFailure, Notification, UserPromptSubmit…) as a plain value.
 
-Read from Redis by ``agent.hooks.HookLog``; judged by ``core.lifecycle`` without any I/O.
+Read from Redis by ``store.hook_log.HookLog``; judged by ``core.lifecycle`` without any I/O.
 """
 
 from __future__ import annotations

@@ -14,14 +14,14 @@ from typing import Any
 
 from celery.beat import PersistentScheduler
 
+from dispatcher.core import defaults as d
 from dispatcher.core import keys
 from dispatcher.store import redis_conn
 from dispatcher.flows import runtime
 
 logger = logging.getLogger(__name__)
 
-#: A dead leader is replaced within this many seconds.
-LEASE_S = 15.0
+LEASE_S = d.BEAT_LEASE_S
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -52,7 +52,8 @@ class LeaderScheduler(PersistentScheduler):
             logger.warning("beat lease check failed: %s", exc)
             got = False
         if got != self._leading:
-            logger.warning("beat %s: %s", self._me, "now the cluster's beat" if got else "standing by (another beat leads)")
+            logger.warning("beat %s: %s", self._me,
+                           "now the cluster's beat" if got else "standing by (another beat leads)")
         self._leading = got
         return got
 

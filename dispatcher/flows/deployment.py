@@ -28,8 +28,7 @@ logger = logging.getLogger(__name__)
 
 #: Server-wide tmux user option naming the state dir of the deployment whose pool lives on that server.
 OWNER_OPTION = "@aq_state_dir"
-#: How long a stopped embedded Redis may take to exit before its temp dir is removed anyway.
-REDIS_EXIT_WAIT_S = 10.0
+REDIS_EXIT_WAIT_S = d.REDIS_EXIT_WAIT_S
 #: Pool states whose agent a stop interrupts (their task stays owned and resumes on the next ``up``).
 _BUSY = ("launching", "working", "waiting", "limited")
 
@@ -39,7 +38,10 @@ def _config_name(settings: Settings) -> str:
 
 
 def lock_state_dir(settings: Settings) -> int:
-    """Take this deployment's ``up`` lock (an open fd; close it to release); DeploymentError if a live ``up`` holds it."""
+    """Take this deployment's ``up`` lock (an open fd; close it to release).
+
+    DeploymentError if a live ``up`` holds it.
+    """
     path = settings.state_dir / d.UP_LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,12 +29,13 @@ from dispatcher.agent import pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.core.errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
-from dispatcher.agent.hooks import HookLog
+from dispatcher.store.hook_log import HookLog
 from dispatcher.inbox.scanner import Plan, run_scan
 from dispatcher.core.screen import TRUST_DIALOG
 from dispatcher.core.session_ref import SessionRef, parse
 from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.core.taskfile import Task, is_safe_segment, parse_task, read_task_bytes
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class Outcome:
 
 
 #: A queued assign_next whose message was lost stops deduplicating after this long (beat re-sends).
-ASSIGN_PENDING_TTL_S = 60
+ASSIGN_PENDING_TTL_S = d.ASSIGN_PENDING_TTL_S
 
 
 class Dispatcher:
@@ -180,12 +179,10 @@ class Dispatcher:
     def agent_missing(self) -> str | None:
         """Why no agent can start on this host (its executable is not installed), or None."""
         try:
-            exe = shlex.split(self.settings.agent.command)[0]
-        except (ValueError, IndexError):
+            missing = agent_missing(self.settings.agent.command)
+        except ValueError:
             return f"agent.command cannot be parsed: {self.settings.agent.command!r}"
-        if shutil.which(exe) is None:
-            return f"agent command {exe!r} not found on PATH (install it, e.g. npm install -g @anthropic-ai/claude-code)"
-        return None
+        return f"{missing} (install it, e.g. {INSTALL_HINT})" if missing else None
 
     def request_assign(self, ref: SessionRef) -> bool:
         """Enqueue ``assign_next(HOST/NAME)`` unless one is already queued (a burst of events sends one, not N)."""

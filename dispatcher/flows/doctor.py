@@ -27,7 +27,9 @@ from dispatcher.store import credentials
 from dispatcher.core import keys
 from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.core.errors import DispatcherError
+from dispatcher.store.redis_conn import client, configured_url, redis_py_url
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -83,15 +85,15 @@ def agent_env(settings: Settings) -> dict[str, str]:
 
 def check_agent(settings: Settings) -> Check:
     """The agent executable is found and answers ``--version``."""
+    env = agent_env(settings)
     try:
         argv = agent_argv(settings.agent.command)
+        missing = agent_missing(settings.agent.command, path=env.get("PATH"))
     except ValueError as exc:
         return Check("agent", FAIL, f"agent.command cannot be parsed: {exc}", "fix agent.command in dispatcher.yaml")
-    install = "npm install -g @anthropic-ai/claude-code (or set agent.command in dispatcher.yaml)"
-    env = agent_env(settings)
-    if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
-        return Check("agent", FAIL, f"agent command {argv[0] if argv else command_name(settings)!r} not found on PATH",
-                     install)
+    install = f"{INSTALL_HINT} (or set agent.command in dispatcher.yaml)"
+    if missing or not argv:
+        return Check("agent", FAIL, missing or f"agent command {command_name(settings)!r} not found on PATH", install)
     try:
         proc = _run([*argv, "--version"], env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -112,7 +114,8 @@ def agent_config_path(settings: Settings) -> Path:
     """The agent's ``.claude.json``: ``$CLAUDE_CONFIG_DIR/.claude.json`` (agent.env first), else ``~/.claude.json``."""
     env = agent_env(settings)
     base = env.get("CLAUDE_CONFIG_DIR")
-    return Path(base).expanduser() / ".claude.json" if base else Path(env.get("HOME") or "~").expanduser() / ".claude.json"
+    home = Path(base) if base else Path(env.get("HOME") or "~")
+    return home.expanduser() / ".claude.json"
 
 
 def check_agent_config(settings: Settings) -> list[Check]:
@@ -264,8 +267,6 @@ def check_hosts(r: "redis.Redis", now: float | None = None) -> list[Check]:
 
 def run(settings: Settings, *, min_free: int = d.DOCTOR_MIN_FREE_BYTES) -> list[Check]:
     """Every check, in the order a newcomer would fix them."""
-    from dispatcher.store.redis_conn import client, configured_url, redis_py_url
-
     checks: list[Check] = [check_tmux(), check_agent(settings), *check_agent_config(settings)]
     url = redis_py_url(configured_url(settings))
     try:

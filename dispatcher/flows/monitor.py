@@ -22,7 +22,7 @@ from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.core.errors import TmuxError
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.lifecycle import Action, Evidence, Step
-from dispatcher.agent.hooks import HookLog
+from dispatcher.store.hook_log import HookLog
 from dispatcher.agent.launcher import resume_path
 from dispatcher.flows.recovery import fence_session
 from dispatcher.store.sessions import SessionInfo, State

@@ -27,15 +27,14 @@ from dispatcher.agent import pool_state
 from dispatcher.flows import claim as cl
 from dispatcher.flows.ports import Ports
 from dispatcher.core.errors import ClaimError, TmuxError
-from dispatcher.agent.hooks import HookLog
+from dispatcher.store.hook_log import HookLog
 from dispatcher.agent.launcher import resume_path
 from dispatcher.core.message import tag as message_tag
 from dispatcher.store.sessions import SessionInfo, State
 
 logger = logging.getLogger(__name__)
 
-#: A claim younger than this may not have its flock yet (link → open → flock).
-CLAIM_GRACE_S = 10.0
+CLAIM_GRACE_S = d.CLAIM_GRACE_S
 
 
 def _pool_infos(ports: Ports) -> dict[str, SessionInfo]:

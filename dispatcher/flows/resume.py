@@ -18,7 +18,7 @@ from dispatcher.flows import claim as cl
 from dispatcher.flows.launch import LaunchSpec
 from dispatcher.flows.ports import Ports
 from dispatcher.core.errors import SessionError, TaskFileError
-from dispatcher.agent.hooks import HookLog
+from dispatcher.store.hook_log import HookLog
 from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.core.taskfile import Task, parse_task, read_task_bytes
 

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Sequence
 
 from dispatcher.core.errors import DispatcherError
+from dispatcher.flows import runtime
 from dispatcher.store.hosts import CLUSTER_QUEUE, host_queue
 from dispatcher.core.session_ref import parse
 
@@ -42,6 +43,4 @@ def route(name: str, args: Sequence[Any] | None, kwargs: dict[str, Any] | None, 
     """Celery ``task_routes`` entry."""
     if options.get("queue"):
         return {}  # an explicit queue wins
-    from dispatcher.flows import runtime
-
     return {"queue": queue_for(name, args, runtime.settings().host.name)}

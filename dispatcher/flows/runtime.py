@@ -17,11 +17,13 @@ import redis
 
 from dispatcher.core import defaults as d
 from dispatcher.store import hosts, redis_conn
-from dispatcher.core.config import Settings, load_config
+from dispatcher.core.config import Settings
+from dispatcher.store.config_file import load_config
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.launch import LaunchFn, launch_in_session
 from dispatcher.flows.ports import Ports
 from dispatcher.agent.tmux import Tmux
+from dispatcher.flows import recovery
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +99,6 @@ def host_info(s: Settings) -> hosts.HostInfo:
 def start_heartbeat(alive: Callable[[], bool] | None = None) -> hosts.Heartbeat:
     """Publish this host's heartbeat now and every ``host_lost_after / 6`` s (while ``alive()``);
     raises HostConflictError."""
-    from dispatcher.flows import recovery
-
     s = settings()
     wired = ports()
     beat = hosts.Heartbeat(redis_client(s), host_info(s), interval=s.host_lost_after / d.HEARTBEATS_PER_LOST,

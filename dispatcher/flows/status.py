@@ -9,15 +9,17 @@ from typing import Any
 import redis
 
 from dispatcher.store import hosts, pause
-from dispatcher.agent import pool
+from dispatcher.agent import pool, pool_state
 from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DispatcherError
+from dispatcher.core.humanize import duration
 from dispatcher.core.report import render_counts
 from dispatcher.inbox.scanner import run_scan
 from dispatcher.core.session_ref import SessionRef
 from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.agent.tmux import Tmux
+from dispatcher.store.redis_conn import client
 
 
 def _row(info: SessionInfo, now: float, cooldown: float, host_alive: bool = True) -> dict[str, Any]:
@@ -29,8 +31,6 @@ def _row(info: SessionInfo, now: float, cooldown: float, host_alive: bool = True
 
 def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
     """Everything status shows, as plain data (also the ``--json`` output)."""
-    from dispatcher.agent import pool_state
-
     now = time.time() if now is None else now
     me = settings.host.name
     names = settings.pool.names()
@@ -66,8 +66,6 @@ def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: flo
 
 def current_holds(settings: Settings, *, now: float | None = None) -> dict[str, str]:
     """Held projects → reason, from the running system's Redis; {} when it cannot be reached (dry runs)."""
-    from dispatcher.store.redis_conn import client
-
     try:
         r = client(settings=settings, timeout=1.0)
     except DispatcherError:
@@ -81,8 +79,6 @@ def current_holds(settings: Settings, *, now: float | None = None) -> dict[str, 
 
 
 def _dur(seconds: float | None) -> str:
-    from dispatcher.core.humanize import duration
-
     return duration(seconds)
 
 

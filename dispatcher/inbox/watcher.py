@@ -47,10 +47,8 @@ class InboxHandler(FileSystemEventHandler):
     without an identity (the file then settles by age).
     """
 
-    def __init__(self, on_task: Callable[[str, "list[int] | None"], object], on_overflow: Callable[[], object], *,
-                 polling: bool = False) -> None:
+    def __init__(self, on_task: Callable[[str, "list[int] | None"], object], *, polling: bool = False) -> None:
         self.on_task = on_task
-        self.on_overflow = on_overflow
         self.polling = polling
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -106,7 +104,7 @@ def run(projects_dir: Path, on_task: Callable[[str, "list[int] | None"], object]
     was done, or None for a hint.
     """
     projects_dir.mkdir(parents=True, exist_ok=True)
-    handler = InboxHandler(on_task, on_overflow, polling=polling)
+    handler = InboxHandler(on_task, polling=polling)
     while not stop.is_set():
         observer = make_observer(projects_dir, handler, polling=polling)
         observer.start()

@@ -16,14 +16,6 @@ from dispatcher.core import keys
 
 logger = logging.getLogger(__name__)
 
-#: Event kinds (issue 6 §7).
-KINDS = frozenset({
-    "submitted", "blocked", "unblocked", "invalid", "claimed", "launched", "launch-failed", "finished", "failed",
-    "released", "limited", "resumed", "waiting", "stuck", "recovered", "retried", "session-created", "paused",
-    "unpaused", "held",
-})
-
-
 @dataclass(frozen=True)
 class Event:
     """One entry of the event stream."""
@@ -63,8 +55,7 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return 0
 """
-#: How long a file version stays "announced" (its submitted event is not repeated).
-SEEN_TTL_S = 86400
+SEEN_TTL_S = d.EVENT_SEEN_TTL_S
 
 
 def announce(r: "redis.Redis", project: str, task_id: str, path: str) -> None:

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import redis
 
-from dispatcher import __version__
 from dispatcher.core import keys
 from dispatcher.core.errors import HostConflictError
+from dispatcher.core.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -1,22 +1,18 @@
 """Redis locks with TTL, token-checked release and renewal while held (redis-py ``Lock``).
 
-The session lock (taken through flows/claim.py, which owns the claim of a task)
-makes "one task per session" hold across workers. A lost lock is an event, not
-a crash.
+The session lock (taken through flows/claim.py, which owns the claim of a task) makes
+"one task per session" hold across workers and hosts. The launcher renews the host's
+start-up lock with :class:`Held` too. A lost lock is an event, not a crash.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import redis
 from redis.exceptions import LockError as RedisLockError
 from redis.lock import Lock
-
-from dispatcher.core import keys
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +62,3 @@ def is_held(r: "redis.Redis", key: str) -> bool:
     """True while some live holder keeps ``key``."""
     return bool(r.exists(key))
 
-
-@contextmanager
-def session_lock(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Iterator[Held | None]:
-    """Context manager over the per-session lock; yields None when it is taken."""
-    held = try_acquire(r, keys.session_lock(session), ttl, owner)
-    try:
-        yield held
-    finally:
-        if held is not None:
-            held.release()

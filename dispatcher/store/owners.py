@@ -15,14 +15,13 @@ import logging
 
 import redis
 
+from dispatcher.core import defaults as d
 from dispatcher.core import keys
 
 logger = logging.getLogger(__name__)
 
-#: Records outlive any task run; a forgotten one only costs memory for a week.
-RECORD_TTL_S = 7 * 86400
-#: A tombstone is read by a returning host; a day is far longer than any outage it must outlive.
-TOMBSTONE_TTL_S = 86400
+RECORD_TTL_S = d.OWNER_RECORD_TTL_S
+TOMBSTONE_TTL_S = d.OWNER_TOMBSTONE_TTL_S
 TOMBSTONE = "fenced:"
 RELEASED = "released:"
 

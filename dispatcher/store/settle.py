@@ -17,14 +17,14 @@ from typing import Any, Iterable
 
 import redis
 
+from dispatcher.core import defaults as d
 from dispatcher.core import keys
 
 logger = logging.getLogger(__name__)
 
 #: (inode, mtime_ns, size) of a task file: what the watcher saw when its writer was done.
 Identity = tuple[int, int, int]
-#: A sighting is kept this much longer than settle_time (clock steps, slow queues).
-CLOSED_MARGIN_S = 60
+CLOSED_MARGIN_S = d.CLOSED_MARGIN_S
 
 
 def identity_of(path: str) -> Identity | None:

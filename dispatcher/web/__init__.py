@@ -11,6 +11,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from dispatcher.core.config import Settings
+from dispatcher.store import credentials
 
 if TYPE_CHECKING:
     import uvicorn
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 def server(settings: Settings, address: str, port: int, **app_kwargs: object) -> "uvicorn.Server":
     """A uvicorn server for the page (call ``.run()``; set ``.should_exit`` to stop it)."""
+    # Starlette and uvicorn load only when a page is served: the CLI imports this module for every command.
     import uvicorn
 
     from dispatcher.web.app import create_app
@@ -33,8 +35,6 @@ def server(settings: Settings, address: str, port: int, **app_kwargs: object) ->
 
 def serve(settings: Settings, address: str, port: int) -> None:
     """Run the page until Ctrl-C/SIGTERM."""
-    from dispatcher.store import credentials
-
     user, _ = credentials.load_or_create(settings.state_dir, settings.flower.basic_auth)
     where = f"[{address}]" if ":" in address else address
     logger.warning("fleet page on http://%s:%d/ (user %s; password: FLOWER_BASIC_AUTH or %s)", where, port, user,

@@ -35,6 +35,9 @@ from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError, DispatcherError
 from dispatcher.agent.tmux import Tmux
 from dispatcher.web import fleet
+from dispatcher.cli.client import send_task
+from dispatcher.flows.retry import retry_task
+from dispatcher.store.redis_conn import client
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +128,6 @@ def _sse(kind: str, data: str, event_id: str | None = None) -> str:
 def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux | None = None,
                auth: tuple[str, str] | None = None, refresh: float = d.WEB_REFRESH_S) -> ASGIApp:
     """The fleet page application for ``settings`` (auth: (user, password); default from credentials)."""
-    from dispatcher.store.redis_conn import client
-
     user, password = auth or credentials.load_or_create(settings.state_dir, settings.flower.basic_auth)
     r = r if r is not None else client(settings=settings, timeout=2.0)
     tmux = tmux or Tmux(settings.tmux.socket_name)
@@ -168,7 +169,7 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
             while True:
                 snap = await run_in_threadpool(snaps.get)
                 yield _sse("snapshot", json.dumps(snap))
-                for ev in await run_in_threadpool(lambda: fleet.recent_events(snaps.redis(), cursor)):
+                for ev in await run_in_threadpool(lambda: fleet.recent_events(snaps.redis(), cursor)):  # noqa: B023 (awaited here)
                     cursor = ev["id"]
                     yield _sse("event", json.dumps(ev), ev["id"])
                 if cursor is None:
@@ -197,16 +198,12 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         ref = body.get("task")
         if not isinstance(ref, str) or len(ref) > 300 or ref != ref.strip():
             return _error(400, "give the task as {\"task\": \"project:task_id\"}")
-        from dispatcher.flows.retry import retry_task
-
         live = await run_in_threadpool(snaps.redis)
         try:
             path = await run_in_threadpool(retry_task, settings, live, ref)
         except (DispatcherError, ClaimError) as exc:
             return _error(400, str(exc))
         if live is not None:
-            from dispatcher.cli.client import send_task
-
             await run_in_threadpool(send_task, settings, "full_scan")
         return JSONResponse({"requeued": path.name})
 
@@ -235,8 +232,6 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         lifted, projects = pause.resume(live, settings.host.account)
         was = lifted.describe() if lifted is not None and lifted.until > time.time() else "not paused"
         events.emit(live, "unpaused", detail=f"by operator on the fleet page ({was})")
-        from dispatcher.cli.client import send_task
-
         await run_in_threadpool(send_task, settings, "full_scan")
         return JSONResponse({"resumed": was, "holds_lifted": projects})
 

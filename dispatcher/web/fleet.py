@@ -151,7 +151,8 @@ class Snapshots:
         return self.r
 
 
-def recent_events(r: "redis.Redis | None", after: str | None, count: int = d.WEB_EVENTS_BACKLOG) -> list[dict[str, Any]]:
+def recent_events(r: "redis.Redis | None", after: str | None,
+                  count: int = d.WEB_EVENTS_BACKLOG) -> list[dict[str, Any]]:
     """Events newer than stream id ``after`` (None: the last ``count``), oldest first."""
     if r is None:
         return []

@@ -18,7 +18,7 @@ launcher = pytest.importorskip("dispatcher.agent.launcher")
 from dispatcher.core import screen  # noqa: E402
 from dispatcher.core.config import AgentSettings  # noqa: E402
 from dispatcher.core.errors import DialogError  # noqa: E402
-from dispatcher.agent.hooks import HookLog  # noqa: E402
+from dispatcher.store.hook_log import HookLog  # noqa: E402
 from dispatcher.agent.launcher import LaunchRequest, launch, resume_path  # noqa: E402
 from dispatcher.core.message import build_message  # noqa: E402
 from dispatcher.agent.tmux import Tmux  # noqa: E402

@@ -1,4 +1,4 @@
-"""Fixtures for the agent driver tests: a private tmux server, Redis DB 15, the fake agent."""
+"""Fixtures for the agent driver tests: a private tmux server, a claimed Redis DB (sys_redis_url), the fake agent."""
 
 from __future__ import annotations
 

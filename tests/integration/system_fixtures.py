@@ -1,4 +1,5 @@
-"""Fixtures for the Celery-system and lifecycle tests: real Redis (DB 14), real tmux, fake agent, files."""
+"""Fixtures for the Celery-system and lifecycle tests: real Redis (a free DB of SYSTEM_DBS, claimed per run),
+real tmux, fake agent, files."""
 
 from __future__ import annotations
 

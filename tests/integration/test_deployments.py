@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from dispatcher.core.config import load_config
+from dispatcher.store.config_file import load_config
 from dispatcher.testing import FAKE_AGENT_COMMAND
 from dispatcher.agent.tmux import Tmux
 

@@ -222,7 +222,7 @@ def test_kill_9_mid_launch_then_recovery_runs_the_task_once(disp: Dispatcher, se
         "agent": {"command": settings.agent.command, "env": dict(slow), "prompt_timeout": 60,
                   "resume_dir": str(settings.agent.resume_dir)}}))
     path = add_task(settings, "alpha", "K9")
-    code = ("from dispatcher.flows import runtime; from dispatcher.core.config import load_config; "
+    code = ("from dispatcher.flows import runtime; from dispatcher.store.config_file import load_config; "
             f"runtime.configure(load_config({str(cfg)!r})); print(runtime.dispatcher().assign_next('ccl-auto-0'))")
     worker = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     launching = aq.with_suffix(path, ".launching")

@@ -16,7 +16,7 @@ import yaml
 
 from dispatcher.flows import doctor
 from dispatcher.core import keys
-from dispatcher.core.config import load_config
+from dispatcher.store.config_file import load_config
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 

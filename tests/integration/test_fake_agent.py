@@ -13,7 +13,8 @@ from conftest_driver import read_log, wait_until
 
 from dispatcher.core import screen
 from dispatcher.core.config import AgentSettings
-from dispatcher.agent.hooks import HookLog, write_settings
+from dispatcher.agent.hook_settings import write_settings
+from dispatcher.store.hook_log import HookLog
 from dispatcher.agent.launcher import LaunchRequest, launch, redis_url_of
 from dispatcher.agent.tmux import Tmux
 

@@ -15,7 +15,7 @@ from conftest_driver import read_log, wait_until
 from dispatcher.core import keys
 from dispatcher.core.config import AgentSettings
 from dispatcher.core.errors import DialogError, LaunchError, PromptTimeout, SubmitError
-from dispatcher.agent.hooks import HookLog
+from dispatcher.store.hook_log import HookLog
 from dispatcher.agent.launcher import LaunchRequest, build_argv, launch, redis_url_of, resume_path
 from dispatcher.agent.tmux import Tmux
 

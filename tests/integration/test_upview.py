@@ -21,7 +21,7 @@ import yaml
 
 from dispatcher.inbox import files as aq
 from dispatcher.flows import upview
-from dispatcher.core.config import load_config
+from dispatcher.store.config_file import load_config
 from dispatcher.core.taskfile import render_task
 from dispatcher.testing import FAKE_AGENT_COMMAND
 from dispatcher.agent.tmux import Tmux

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dispatcher.core import defaults as d
-from dispatcher.core.config import LimitSettings, Settings, find_config_path, load_config
+from dispatcher.core.config import LimitSettings, Settings
+from dispatcher.store.config_file import find_config_path, load_config
 from dispatcher.core.errors import ConfigError
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dispatcher.core import defaults as d
-from dispatcher.core.config import AgentSettings, Settings, load_config
+from dispatcher.core.config import AgentSettings, Settings
+from dispatcher.store.config_file import load_config
 from dispatcher.cli.examples import write_example
 
 

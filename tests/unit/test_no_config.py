@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import dispatcher.cli.commands  # noqa: F401  (registers the runtime subcommands)
 from dispatcher.core import defaults as d
 from dispatcher.cli.main import EXIT_CONFIG, cli
-from dispatcher.core.config import load_config
+from dispatcher.store.config_file import load_config
 from dispatcher.core.errors import ConfigError
 from dispatcher.store.redis_conn import configured_url
 

@@ -137,7 +137,7 @@ def watched(tmp_path: Path):  # type: ignore[no-untyped-def]
     proj = aq.project(projects, "web")
     aq.ensure_dirs(proj)
     calls: list[tuple[str, list[int] | None]] = []
-    handler = InboxHandler(lambda path, closed: calls.append((os.path.basename(path), closed)), lambda: None)
+    handler = InboxHandler(lambda path, closed: calls.append((os.path.basename(path), closed)))
     observer = make_observer(projects, handler)
     observer.start()
     try:

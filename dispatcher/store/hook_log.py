@@ -1,61 +1,19 @@
-"""Claude Code hooks: the per-launch settings file, and the reader of hook reports in Redis.
+"""Reading the hook reports of pool sessions back from Redis (the stream ``python -m dispatcher.hook`` writes).
 
-The agent runs ``python -m dispatcher.hook <Event>`` (see hook.py), which
-XADDs each payload to ``keys.session_hooks(session)``. The launcher waits on
-that stream to confirm delivery; the session monitor reads it for Stop/limits.
+The launcher waits on it to confirm a prompt was delivered; the session monitor reads it for Stop and limits.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shlex
-import sys
 import time
-from pathlib import Path
-from typing import Any, Callable, Mapping, cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import redis as redis_lib
 
 from dispatcher.core import keys
 from dispatcher.core.hook_report import HookReport
-
-logger = logging.getLogger(__name__)
-
-EVENTS: tuple[str, ...] = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "Notification", "SessionEnd")
-#: Seconds Claude Code lets one hook run before killing it.
-HOOK_TIMEOUT_S = 10
-
-
-def settings_path(state_dir: Path, session: str) -> Path:
-    """Where the settings file for ``session``'s agent lives."""
-    return Path(state_dir) / "agents" / session / "settings.json"
-
-
-def hook_command(event: str, python: str = sys.executable) -> str:
-    """The shell command Claude Code runs for ``event`` (it runs hook commands through a shell)."""
-    return " ".join(shlex.quote(p) for p in (python, "-m", "dispatcher.hook", event))
-
-
-def settings_document(python: str = sys.executable) -> dict[str, Any]:
-    """The ``--settings`` JSON: every event of interest reports through ``dispatcher.hook``."""
-    return {
-        "hooks": {
-            event: [{"hooks": [{"type": "command", "command": hook_command(event, python), "timeout": HOOK_TIMEOUT_S}]}]
-            for event in EVENTS
-        }
-    }
-
-
-def write_settings(state_dir: Path, session: str, *, python: str = sys.executable) -> Path:
-    """Write (atomically) the per-launch settings file; the user's own settings are never touched."""
-    path = settings_path(state_dir, session)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(settings_document(python), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 _Entries = list[tuple[Any, Mapping[Any, Any]]]

@@ -1,0 +1,83 @@
+"""What each Celery task does (``workers/`` only parses its arguments and delegates here).
+
+The task modules pass in how to enqueue more work (``rescan_in``, ``scan_soon``,
+``monitor_host``), so nothing here imports Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dispatcher.core import defaults as d
+from dispatcher.core import keys
+from dispatcher.flows import blocked, monitor, recovery
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.inbox.inbox_path import InboxPathError, parse_inbox_path
+from dispatcher.store import settle
+
+logger = logging.getLogger(__name__)
+
+#: Enqueue a full_scan this many seconds from now.
+RescanIn = Callable[[float], None]
+
+
+def full_scan(disp: Dispatcher, rescan_in: RescanIn) -> dict[str, Any]:
+    """Reconcile everything (lost hosts' tasks, markers), then give work to free sessions of every host."""
+    disp.r.delete(keys.SCAN_PENDING)  # from now on an event may queue another
+    recovered = recovery.recover_cluster(disp.ports)
+    # Classify and mark even when nothing can be dispatched (pool paused, every session busy).
+    result = disp.plan()
+    rescan_when_settled(disp, result.settles_at, rescan_in)
+    outcomes = disp.fan_out()
+    return {"recovered": recovered, "marked": len(result.changes), "assigned": [o.as_dict() for o in outcomes]}
+
+
+def rescan_when_settled(disp: Dispatcher, settles_at: float | None, rescan_in: RescanIn) -> None:
+    """A file only a scan found is still being written: scan again when it settles, not a beat later."""
+    if settles_at is None or settles_at <= disp.clock():
+        return
+    delay = settles_at - disp.clock() + 0.1
+    if disp.r.set(keys.SETTLE_SCAN, "1", nx=True, px=int(delay * 1000)):
+        rescan_in(delay)
+
+
+def inbox_event(disp: Dispatcher, path: str, closed: Any, rescan_in: RescanIn,
+                scan_soon: Callable[[], None]) -> dict[str, Any]:
+    """A task file in an inbox was written (``closed``: its [inode, mtime_ns, size] then) or moved:
+    give work to free sessions (in global order)."""
+    try:
+        project, task_id = parse_inbox_path(disp.settings.projects_dir, path)
+    except InboxPathError as exc:
+        logger.info("inbox_event ignored: %s", exc)
+        return {"ignored": str(exc)}
+    ident = settle.parse_identity(closed)
+    if ident is not None:
+        settle.record_closed(disp.r, project, task_id + d.TASK_SUFFIX, ident, disp.settings.settle_time)
+    else:  # a hint (polling, our own move): if the file is still being written, look again when it settles
+        now_ident = settle.identity_of(path)
+        if now_ident is not None and now_ident[2] > 0:
+            rescan_when_settled(disp, now_ident[1] / 1e9 + disp.settings.settle_time, rescan_in)
+    disp.announce(project, task_id, path)
+    outcomes = disp.fan_out()
+    if not outcomes and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=d.SCAN_PENDING_TTL_S):
+        # No assign_next will scan (pool paused, all sessions busy): one queued full_scan marks the file.
+        scan_soon()
+    return {"task": f"{project}:{task_id}", "assigned": [o.as_dict() for o in outcomes]}
+
+
+def check_blocked(disp: Dispatcher) -> dict[str, Any]:
+    """Watchdog G1: blocked past ``blocked_timeout`` (or upstream failed) → ``.stuck``."""
+    return {"stuck": blocked.check_blocked(disp.settings, disp.r, now=disp.clock())}
+
+
+def monitor_sessions(disp: Dispatcher, host: str | None, monitor_host: Callable[[str], None]) -> dict[str, Any]:
+    """Without ``host`` (beat): one ``monitor_host(host)`` per live host. With it: that host's pass."""
+    if not host:
+        return {"hosts": monitor.fan_out_hosts(disp, monitor_host)}
+    if host != disp.host:
+        return {"ignored": f"a pass for host {host!r}, this is {disp.host!r}"}
+    disp.r.delete(keys.monitor_pending(host))
+    recovered = recovery.recover_local(disp.ports)
+    return {"recovered": recovered, "changes": monitor.monitor_all(disp)}
