@@ -30,7 +30,7 @@ from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import events, hosts, locks, owners, pause, settle
 from dispatcher.core import keys
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
@@ -401,8 +401,8 @@ class Dispatcher:
             queue_dir = (self.settings.projects_dir / task.project).resolve() / d.QUEUE_DIR
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
-        info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, project=task.project, task=task.id,
-                                     model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
+        info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, since=self.clock(),
+                                     project=task.project, task=task.id, model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
                                      hooks_after=HookLog(self.r).last_id(info.ref))
         spec = LaunchSpec(session, task, project_dir, model, agent_uuid, self.host, queue_dir=queue_dir)
         try:
@@ -417,7 +417,7 @@ class Dispatcher:
             aq.promote(launching)
         except ClaimError as exc:  # a quick agent already moved it to done/: the monitor will see that
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
-        info = pool_state.transition(self.r, self.tmux, info, State.WORKING)
+        info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock())
         self.r.delete(keys.attempts(task.project, task.id))
         events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
         return Outcome("dispatched", session=session, task=key, detail=f"model {model}")
@@ -446,7 +446,7 @@ class Dispatcher:
         logger.warning("%s: project %s held until %s: %s", key, task.project, time.ctime(now + d.PROJECT_HOLD_S),
                        reason)
         events.emit(self.r, "held", task=key, session=info.ref, detail=reason)
-        pool_state.reset_pane(self.tmux, info.name, self.settings)
+        pool.reset_pane(self.tmux, info.name, self.settings)
         pool_state.set_idle(self.r, self.tmux, info, now=now, detail=f"project {task.project} held: folder not trusted")
         return Outcome("held", session=info.name, task=key, detail=reason)
 
@@ -470,6 +470,6 @@ class Dispatcher:
             aq.release(launching)
             events.emit(self.r, "launch-failed", task=key, session=info.ref, detail=reason)
         owners.drop(self.r, task.project, task.id, info.ref)
-        pool_state.reset_pane(self.tmux, info.name, self.settings)
+        pool.reset_pane(self.tmux, info.name, self.settings)
         pool_state.set_idle(self.r, self.tmux, info, failed=True, now=self.clock(), detail=str(exc)[:500])
         return Outcome("launch-failed", session=info.name, task=key, detail=reason)

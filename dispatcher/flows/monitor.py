@@ -8,14 +8,14 @@ was observed, so the whole loop is one pass per session and idempotent.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import events, hosts, owners, pause
 from dispatcher.core import keys, limits, screen
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.flows.dispatch import Dispatcher
@@ -140,7 +140,7 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
         return _maybe_resume(disp, info, now)
     if info.state not in (State.WORKING, State.WAITING):
         return ""
-    if pool_state.read_tags(disp.tmux, name).get("agent_uuid") != info.agent_uuid:
+    if pool_state.read_tmux_copy(disp.tmux, name).get("agent_uuid") != info.agent_uuid:
         # Same name, different session: tmux was restarted under us and the pool recreated.
         return _agent_lost(disp, info, "agent's tmux session was replaced")
     obs = observe(disp, info)
@@ -160,12 +160,12 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
         return "working again"
     if obs.idle:
         if not info.idle_since:
-            ss.put(disp.r, replace(info, idle_since=now))
+            pool_state.start_idle_grace(disp.r, info, now)
             return ""
         if now - info.idle_since >= disp.settings.finish_grace:
             return _fail(disp, info, "agent finished its turn but the task is not in done/", obs.screen_tail)
     elif info.idle_since:
-        ss.put(disp.r, replace(info, idle_since=0.0))
+        pool_state.clear_idle_grace(disp.r, info)
     return ""
 
 
@@ -175,7 +175,7 @@ _OWNING = (State.WORKING, State.WAITING, State.LIMITED, State.MISSING)
 
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:
     if disp.settings.agent.recycle == "exit" or failed:
-        pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+        pool.reset_pane(disp.tmux, info.name, disp.settings)
     pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=disp.clock(), detail=detail)
     if not failed:
         disp.request_assign(disp.ref(info.name))

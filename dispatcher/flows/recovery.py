@@ -23,12 +23,12 @@ from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import events, hosts, locks, owners
 from dispatcher.core import keys, screen
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.flows.dispatch import Dispatcher, claim_is_live
 from dispatcher.core.errors import ClaimError, TmuxError
 from dispatcher.agent.hooks import HookLog
 from dispatcher.agent.launcher import resume_path
-from dispatcher.core.message import tag as message_tag
+from dispatcher.core.message import delivery_tag
 from dispatcher.store.sessions import SessionInfo, State
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ CLAIM_GRACE_S = 10.0
 
 def delivered(disp: Dispatcher, info: SessionInfo) -> bool:
     """Evidence that ``info.task`` was submitted to the agent in ``info.name``."""
-    task_tag = message_tag(info.task)
+    task_tag = delivery_tag(info.task)
     report = HookLog(disp.r).latest(info.ref, "UserPromptSubmit")
     if report is not None and task_tag in report.prompt and report.time >= info.since - 1:
         return True
@@ -109,7 +109,7 @@ def _resolve(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path) -> st
             events.emit(disp.r, "recovered", task=key, session=info.ref, detail="agent had it: dispatched")
             return f"{key}: promoted (agent in {info.name} had received it)"
         if info is not None:
-            pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+            pool.reset_pane(disp.tmux, info.name, disp.settings)
             pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail="recovered abandoned launch")
         aq.release(path)
         record = owners.get(disp.r, proj.name, task_id)
@@ -125,7 +125,7 @@ def _resolve(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path) -> st
 def fence_session(disp: Dispatcher, info: SessionInfo, other: str) -> str:
     """The task was given to someone else (this host was lost meanwhile): stop the agent, never resume it."""
     if info.state is not State.MISSING:
-        pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+        pool.reset_pane(disp.tmux, info.name, disp.settings)
     pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail=f"fenced: {info.task_key} is not ours")
     resume_path(disp.settings.agent, info.name).unlink(missing_ok=True)
     events.emit(disp.r, "fenced", task=info.task_key, session=info.ref, detail=f"owner record: {other[:200]}")
@@ -152,7 +152,7 @@ def recover_sessions(disp: Dispatcher) -> list[str]:
             new = pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since)
             done.append(f"{name}: working on {info.task_key}")
         else:
-            pool_state.reset_pane(disp.tmux, name, disp.settings)
+            pool.reset_pane(disp.tmux, name, disp.settings)
             new = pool_state.set_idle(disp.r, disp.tmux, info, now=now, detail="recovered from an abandoned launch")
             done.append(f"{name}: idle")
         events.emit(disp.r, "recovered", task=info.task_key, session=info.ref, detail=f"session -> {new.state.value}")

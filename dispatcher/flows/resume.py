@@ -14,7 +14,7 @@ from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import events, locks, owners
 from dispatcher.core import keys
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec
 from dispatcher.core.errors import SessionError, TaskFileError
 from dispatcher.agent.hooks import HookLog
@@ -53,12 +53,12 @@ def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
             aq.move_no_replace(dispatched, proj.task_path(info.task))
             owners.drop(disp.r, info.project, info.task, info.ref)
             events.emit(disp.r, "launch-failed", task=info.task_key, session=info.ref, detail=f"resume failed: {exc}")
-            pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+            pool.reset_pane(disp.tmux, info.name, disp.settings)
             pool_state.set_idle(disp.r, disp.tmux, info, failed=True, now=disp.clock(),
                                 detail=f"resume failed: {exc}"[:500])
             return f"resume failed, {info.task_key} requeued"
-        pool_state.transition(disp.r, disp.tmux, info, State.WORKING, detail="resumed", idle_since=0.0,
-                              hooks_after=hooks_after)
+        pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=disp.clock(), detail="resumed",
+                              idle_since=0.0, hooks_after=hooks_after)
         events.emit(disp.r, "resumed", task=info.task_key, session=info.ref, detail=f"--resume {info.agent_uuid}")
         return f"resumed {info.task_key}"
     finally:
