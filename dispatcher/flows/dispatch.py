@@ -151,7 +151,7 @@ class Dispatcher:
 
     def is_free(self, info: SessionInfo, now: float) -> bool:
         return (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)
-                and not locks.is_held(self.r, keys.session_lock(info.ref)))
+                and not locks.session_locked(self.r, info.ref))
 
     def fleet_free(self) -> list[SessionRef]:
         """Free sessions of every live host: this host's from tmux, the others' from Redis."""
@@ -165,10 +165,7 @@ class Dispatcher:
         if not refs:
             return out
         states = ss.get_all(self.r, refs)
-        pipe = self.r.pipeline(transaction=False)
-        for ref in refs:
-            pipe.exists(keys.session_lock(str(ref)))
-        locked = dict(zip(refs, pipe.execute()))
+        locked = dict(zip(refs, locks.sessions_locked(self.r, [str(ref) for ref in refs])))
         for ref in refs:
             info = states[ref]  # None: that host has not rebuilt it yet (after a flush); its monitor will
             if (info is not None and info.state is State.IDLE and not locked[ref]
@@ -313,7 +310,7 @@ class Dispatcher:
 
     def dispatch_one(self, task: Task, session: str) -> Outcome:
         """Claim ``task`` and launch it in ``session``; give everything back on failure."""
-        held = locks.try_acquire(self.r, keys.session_lock(str(self.ref(session))), self.lock_ttl, self.owner)
+        held = locks.try_lock_session(self.r, str(self.ref(session)), self.lock_ttl, self.owner)
         if held is None:
             return Outcome("busy", session=session, detail="session locked by another worker")
         try:
@@ -402,8 +399,8 @@ class Dispatcher:
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
         info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, since=self.clock(),
-                                     project=task.project, task=task.id, model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
-                                     hooks_after=HookLog(self.r).last_id(info.ref))
+                                     project=task.project, task=task.id, model=model, agent_uuid=agent_uuid,
+                                     detail="", idle_since=0.0, hooks_after=HookLog(self.r).last_id(info.ref))
         spec = LaunchSpec(session, task, project_dir, model, agent_uuid, self.host, queue_dir=queue_dir)
         try:
             self.launch(spec)

@@ -139,7 +139,7 @@ def recover_sessions(disp: Dispatcher) -> list[str]:
     for name, info in disp.pool_infos().items():
         if info.state is not State.LAUNCHING or now - info.since < CLAIM_GRACE_S:
             continue
-        if locks.is_held(disp.r, keys.session_lock(info.ref)):
+        if locks.session_locked(disp.r, info.ref):
             continue
         other = owners.confirm(disp.r, info.project, info.task, info.ref) if info.task else None
         if other is not None:  # taken back while this host was away: never promote or resume it here

@@ -13,7 +13,6 @@ from pathlib import Path
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import events, locks, owners
-from dispatcher.core import keys
 from dispatcher.agent import pool, pool_state
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec
 from dispatcher.core.errors import SessionError, TaskFileError
@@ -29,7 +28,7 @@ CONTINUE_BODY = ("You were interrupted (usage limit or restart). Continue this t
 
 def resume_session(disp: Dispatcher, info: SessionInfo) -> str:
     """Relaunch the session's agent on its own conversation; on failure the task goes back to pending."""
-    held = locks.try_acquire(disp.r, keys.session_lock(info.ref), disp.lock_ttl, disp.owner)
+    held = locks.try_lock_session(disp.r, info.ref, disp.lock_ttl, disp.owner)
     if held is None:
         return ""
     try:

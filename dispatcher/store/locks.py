@@ -1,8 +1,10 @@
 """Redis locks with TTL, token-checked release and renewal while held (redis-py ``Lock``).
 
-A session lock makes "one task per session" hold across workers; a task lock
-marks who owns a ``.launching`` file so recovery can tell a live launch from
-an abandoned one. A lost lock is an event, not a crash.
+The per-session lock makes "one task per session" hold across workers: the
+worker launching into (or resuming) a session holds it, and recovery leaves a
+session alone while it is held. This module owns its key. (A ``.launching``
+file's owner is proven by its flock and the owner record, not by a Redis lock.)
+A lost lock is an event, not a crash.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import redis
 from redis.exceptions import LockError as RedisLockError
@@ -67,10 +69,30 @@ def is_held(r: "redis.Redis", key: str) -> bool:
     return bool(r.exists(key))
 
 
+# The per-session lock (``HOST/NAME``): held by the worker launching into or resuming that session.
+
+def try_lock_session(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Held | None:
+    """Take ``session``'s lock without waiting; None if another worker holds it."""
+    return try_acquire(r, keys.session_lock(session), ttl, owner)
+
+
+def session_locked(r: "redis.Redis", session: str) -> bool:
+    """True while some worker holds ``session``'s lock."""
+    return is_held(r, keys.session_lock(session))
+
+
+def sessions_locked(r: "redis.Redis", sessions: Sequence[str]) -> list[bool]:
+    """:func:`session_locked` for many sessions (in order) in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    for session in sessions:
+        pipe.exists(keys.session_lock(session))
+    return [bool(n) for n in pipe.execute()]
+
+
 @contextmanager
 def session_lock(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Iterator[Held | None]:
     """Context manager over the per-session lock; yields None when it is taken."""
-    held = try_acquire(r, keys.session_lock(session), ttl, owner)
+    held = try_lock_session(r, session, ttl, owner)
     try:
         yield held
     finally:

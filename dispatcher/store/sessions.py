@@ -129,7 +129,7 @@ def put(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
 
 def transition(r: "redis.Redis", info: SessionInfo, state: State, *, since: float,
                **changes: object) -> SessionInfo:
-    """Move a session to ``state``, in it since ``since`` (the caller's now, or the old ``since`` kept), and store it."""
+    """Move a session to ``state``, in it since ``since`` (the caller's now, or the old ``since`` kept); store it."""
     new = replace(info, state=state, since=since, **changes)  # type: ignore[arg-type]
     return put(r, new)
 

@@ -191,7 +191,7 @@ def test_session_lock_excludes_a_second_dispatcher(disp: Dispatcher, settings: S
     from dispatcher.store import locks
 
     add_task(settings, "alpha", "S1")
-    held = locks.try_acquire(disp.r, keys.session_lock(str(disp.ref("ccl-auto-0"))), 30)
+    held = locks.try_lock_session(disp.r, str(disp.ref("ccl-auto-0")), 30)
     assert held is not None
     try:
         assert disp.assign_next("ccl-auto-0").status == "busy"

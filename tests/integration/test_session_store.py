@@ -8,6 +8,7 @@ import redis
 from dispatcher.agent import pool_state
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core.session_ref import SessionRef
+from dispatcher.store import locks
 from dispatcher.store import sessions as ss
 from dispatcher.store.sessions import SessionInfo, State
 
@@ -77,3 +78,15 @@ def test_a_vanished_tmux_session_leaves_redis_the_only_copy(sys_redis: redis.Red
     new = pool_state.transition(sys_redis, tmux, session, State.WORKING, since=1000.0, task="T1")  # logged, no raise
     assert ss.get(sys_redis, SessionRef(HOST, NAME)) == new
     assert pool_state.read_tmux_copy(tmux, NAME) == {}
+
+
+def test_the_session_lock_excludes_a_second_holder_and_is_seen_by_readers(sys_redis: redis.Redis) -> None:
+    held = locks.try_lock_session(sys_redis, "h1/ccl-auto-0", 30, "worker-a")
+    assert held is not None
+    try:
+        assert locks.try_lock_session(sys_redis, "h1/ccl-auto-0", 30) is None
+        assert locks.session_locked(sys_redis, "h1/ccl-auto-0")
+        assert locks.sessions_locked(sys_redis, ["h1/ccl-auto-0", "h1/ccl-auto-1"]) == [True, False]
+    finally:
+        held.release()
+    assert not locks.session_locked(sys_redis, "h1/ccl-auto-0")
