@@ -247,7 +247,7 @@ class Tmux:
             self.run(*args)
 
     def user_options(self, name: str) -> dict[str, str]:
-        """The user options (``@key`` → value) set on the session named exactly ``name``."""
+        """The user options (``@key`` → value) set on the session named exactly ``name`` ({} for no such session)."""
         out = self.run("show-options", "-q", "-t", _pane(name))
         found: dict[str, str] = {}
         for line in out.splitlines():
