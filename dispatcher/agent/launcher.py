@@ -28,7 +28,7 @@ from dispatcher.core.errors import ConfigError, DialogError, LaunchError, Prompt
 from dispatcher.agent.hook_settings import write_settings
 from dispatcher.store.hook_log import HookLog, HookReport
 from dispatcher.store.locks import Held
-from dispatcher.core.message import build_message, tag
+from dispatcher.core.message import build_message, delivery_tag
 from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
     _start(tmux, session, argv, request, env, lock, agent, clock)
     ready = clock()
 
-    msg_tag = tag(request.task_id)
+    msg_tag = delivery_tag(request.task_id)
     message = build_message(request.task_id, request.body, project=request.project, footer=agent.message_footer,
                             queue_dir=request.queue_dir)
     tmux.paste(session, message)

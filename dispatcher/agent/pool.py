@@ -1,13 +1,19 @@
-"""The tmux side of the pool: create, list and kill ``prefix + i`` sessions, never any other."""
+"""The tmux side of the pool: create, list, reset and kill ``prefix + i`` sessions, never any other.
+
+Which names belong to the pool is :class:`PoolSettings`' rule (``names``,
+``contains``); what a session is doing is :mod:`pool_state`'s record. This
+module only acts on the sessions and their panes, through :class:`Tmux`.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.core.config import PoolSettings
-from dispatcher.core.errors import SessionError
+from dispatcher.core.config import PoolSettings, Settings
+from dispatcher.core.errors import SessionError, TmuxError
 from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
@@ -68,3 +74,21 @@ def kill(tmux: Tmux, pool: PoolSettings, names: list[str] | None = None) -> list
             tmux.kill_session(name)
             killed.append(name)
     return killed
+
+
+def idle_shell() -> list[str]:
+    """argv of the shell a reset pane runs: the user's $SHELL (absolute, executable) else /bin/sh, login."""
+    shell = os.environ.get("SHELL", "")
+    if not (os.path.isabs(shell) and os.access(shell, os.X_OK)):
+        shell = "/bin/sh"
+    # Two words: tmux execs them directly (no 'sh -c'); -l like a fresh tmux session's shell.
+    return [shell, "-l"]
+
+
+def reset_pane(tmux: Tmux, name: str, settings: Settings) -> None:
+    """Kill whatever runs in the pane and leave an idle shell (an operator attaching sees a prompt)."""
+    try:
+        # An explicit command: a bare 'respawn-pane -k' re-runs the pane's last one, i.e. the old agent.
+        tmux.respawn(name, idle_shell(), cwd=settings.projects_dir)
+    except TmuxError as exc:
+        logger.warning("cannot reset pane of %s: %s", name, exc)

@@ -1,84 +1,93 @@
-"""Session state that survives Redis: each pool session carries ``@aq_*`` tmux options.
+"""The session store: the one writer of a pool session's state, in Redis and in its tmux copy.
 
-Redis is the fast copy; the tmux session itself is the durable one (it lives
-exactly as long as the agent in it). If Redis is emptied, :func:`read`
-rebuilds the hash from the options, so a running agent is never mistaken for
-a free session.
+A session's state has two copies. Redis (:mod:`dispatcher.store.sessions`) is
+the fast one every host reads; the tmux session's own ``@aq_*`` user options
+are the durable one (they live exactly as long as the agent in it). Every
+change of state goes through this module, which writes both together, so
+they never disagree; flows never write either copy themselves. If Redis is
+emptied, :func:`read` rebuilds the record from the tmux copy, so a running
+agent is never mistaken for a free session.
+
+Time is the caller's: ``since`` and ``now`` come from the flow's injected clock.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Sequence
 
 import redis
 
 from dispatcher.store import sessions as ss
-from dispatcher.core.config import Settings
 from dispatcher.core.errors import TmuxError
 from dispatcher.core.session_ref import SessionRef
 from dispatcher.store.sessions import SessionInfo, State
-from dispatcher.agent.tmux import SEP, Tmux
+from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
 
-_OPTS = ("state", "project", "task", "model", "agent_uuid", "since")
+#: The fields the tmux copy keeps (as ``@aq_<field>``): enough to rebuild a busy session and resume its agent.
+_COPIED = ("state", "project", "task", "model", "agent_uuid", "since")
+_PREFIX = "@aq_"
 
 
-def _target(name: str) -> str:
-    # set-option/show-options take a pane target in tmux 3.x: exact match needs the trailing colon.
-    return f"={name}:"
+# -- writes: both copies together ---------------------------------------------------
+
+def transition(r: "redis.Redis", tmux: Tmux, info: SessionInfo, state: State, *, since: float,
+               **changes: object) -> SessionInfo:
+    """Move a session to ``state`` (in it since ``since``: the caller's now, or the old ``since`` kept), both copies."""
+    new = ss.transition(r, info, state, since=since, **changes)
+    write_tmux_copy(tmux, new)
+    return new
 
 
-def tag(tmux: Tmux, name: str, info: SessionInfo) -> None:
-    """Record the session's state in its tmux options (one tmux call)."""
+def set_idle(r: "redis.Redis", tmux: Tmux, info: SessionInfo, *, now: float, failed: bool = False,
+             detail: str = "") -> SessionInfo:
+    """Free the session at ``now`` in both copies; ``failed`` starts its cooldown."""
+    new = ss.set_idle(r, info, now=now, failed=failed, detail=detail)
+    write_tmux_copy(tmux, new)
+    return new
+
+
+def start_idle_grace(r: "redis.Redis", info: SessionInfo, now: float) -> SessionInfo:
+    """The agent was first seen idle at ``now`` without its task done: the finish grace runs from here.
+
+    Redis only: the grace timer is not part of the tmux copy (a rebuilt session starts it again).
+    """
+    return ss.update(r, info, idle_since=now)
+
+
+def clear_idle_grace(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
+    """The agent is busy again: stop the finish grace timer (Redis only, like :func:`start_idle_grace`)."""
+    return ss.update(r, info, idle_since=0.0)
+
+
+def write_tmux_copy(tmux: Tmux, info: SessionInfo) -> None:
+    """Record the session's state in its tmux options (one tmux call); a failure is logged, Redis stays the copy."""
     values = {"state": info.state.value, "project": info.project, "task": info.task, "model": info.model,
               "agent_uuid": info.agent_uuid, "since": f"{info.since:.3f}"}
-    args: list[object] = []
-    for k in _OPTS:
-        if args:
-            args.append(SEP)
-        args += ["set-option", "-q", "-t", _target(name), f"@aq_{k}", values[k]]
     try:
-        tmux.run(*args)
+        tmux.set_user_options(info.name, {_PREFIX + k: values[k] for k in _COPIED})
     except TmuxError as exc:
-        logger.warning("cannot tag session %s: %s", name, exc)
+        logger.warning("cannot tag session %s: %s", info.name, exc)
 
 
-def transition(r: "redis.Redis", tmux: Tmux, info: SessionInfo, state: State, **changes: object) -> SessionInfo:
-    """Move a session to ``state`` in Redis and in its tmux options (the durable copy) together."""
-    new = ss.transition(r, info, state, **changes)  # type: ignore[arg-type]
-    tag(tmux, new.name, new)
-    return new
+# -- reads ------------------------------------------------------------------------
 
-
-def set_idle(r: "redis.Redis", tmux: Tmux, info: SessionInfo, **kwargs: object) -> SessionInfo:
-    """Free the session in Redis and in tmux (see :func:`sessions.set_idle`)."""
-    new = ss.set_idle(r, info, **kwargs)  # type: ignore[arg-type]
-    tag(tmux, new.name, new)
-    return new
-
-
-def read_tags(tmux: Tmux, name: str) -> dict[str, str]:
-    """The ``@aq_*`` options of a session ({} if none or no session)."""
+def read_tmux_copy(tmux: Tmux, name: str) -> dict[str, str]:
+    """The tmux copy of a session's state (field → value; {} if none or no session)."""
     try:
-        out = tmux.run("show-options", "-q", "-t", _target(name))
+        options = tmux.user_options(name)
     except TmuxError:
         return {}
-    tags: dict[str, str] = {}
-    for line in out.splitlines():
-        key, _, value = line.partition(" ")
-        if key.startswith("@aq_"):
-            tags[key[4:]] = value.strip().strip("'\"")
-    return tags
+    return {k[len(_PREFIX):]: v for k, v in options.items() if k.startswith(_PREFIX)}
 
 
 def rebuild(tmux: Tmux, host: str, name: str) -> SessionInfo:
-    """State from tmux alone (Redis empty): missing, idle, or what the tags say."""
+    """State from tmux alone (Redis empty): missing, idle, or what the tmux copy says."""
     if not tmux.has_session(name):
         return SessionInfo(name, State.MISSING, host=host)
-    tags = read_tags(tmux, name)
+    tags = read_tmux_copy(tmux, name)
     try:
         state = State(tags.get("state", "idle"))
     except ValueError:
@@ -110,25 +119,7 @@ def _resolve(r: "redis.Redis", tmux: Tmux, host: str, name: str, info: SessionIn
     if info is None:
         info = rebuild(tmux, host, name)
         if info.state is not State.MISSING:
-            ss.put(r, info)
+            ss.put(r, info)  # the tmux copy back into Redis: both copies agree again
             logger.info("session %s state rebuilt from tmux: %s %s", name, info.state.value, info.task_key)
         return info
     return info
-
-
-def idle_shell() -> list[str]:
-    """argv of the shell a reset pane runs: the user's $SHELL (absolute, executable) else /bin/sh, login."""
-    shell = os.environ.get("SHELL", "")
-    if not (os.path.isabs(shell) and os.access(shell, os.X_OK)):
-        shell = "/bin/sh"
-    # Two words: tmux execs them directly (no 'sh -c'); -l like a fresh tmux session's shell.
-    return [shell, "-l"]
-
-
-def reset_pane(tmux: Tmux, name: str, settings: Settings) -> None:
-    """Kill whatever runs in the pane and leave an idle shell (an operator attaching sees a prompt)."""
-    try:
-        # An explicit command: a bare 'respawn-pane -k' re-runs the pane's last one, i.e. the old agent.
-        tmux.respawn(name, idle_shell(), cwd=settings.projects_dir)
-    except TmuxError as exc:
-        logger.warning("cannot reset pane of %s: %s", name, exc)

@@ -2,8 +2,10 @@
 
 Why not libtmux: we need a handful of commands, exact ``=name`` targets and
 control over argument quoting (tmux reads a trailing ``;`` as a command
-separator and expands ``#{}``/``#()`` formats in ``-c``); a 300-line adapter
-keeps every byte we send visible and testable.
+separator and expands ``#{}``/``#()`` formats in ``-c``); a small adapter
+keeps every byte we send visible and testable. Every tmux command the
+dispatcher sends is built here: other modules call these methods, never
+:meth:`Tmux.run` with argv of their own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ SEP = object()
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USER_OPTION = re.compile(r"^@[A-Za-z0-9_-]+$")
 #: What a client says when it reached a server that is exiting (kill-server, crash): a new one can start soon.
 _SERVER_EXITING = "server exited unexpectedly"
 _INFO_FORMAT = "#{pane_dead}\t#{pane_dead_status}\t#{pane_current_command}\t#{pane_pid}\t#{pane_width}\t#{pane_height}"
@@ -228,6 +231,43 @@ class Tmux:
     def set_remain_on_exit(self, name: str, on: bool = True) -> None:
         """Keep a dead pane (and its last screen) readable after its process exits."""
         self.run("set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if on else "off")
+
+    # -- options --------------------------------------------------------------
+
+    def set_user_options(self, name: str, options: Mapping[str, str]) -> None:
+        """Set user options (``@key``) of the session named exactly ``name``, all in one tmux call."""
+        args: list[object] = []
+        for key, value in options.items():
+            if not _USER_OPTION.match(key):
+                raise TmuxError(f"not a user option name: {key!r}")
+            if args:
+                args.append(SEP)
+            args += ["set-option", "-q", "-t", _pane(name), key, value]
+        if args:
+            self.run(*args)
+
+    def user_options(self, name: str) -> dict[str, str]:
+        """The user options (``@key`` → value) set on the session named exactly ``name`` ({} for no such session)."""
+        out = self.run("show-options", "-q", "-t", _pane(name))
+        found: dict[str, str] = {}
+        for line in out.splitlines():
+            key, _, value = line.partition(" ")
+            if key.startswith("@"):
+                # tmux quotes a value with spaces or quotes in it.
+                found[key] = value.strip().strip("'\"")
+        return found
+
+    def global_option(self, key: str) -> str:
+        """The value of a global user option (``@key``), '' when unset."""
+        if not _USER_OPTION.match(key):
+            raise TmuxError(f"not a user option name: {key!r}")
+        return self.run("show-options", "-gqv", key).strip()
+
+    def set_global_option(self, key: str, value: str) -> None:
+        """Set a global user option (``@key``) of this server."""
+        if not _USER_OPTION.match(key):
+            raise TmuxError(f"not a user option name: {key!r}")
+        self.run("set-option", "-g", key, value)
 
     # -- panes ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def tag(task_id: str) -> str:
+def delivery_tag(task_id: str) -> str:
     """The delivery tag at the start of a message; seeing it submitted proves delivery."""
     return f"[{task_id}.md]"
 
@@ -46,7 +46,7 @@ def format_footer(footer: str, *, task_id: str, project: str, queue_dir: str = "
 
 def build_message(task_id: str, body: str, *, project: str, footer: str, queue_dir: str = ".agent-queue") -> str:
     """The full, sanitised message for one task."""
-    text = f"{tag(task_id)} {body.strip(chr(10) + chr(13))}"
+    text = f"{delivery_tag(task_id)} {body.strip(chr(10) + chr(13))}"
     filled = format_footer(footer, task_id=task_id, project=project, queue_dir=queue_dir)
     if filled.strip():
         text = f"{text.rstrip()}\n\n{filled}"

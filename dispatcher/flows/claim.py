@@ -48,12 +48,12 @@ def owner_id() -> str:
 
 def lock_session(r: "redis.Redis", ref: str) -> locks.Held | None:
     """Take the launch lock of session ``ref`` (``HOST/NAME``) without waiting; None when another worker has it."""
-    return locks.try_acquire(r, keys.session_lock(ref), d.LAUNCH_LOCK_TTL_S, owner_id())
+    return locks.try_lock_session(r, ref, d.LAUNCH_LOCK_TTL_S, owner_id())
 
 
 def session_locked(r: "redis.Redis", ref: str) -> bool:
     """True while some worker launches (or resumes) into session ``ref``."""
-    return locks.is_held(r, keys.session_lock(ref))
+    return locks.session_locked(r, ref)
 
 
 # -- the moves of a task file -----------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def claim_socket(tmux: Tmux, settings: Settings) -> None:
     """Refuse a tmux server that holds the pool of another running deployment; else record this one as its owner."""
     mine = str(settings.state_dir.resolve())
     try:
-        owner = tmux.run("show-options", "-gqv", OWNER_OPTION).strip()
+        owner = tmux.global_option(OWNER_OPTION)
     except TmuxError:
         owner = ""  # no server yet
     if owner and owner != mine and _up_running(Path(owner)):
@@ -92,7 +92,7 @@ def claim_socket(tmux: Tmux, settings: Settings) -> None:
 def mark_socket(tmux: Tmux, settings: Settings) -> None:
     """Record this deployment as the owner of its tmux server (after the pool exists, so the server runs)."""
     try:
-        tmux.run("set-option", "-g", OWNER_OPTION, str(settings.state_dir.resolve()))
+        tmux.set_global_option(OWNER_OPTION, str(settings.state_dir.resolve()))
     except TmuxError as exc:
         logger.warning("cannot mark tmux socket %s as this deployment's: %s", tmux.socket_name, exc)
 
@@ -101,7 +101,7 @@ def stop_pool(tmux: Tmux, settings: Settings) -> None:
     """Kill the pool's sessions (never another session): no agent or shell outlives ``up``."""
     busy = []
     for name in settings.pool.names():
-        tags = pool_state.read_tags(tmux, name)
+        tags = pool_state.read_tmux_copy(tmux, name)
         if tags.get("state") in _BUSY and tags.get("task"):
             busy.append(f"{name} ({tags.get('project')}:{tags.get('task')})")
     try:

@@ -23,9 +23,9 @@ from dispatcher.core import defaults as d
 from dispatcher.flows import claim as cl
 from dispatcher.flows.launch import LaunchSpec
 from dispatcher.flows.ports import Ports
-from dispatcher.store import attempts, events, hosts, pause, settle
+from dispatcher.store import attempts, events, hosts, locks, pause, settle
 from dispatcher.core import keys
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.core.errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
@@ -117,10 +117,7 @@ class Dispatcher:
         if not refs:
             return out
         states = ss.get_all(self.r, refs)
-        pipe = self.r.pipeline(transaction=False)
-        for ref in refs:
-            pipe.exists(keys.session_lock(str(ref)))
-        locked = dict(zip(refs, pipe.execute()))
+        locked = dict(zip(refs, locks.sessions_locked(self.r, [str(ref) for ref in refs])))
         for ref in refs:
             info = states[ref]  # None: that host has not rebuilt it yet (after a flush); its monitor will
             if (info is not None and info.state is State.IDLE and not locked[ref]
@@ -302,9 +299,9 @@ class Dispatcher:
             queue_dir = (self.settings.projects_dir / task.project).resolve() / d.QUEUE_DIR
         model = self.settings.agent.model_for(task.priority.value)
         agent_uuid = str(uuid.uuid4())
-        info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, project=task.project, task=task.id,
-                                     model=model, agent_uuid=agent_uuid, detail="", idle_since=0.0,
-                                     hooks_after=HookLog(self.r).last_id(info.ref))
+        info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, since=self.clock(),
+                                     project=task.project, task=task.id, model=model, agent_uuid=agent_uuid,
+                                     detail="", idle_since=0.0, hooks_after=HookLog(self.r).last_id(info.ref))
         spec = LaunchSpec(session, task, project_dir, model, agent_uuid, self.host, queue_dir=queue_dir)
         try:
             self.launch(spec)
@@ -318,7 +315,7 @@ class Dispatcher:
             claim.promote()
         except ClaimError as exc:  # a quick agent already moved it to done/: the monitor will see that
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
-        info = pool_state.transition(self.r, self.tmux, info, State.WORKING)
+        info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock())
         attempts.forget(self.r, task.project, task.id)
         events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
         return Outcome(Status.DISPATCHED, session=session, task=key, detail=f"model {model}")
@@ -345,7 +342,7 @@ class Dispatcher:
         logger.warning("%s: project %s held until %s: %s", key, task.project, time.ctime(now + d.PROJECT_HOLD_S),
                        reason)
         events.emit(self.r, "held", task=key, session=info.ref, detail=reason)
-        pool_state.reset_pane(self.tmux, info.name, self.settings)
+        pool.reset_pane(self.tmux, info.name, self.settings)
         pool_state.set_idle(self.r, self.tmux, info, now=now, detail=f"project {task.project} held: folder not trusted")
         return Outcome(Status.HELD, session=info.name, task=key, detail=reason)
 
@@ -367,6 +364,6 @@ class Dispatcher:
         else:
             claim.release()
             events.emit(self.r, "launch-failed", task=key, session=info.ref, detail=reason)
-        pool_state.reset_pane(self.tmux, info.name, self.settings)
+        pool.reset_pane(self.tmux, info.name, self.settings)
         pool_state.set_idle(self.r, self.tmux, info, failed=True, now=self.clock(), detail=str(exc)[:500])
         return Outcome(Status.LAUNCH_FAILED, session=info.name, task=key, detail=reason)

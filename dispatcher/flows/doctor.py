@@ -24,6 +24,7 @@ import redis
 
 from dispatcher.inbox import files as aq
 from dispatcher.store import credentials
+from dispatcher.store.hook_log import HookLog
 from dispatcher.core import keys
 from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
@@ -178,19 +179,19 @@ def check_hook(r: "redis.Redis", url: str) -> Check:
     session = f"doctor-{uuid.uuid4().hex[:12]}"
     token = uuid.uuid4().hex
     env = {**os.environ, "AQ_SESSION": session, "AQ_TASK": "doctor", "AQ_REDIS_URL": url}
-    stream = keys.session_hooks(session)
+    hooks = HookLog(r)
     try:
         proc = _run([sys.executable, "-m", "dispatcher.hook", "Notification"], env=env,
                     stdin=json.dumps({"doctor": token}))
-        rows: Any = r.xrange(stream) or []
+        reports = hooks.read(session)
     except (OSError, subprocess.TimeoutExpired, redis.RedisError) as exc:
         return Check("hook round trip", FAIL, f"{exc}", "check REDIS_URL is reachable from the agents' shell")
     finally:
         try:
-            r.delete(stream)
+            hooks.forget(session)
         except redis.RedisError:
             pass
-    if any(token in str(fields.get("payload", "")) for _, fields in rows):
+    if any(report.payload.get("doctor") == token for report in reports):
         return Check("hook round trip", OK, "a hook report reached Redis")
     return Check("hook round trip", FAIL, f"no report arrived ({proc.stderr.strip()[:200] or 'no error shown'})",
                  "the agents' hooks cannot reach Redis: check REDIS_URL and that this Python has the dispatcher")

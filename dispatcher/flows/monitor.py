@@ -7,14 +7,13 @@ reports), let the pure ``core.lifecycle.decide`` choose, ``apply`` its action he
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Callable
 
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import attempts, events, hosts, owners, pause
 from dispatcher.core import keys, limits, lifecycle
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.flows import claim as cl
@@ -38,7 +37,7 @@ def task_done(disp: Dispatcher, info: SessionInfo) -> bool:
 
 def gather(disp: Dispatcher, info: SessionInfo) -> Evidence:
     """Look at a working session: its tmux tag, done/, the pane and the hook reports (no decision)."""
-    pane_agent = pool_state.read_tags(disp.tmux, info.name).get("agent_uuid")
+    pane_agent = pool_state.read_tmux_copy(disp.tmux, info.name).get("agent_uuid")
     done = task_done(disp, info)
     try:
         snap = disp.tmux.snapshot(info.name)
@@ -115,12 +114,12 @@ def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float) -> st
         pool_state.transition(disp.r, disp.tmux, info, State.WORKING, since=info.since, detail="")
         return "working again"
     if step is Step.IDLE_SEEN:
-        ss.put(disp.r, replace(info, idle_since=now))
+        pool_state.start_idle_grace(disp.r, info, now)
         return ""
     if step is Step.FAIL:
         return _fail(disp, info, action.detail, action.tail)
     if step is Step.IDLE_CLEARED:
-        ss.put(disp.r, replace(info, idle_since=0.0))
+        pool_state.clear_idle_grace(disp.r, info)
     return ""
 
 
@@ -130,7 +129,7 @@ _OWNING = (State.WORKING, State.WAITING, State.LIMITED, State.MISSING)
 
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:
     if disp.settings.agent.recycle == "exit" or failed:
-        pool_state.reset_pane(disp.tmux, info.name, disp.settings)
+        pool.reset_pane(disp.tmux, info.name, disp.settings)
     pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=disp.clock(), detail=detail)
     if not failed:
         disp.request_assign(disp.ref(info.name))

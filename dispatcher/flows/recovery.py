@@ -23,13 +23,13 @@ from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import attempts, events, hosts, owners
 from dispatcher.core import keys, screen
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.flows import claim as cl
 from dispatcher.flows.ports import Ports
 from dispatcher.core.errors import ClaimError, TmuxError
 from dispatcher.store.hook_log import HookLog
 from dispatcher.agent.launcher import resume_path
-from dispatcher.core.message import tag as message_tag
+from dispatcher.core.message import delivery_tag
 from dispatcher.store.sessions import SessionInfo, State
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _pool_infos(ports: Ports) -> dict[str, SessionInfo]:
 
 def delivered(ports: Ports, info: SessionInfo) -> bool:
     """Evidence that ``info.task`` was submitted to the agent in ``info.name``."""
-    task_tag = message_tag(info.task)
+    task_tag = delivery_tag(info.task)
     report = HookLog(ports.r).latest(info.ref, "UserPromptSubmit")
     if report is not None and task_tag in report.prompt and report.time >= info.since - 1:
         return True
@@ -113,7 +113,7 @@ def _resolve(ports: Ports, proj: aq.Project, task_id: str, path: Path) -> str:
             events.emit(ports.r, "recovered", task=key, session=info.ref, detail="agent had it: dispatched")
             return f"{key}: promoted (agent in {info.name} had received it)"
         if info is not None:
-            pool_state.reset_pane(ports.tmux, info.name, ports.settings)
+            pool.reset_pane(ports.tmux, info.name, ports.settings)
             pool_state.set_idle(ports.r, ports.tmux, info, now=ports.clock(), detail="recovered abandoned launch")
         record = owners.get(ports.r, proj.name, task_id)  # read first: once pending, another may claim it
         cl.give_back(ports.r, path, proj.name, task_id, record if owners.host_of(record) == ports.host else None)
@@ -127,7 +127,7 @@ def _resolve(ports: Ports, proj: aq.Project, task_id: str, path: Path) -> str:
 def fence_session(ports: Ports, info: SessionInfo, other: str) -> str:
     """The task was given to someone else (this host was lost meanwhile): stop the agent, never resume it."""
     if info.state is not State.MISSING:
-        pool_state.reset_pane(ports.tmux, info.name, ports.settings)
+        pool.reset_pane(ports.tmux, info.name, ports.settings)
     pool_state.set_idle(ports.r, ports.tmux, info, now=ports.clock(), detail=f"fenced: {info.task_key} is not ours")
     resume_path(ports.settings.agent, info.name).unlink(missing_ok=True)
     events.emit(ports.r, "fenced", task=info.task_key, session=info.ref, detail=f"owner record: {other[:200]}")
@@ -154,7 +154,7 @@ def recover_sessions(ports: Ports) -> list[str]:
             new = pool_state.transition(ports.r, ports.tmux, info, State.WORKING, since=info.since)
             done.append(f"{name}: working on {info.task_key}")
         else:
-            pool_state.reset_pane(ports.tmux, name, ports.settings)
+            pool.reset_pane(ports.tmux, name, ports.settings)
             new = pool_state.set_idle(ports.r, ports.tmux, info, now=now, detail="recovered from an abandoned launch")
             done.append(f"{name}: idle")
         events.emit(ports.r, "recovered", task=info.task_key, session=info.ref, detail=f"session -> {new.state.value}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.store import events
-from dispatcher.agent import pool_state
+from dispatcher.agent import pool, pool_state
 from dispatcher.flows import claim as cl
 from dispatcher.flows.launch import LaunchSpec
 from dispatcher.flows.ports import Ports
@@ -53,12 +53,12 @@ def resume_session(ports: Ports, info: SessionInfo) -> str:
         except (SessionError, OSError) as exc:  # SessionError: also the session vanished under us
             cl.give_back(ports.r, dispatched, info.project, info.task, info.ref)
             events.emit(ports.r, "launch-failed", task=info.task_key, session=info.ref, detail=f"resume failed: {exc}")
-            pool_state.reset_pane(ports.tmux, info.name, ports.settings)
+            pool.reset_pane(ports.tmux, info.name, ports.settings)
             pool_state.set_idle(ports.r, ports.tmux, info, failed=True, now=ports.clock(),
                                 detail=f"resume failed: {exc}"[:500])
             return f"resume failed, {info.task_key} requeued"
-        pool_state.transition(ports.r, ports.tmux, info, State.WORKING, detail="resumed", idle_since=0.0,
-                              hooks_after=hooks_after)
+        pool_state.transition(ports.r, ports.tmux, info, State.WORKING, since=ports.clock(), detail="resumed",
+                              idle_since=0.0, hooks_after=hooks_after)
         events.emit(ports.r, "resumed", task=info.task_key, session=info.ref, detail=f"--resume {info.agent_uuid}")
         return f"resumed {info.task_key}"
     finally:

@@ -53,6 +53,10 @@ class HookLog:
         rows = cast(_Entries, self.redis.xrange(keys.session_hooks(session), min=f"({after_id}", count=count) or [])
         return [_report(i, f) for i, f in rows]
 
+    def forget(self, session: str) -> None:
+        """Drop every report of ``session`` (a probe's, say ``dispatcher doctor``'s)."""
+        self.redis.delete(keys.session_hooks(session))
+
     def latest(self, session: str, event: str | None = None, scan: int = 50) -> HookReport | None:
         """The newest report (of ``event`` if given) among the last ``scan`` reports."""
         rows = cast(_Entries, self.redis.xrevrange(keys.session_hooks(session), count=scan) or [])

@@ -1,18 +1,23 @@
 """Redis locks with TTL, token-checked release and renewal while held (redis-py ``Lock``).
 
-The session lock (taken through flows/claim.py, which owns the claim of a task) makes
-"one task per session" hold across workers and hosts. The launcher renews the host's
-start-up lock with :class:`Held` too. A lost lock is an event, not a crash.
+The per-session lock makes "one task per session" hold across workers and hosts: the
+worker launching into (or resuming) a session holds it (through flows/claim.py, which
+owns the claim of a task), and recovery leaves a session alone while it is held. This
+module owns its key. The launcher renews the host's start-up lock with :class:`Held` too.
+A lost lock is an event, not a crash.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Sequence
 
 import redis
 from redis.exceptions import LockError as RedisLockError
 from redis.lock import Lock
+
+from dispatcher.core import keys
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +67,22 @@ def is_held(r: "redis.Redis", key: str) -> bool:
     """True while some live holder keeps ``key``."""
     return bool(r.exists(key))
 
+
+# The per-session lock (``HOST/NAME``): held by the worker launching into or resuming that session.
+
+def try_lock_session(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Held | None:
+    """Take ``session``'s lock without waiting; None if another worker holds it."""
+    return try_acquire(r, keys.session_lock(session), ttl, owner)
+
+
+def session_locked(r: "redis.Redis", session: str) -> bool:
+    """True while some worker holds ``session``'s lock."""
+    return is_held(r, keys.session_lock(session))
+
+
+def sessions_locked(r: "redis.Redis", sessions: Sequence[str]) -> list[bool]:
+    """:func:`session_locked` for many sessions (in order) in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    for session in sessions:
+        pipe.exists(keys.session_lock(session))
+    return [bool(n) for n in pipe.execute()]

@@ -66,8 +66,13 @@ class Hold:
 
 def current(r: "redis.Redis", now: float, account: str = d.ACCOUNT) -> Pause | None:
     """The pause of ``account`` in force at ``now``, or None."""
-    found = current_from(r.hgetall(keys.pause(account)) or {})
+    found = stored(r, account)
     return found if found is not None and found.until > now else None
+
+
+def stored(r: "redis.Redis", account: str = d.ACCOUNT) -> Pause | None:
+    """The pause recorded for ``account`` whatever its age (an expired one too), or None when there is none."""
+    return current_from(r.hgetall(keys.pause(account)) or {})
 
 
 def pause(r: "redis.Redis", until: float, reason: str, cause: str, *, extend_only: bool = False,
@@ -128,6 +133,11 @@ def for_limit(r: "redis.Redis", limit: limits.Limit, now: float, settings: Limit
         streak = int(pipe.execute()[0])
         wait = min(settings.rate_limit_pause * 2 ** min(streak - 1, 30), settings.rate_limit_max_pause)
     return pause(r, now + wait, limit.describe(), limit.kind, extend_only=True, account=account)
+
+
+def backoff_step(r: "redis.Redis", account: str = d.ACCOUNT) -> int:
+    """Rate limits counted in a row for ``account``'s backoff (0: the next one waits the base pause)."""
+    return int(r.get(keys.rate_limit_streak(account)) or 0)
 
 
 def reset_backoff(r: "redis.Redis", account: str = d.ACCOUNT) -> None:

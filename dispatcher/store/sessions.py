@@ -1,13 +1,18 @@
-"""Session state in Redis (design §5): one hash per pool session.
+"""The Redis record of each pool session's state (design §5): one hash per session, ``aq:session:HOST/NAME``.
 
-Rebuildable: if Redis is emptied, :func:`rebuild_from_tmux` restores each
-session's state from the tmux session's own options (``@aq_*``), which the
-dispatcher sets at launch and which live as long as the tmux session.
+This module only encodes, reads and writes that hash. Session state has a
+second, durable copy in the tmux session's own ``@aq_*`` options, and
+:mod:`dispatcher.agent.pool_state` is the one writer of both: flows change a
+session's state through it, never through the writes here. Reads (``get``,
+``get_all``) are for anyone; a host reads other hosts' sessions this way.
+
+Rebuildable: if Redis is emptied, ``pool_state.read`` restores a session's
+record from its tmux options. Time is always the caller's (``since``,
+``now``): this module never reads a clock.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import Any, Iterable
@@ -19,7 +24,11 @@ from dispatcher.core.session_ref import SessionRef
 
 
 class State(str, Enum):
-    """Lifecycle of a pool session: idle → launching → working → (finished|failed|limited) → idle."""
+    """Lifecycle of a pool session: idle → launching → working (⇄ waiting, → limited → working) → idle.
+
+    A session whose task ends, fails or is given back goes straight to idle (FINISHED and
+    FAILED are never written); missing means no tmux session has that name.
+    """
 
     IDLE = "idle"
     LAUNCHING = "launching"
@@ -55,9 +64,11 @@ class SessionInfo:
 
     @property
     def task_key(self) -> str:
+        """``PROJECT:TASK`` of the task it holds, '' when none."""
         return f"{self.project}:{self.task}" if self.task else ""
 
     def in_cooldown(self, now: float, cooldown: float) -> bool:
+        """True within ``cooldown`` seconds of its last failure (no new task yet)."""
         return bool(self.last_failure) and now - self.last_failure < cooldown
 
 
@@ -107,7 +118,7 @@ def get_all(r: "redis.Redis", refs: Iterable[SessionRef]) -> dict[SessionRef, Se
 
 
 def put(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
-    """Store the whole state of a session (replacing stale fields)."""
+    """Store the whole record of a session (replacing stale fields); for ``pool_state`` only."""
     key = keys.session_state(info.ref)
     pipe = r.pipeline(transaction=True)
     pipe.delete(key)
@@ -116,18 +127,23 @@ def put(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
     return info
 
 
-def transition(r: "redis.Redis", info: SessionInfo, state: State, *, now: float | None = None,
+def transition(r: "redis.Redis", info: SessionInfo, state: State, *, since: float,
                **changes: object) -> SessionInfo:
-    """Move a session to ``state`` (``since`` = now) with other fields changed, and store it."""
-    changes.setdefault("since", time.time() if now is None else now)
-    new = replace(info, state=state, **changes)  # type: ignore[arg-type]
+    """Move a session to ``state``, in it since ``since`` (the caller's now, or the old ``since`` kept); store it."""
+    new = replace(info, state=state, since=since, **changes)  # type: ignore[arg-type]
     return put(r, new)
 
 
-def set_idle(r: "redis.Redis", info: SessionInfo, *, failed: bool = False, now: float | None = None,
+def update(r: "redis.Redis", info: SessionInfo, **changes: object) -> SessionInfo:
+    """Change fields of a session other than its state and ``since`` (say, the idle grace timer), and store it."""
+    if "state" in changes or "since" in changes:
+        raise ValueError("a state change is a transition")
+    return put(r, replace(info, **changes))  # type: ignore[arg-type]
+
+
+def set_idle(r: "redis.Redis", info: SessionInfo, *, now: float, failed: bool = False,
              detail: str = "") -> SessionInfo:
-    """Free the session; ``failed`` starts its cooldown."""
-    now = time.time() if now is None else now
-    return transition(r, info, State.IDLE, now=now, project="", task="", model="", agent_uuid="",
+    """Free the session (idle since ``now``, task fields cleared); ``failed`` starts its cooldown at ``now``."""
+    return transition(r, info, State.IDLE, since=now, project="", task="", model="", agent_uuid="",
                       detail=detail, idle_since=0.0, hooks_after="0-0",
                       last_failure=now if failed else info.last_failure)

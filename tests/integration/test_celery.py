@@ -180,9 +180,9 @@ def test_a_paused_pool_still_classifies_and_marks(worker: None, settings: Settin
     import time
 
     from dispatcher.inbox import files as aq
-    from dispatcher.core import keys
+    from dispatcher.store import pause
 
-    sys_redis.hset(keys.PAUSE, mapping={"until": f"{time.time() + 3600:.0f}", "reason": "usage limit"})
+    pause.pause(sys_redis, time.time() + 3600, "usage limit", pause.USAGE_LIMIT)
     proj = aq.project(settings.projects_dir, "alpha")
     aq.ensure_dirs(proj)
     aq.write_task_atomically(proj, "BAD", "---\npriority: someday\n---\nx\n")

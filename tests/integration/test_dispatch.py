@@ -152,8 +152,8 @@ def test_abandoned_launch_is_returned_to_pending_and_runs_once(disp: Dispatcher,
     path = add_task(settings, "alpha", "K1")
     launching = cl.claim(path)
     info = ss.get(disp.r, disp.ref("ccl-auto-0")) or ss.SessionInfo("ccl-auto-0", host=disp.host)
-    info = ss.transition(disp.r, info, State.LAUNCHING, project="alpha", task="K1", agent_uuid="x")
-    pool_state.tag(disp.tmux, "ccl-auto-0", info)
+    pool_state.transition(disp.r, disp.tmux, info, State.LAUNCHING, since=clock(), project="alpha", task="K1",
+                          agent_uuid="x")
     assert recovery.recover_launching(disp.ports) == []  # too young: may be a live claim
     clock.advance(recovery.CLAIM_GRACE_S + 1)
     done = recovery.recover_launching(disp.ports)
@@ -194,7 +194,7 @@ def test_session_lock_excludes_a_second_dispatcher(disp: Dispatcher, settings: S
     from dispatcher.store import locks
 
     add_task(settings, "alpha", "S1")
-    held = locks.try_acquire(disp.r, keys.session_lock(str(disp.ref("ccl-auto-0"))), 30)
+    held = locks.try_lock_session(disp.r, str(disp.ref("ccl-auto-0")), 30)
     assert held is not None
     try:
         assert disp.assign_next("ccl-auto-0").status == "busy"
@@ -249,9 +249,8 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
     path = add_task(settings, "alpha", "P1", "@fake: hang")
     launching = cl.claim(path)
     agent_uuid = str(uuid.uuid4())
-    info = ss.transition(disp.r, disp.session_info("ccl-auto-0"), State.LAUNCHING, project="alpha", task="P1",
-                         agent_uuid=agent_uuid)
-    pool_state.tag(disp.tmux, "ccl-auto-0", info)
+    pool_state.transition(disp.r, disp.tmux, disp.session_info("ccl-auto-0"), State.LAUNCHING, since=clock(),
+                          project="alpha", task="P1", agent_uuid=agent_uuid)
     launch(disp.tmux, "ccl-auto-0", LaunchRequest(project_dir=settings.projects_dir / "alpha", project="alpha",
                                                   task_id="P1", body="Work on P1.\n@fake: hang",
                                                   session_uuid=agent_uuid),

@@ -16,6 +16,9 @@ import pytest
 import redis
 
 from dispatcher.store import events, hosts
+from dispatcher.store import sessions as ss
+from dispatcher.store.sessions import State
+from dispatcher.core.session_ref import SessionRef
 from dispatcher.store.hosts import host_queue
 from dispatcher.core.taskfile import render_task
 from dispatcher.inbox import files as aq
@@ -133,12 +136,12 @@ def test_a_lost_host_s_tasks_run_elsewhere_and_it_is_fenced_when_it_returns(
                   f"(host_lost_after {hs[2].lost_after}s)")
         # The host returns (same name, same deployment): it must not resume what was given away.
         before = len(got)
+        h2 = [SessionRef("h2", n) for n in ("ccl-auto-0", "ccl-auto-1")]
         hs[2].start()
         wait_for(lambda: _h2_fenced(sys_redis, hs[2]), timeout=60,
-                 what=lambda: f"h2's stale agents fenced; lost {lost}; h2 sessions "
-                              f"{[sys_redis.hgetall(k) for k in sys_redis.keys('aq:session:h2/*')]}")
-        wait_for(lambda: all(sys_redis.hget(f"aq:session:h2/{n}", "state") == "idle"
-                             for n in ("ccl-auto-0", "ccl-auto-1")), timeout=60, what="h2's sessions idle")
+                 what=lambda: f"h2's stale agents fenced; lost {lost}; h2 sessions {ss.get_all(sys_redis, h2)}")
+        wait_for(lambda: all(info is not None and info.state is State.IDLE
+                             for info in ss.get_all(sys_redis, h2).values()), timeout=60, what="h2's sessions idle")
         kinds = [(e.kind, e.session) for e in events.recent(sys_redis, 5000)]
         assert not any(kind == "resumed" and session.startswith("h2/") for kind, session in kinds)
         assert len(delivered(hs[0].agent_log)) == before

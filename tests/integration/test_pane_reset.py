@@ -14,7 +14,7 @@ from typing import Any
 from dispatcher.inbox import files as aq
 from dispatcher.core import keys
 from dispatcher.flows import monitor, runtime, status
-from dispatcher.agent import pool, pool_state
+from dispatcher.agent import pool
 from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
 from dispatcher.flows.dispatch import Dispatcher
@@ -35,7 +35,7 @@ def _log_entries(log: Path) -> list[dict[str, Any]]:
 
 
 def _shell_name() -> str:
-    return Path(pool_state.idle_shell()[0]).name
+    return Path(pool.idle_shell()[0]).name
 
 
 def _pane_command(tmux: Tmux, settings: Settings, name: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from dispatcher.core import keys, limits
+from dispatcher.core import limits
 from dispatcher.store import pause
 from dispatcher.cli.commands import cli
 from dispatcher.core.config import LimitSettings, Settings
@@ -39,7 +39,9 @@ def test_rate_limits_back_off_doubling_to_the_cap_and_start_over_after_a_finish(
         assert pause.for_limit(sys_redis, RATE, now + 1, LIMITS) == held
         now = held.until + 1
     assert waits == [60, 120, 200, 200, 200]
+    assert pause.backoff_step(sys_redis) == 5  # one step per limit after the last pause ended
     pause.reset_backoff(sys_redis)
+    assert pause.backoff_step(sys_redis) == 0
     assert pause.for_limit(sys_redis, RATE, now, LIMITS).until - now == 60
 
 
@@ -48,7 +50,7 @@ def test_a_wait_the_api_names_is_used_and_a_limit_never_shortens_a_longer_pause(
     now = 1_000_000.0
     told = limits.classify("API Error: Request rejected (429) · retry after 15 seconds")
     assert told is not None and pause.for_limit(sys_redis, told, now, LIMITS).until == now + 15
-    assert sys_redis.get(keys.RATE_LIMIT_STREAK) is None  # the API said how long: no backoff step
+    assert pause.backoff_step(sys_redis) == 0  # the API said how long: no backoff step
     pause.pause(sys_redis, now + 5000, "", pause.OPERATOR)
     assert RATE is not None
     kept = pause.for_limit(sys_redis, RATE, now + 20, LIMITS)
@@ -128,3 +130,13 @@ def test_operator_pause_and_resume_from_the_cli(config: Path, settings: Settings
     assert data["paused"] and data["paused_until"] is None
     bad = runner.invoke(cli, ["--config", str(config), "pause", "--until", "someday"])
     assert bad.exit_code != 0 and "--until" in bad.output
+
+
+def test_stored_shows_a_pause_whatever_its_age_current_only_one_in_force(sys_redis: "redis.Redis[str]") -> None:
+    assert pause.stored(sys_redis) is None and pause.stored(sys_redis, "work") is None
+    pause.pause(sys_redis, 1_000.0, "lunch", pause.OPERATOR, account="work")
+    assert pause.stored(sys_redis) is None  # per account
+    assert pause.stored(sys_redis, "work") == pause.Pause(1_000.0, "lunch", pause.OPERATOR)
+    assert pause.current(sys_redis, 999.0, "work") is not None and pause.current(sys_redis, 1_000.0, "work") is None
+    assert pause.resume(sys_redis, "work")[0] == pause.Pause(1_000.0, "lunch", pause.OPERATOR)
+    assert pause.stored(sys_redis, "work") is None

@@ -147,3 +147,24 @@ def test_new_session_retries_while_a_killed_server_is_still_exiting(tmux: Tmux) 
         tmux.new_session("s0", width=100, height=20)
         assert tmux.list_sessions() == ["s0"]
         tmux.kill_server()
+
+
+def test_user_options_are_set_and_read_on_the_exact_session_only(tmux: Tmux) -> None:
+    tmux.new_session("ccl-auto-1", width=80, height=20, command=CAT)
+    tmux.new_session("ccl-auto-10", width=80, height=20, command=CAT)
+    values = {"@aq_a": "x y", "@aq_b": "", "@aq_c": "1.500", "@aq_d": "semi;", "@aq_e": "#{pane_pid}"}
+    tmux.set_user_options("ccl-auto-1", values)
+    assert tmux.user_options("ccl-auto-1") == values  # literal: no separator, no format expanded
+    assert tmux.user_options("ccl-auto-10") == {}
+    with pytest.raises(TmuxError):
+        tmux.set_user_options("ccl-auto-1", {"remain-on-exit": "off"})  # user options only
+    assert tmux.user_options("ccl-auto-2") == {}  # no such session: nothing set (tmux's -q hides the error)
+
+
+def test_global_user_option_round_trip(tmux: Tmux) -> None:
+    tmux.new_session("s", width=80, height=20, command=CAT)
+    assert tmux.global_option("@aq_state_dir") == ""
+    tmux.set_global_option("@aq_state_dir", "/srv/state dir")
+    assert tmux.global_option("@aq_state_dir") == "/srv/state dir"
+    with pytest.raises(TmuxError):
+        tmux.set_global_option("default-shell", "/bin/sh")

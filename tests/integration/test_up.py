@@ -20,7 +20,7 @@ import redis
 import yaml
 
 from dispatcher.inbox import files as aq
-from dispatcher.core import keys
+from dispatcher.store import pause
 from dispatcher.core.taskfile import render_task
 from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
@@ -75,8 +75,8 @@ def test_up_runs_thirty_tasks_unattended(fleet: tuple[Path, dict[str, str]]) -> 
         wait_for(url_file.exists, timeout=60, what="embedded Redis")
         r = redis.Redis.from_url(url_file.read_text().strip(), decode_responses=True)
         # The limit pauses the whole pool until "2pm (America/Toronto)": make that moment now.
-        wait_for(lambda: r.exists(keys.PAUSE), timeout=90, what="the usage limit")
-        r.hset(keys.PAUSE, "until", f"{time.time():.0f}")
+        held = wait_for(lambda: pause.stored(r), timeout=90, what="the usage limit")
+        pause.pause(r, time.time(), held.reason, held.cause)
 
         def done(project: str) -> set[str]:
             return {p.stem for p in (root / "projects" / project / ".agent-queue" / "done").glob("*.md")}

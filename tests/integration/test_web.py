@@ -14,8 +14,7 @@ import redis
 
 from dispatcher.inbox import files as aq
 from dispatcher.flows import claim as cl
-from dispatcher.store import events
-from dispatcher.core import keys
+from dispatcher.store import events, pause
 from dispatcher.core.config import Settings
 from dispatcher.agent.tmux import Tmux
 
@@ -104,7 +103,7 @@ def test_actions_refuse_cross_site_requests(fleet_server: FleetServer, settings:
                     {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "cross-site"}, {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "same-site"}):
         for path, body in (("/api/retry", {"task": "alpha:F1"}), ("/api/pause", {}), ("/api/resume", {})):
             assert call(fleet_server, path, method="POST", body=body, headers=headers)[0] == 403, (path, headers)
-    assert failed.exists() and not sys_redis.exists(keys.PAUSE)
+    assert failed.exists() and pause.stored(sys_redis) is None
     same = {"X-AQ-CSRF": "1", "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}
     assert call(fleet_server, "/api/pause", method="POST", body={}, headers=same)[0] == 200
 
@@ -146,13 +145,14 @@ def test_pause_and_resume(fleet_server: FleetServer, sys_redis: "redis.Redis[str
     status, _, body = call(fleet_server, "/api/pause", method="POST", body={"until": "30m", "reason": "lunch"},
                            headers=ACTION)
     assert status == 200, body
-    assert sys_redis.hget(keys.PAUSE, "cause") == "operator" and sys_redis.hget(keys.PAUSE, "reason") == "lunch"
+    held = pause.stored(sys_redis)
+    assert held is not None and (held.cause, held.reason) == (pause.OPERATOR, "lunch")
     snap = json.loads(call(fleet_server, "/api/snapshot")[2])
     wait_for(lambda: json.loads(call(fleet_server, "/api/snapshot")[2])["status"]["paused"], timeout=10,
              what="snapshot says paused")
     assert snap is not None
     status, _, body = call(fleet_server, "/api/resume", method="POST", body={}, headers=ACTION)
-    assert status == 200 and not sys_redis.exists(keys.PAUSE)
+    assert status == 200 and pause.stored(sys_redis) is None
     kinds = [e.kind for e in events.recent(sys_redis, 10)]
     assert kinds[-2:] == ["paused", "unpaused"]
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatcher.core.defaults import MESSAGE_FOOTER
-from dispatcher.core.message import build_message, format_footer, sanitize, tag
+from dispatcher.core.message import build_message, delivery_tag, format_footer, sanitize
 
 
 def test_reference_format_with_footer() -> None:
@@ -15,7 +15,7 @@ def test_reference_format_with_footer() -> None:
     assert head == "[T1.md] Fix the bug."
     assert "EXECUTE" in footer and ".agent-queue/done/T1.md" in footer
     assert "mv .agent-queue/inbox/T1.md.dispatched .agent-queue/done/T1.md" in footer
-    assert tag("T1") == "[T1.md]"
+    assert delivery_tag("T1") == "[T1.md]"
 
 
 def test_footer_fields_and_stray_braces() -> None:
