@@ -420,8 +420,9 @@ def main() -> int:
         api.stop()
     if results:
         print(summarise(args.version, args.agents, results))
-    if args.keep is None:
-        shutil.rmtree(root, ignore_errors=True)
+    if args.keep is not None and (home / ".claude.json").exists():
+        shutil.copy(home / ".claude.json", logdir / "claude.json.final")
+    shutil.rmtree(root, ignore_errors=True)  # HOME holds transcripts and shell snapshots of every instance
     return 0
 
 
