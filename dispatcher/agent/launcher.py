@@ -212,21 +212,32 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def config_dir_of(env: Mapping[str, str]) -> str:
+    """The Claude config dir an agent with ``env`` (over ours) uses: where its ``.claude.json`` lives."""
+    explicit = env.get("CLAUDE_CONFIG_DIR") or os.environ.get("CLAUDE_CONFIG_DIR")
+    if explicit:
+        return os.path.abspath(explicit)
+    return os.path.abspath(env.get("HOME") or os.environ.get("HOME") or os.path.expanduser("~"))
+
+
 def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, env: Mapping[str, str],
-           lock: "redis_lib.lock.Lock", agent: AgentSettings, clock: Callable[[], float]) -> str:
-    """Start the agent and wait for its prompt while holding the host's startup lock."""
-    wait = agent.prompt_timeout * 2
-    if not lock.acquire(blocking=True, blocking_timeout=wait):
-        raise LaunchError(f"startup lock {lock.name} stayed busy for {wait:.0f}s; another start-up hangs?")
-    # A short TTL renewed while we wait: a worker killed mid start-up blocks the host for seconds, not minutes.
-    held = Held(lock, STARTUP_LOCK_TTL_S)
+           lock: "redis_lib.lock.Lock | None", agent: AgentSettings, clock: Callable[[], float]) -> str:
+    """Start the agent and wait for its prompt, holding the start-up lock of its config dir if there is one."""
+    held = None
+    if lock is not None:  # None: agent.startup_lock is false
+        wait = agent.prompt_timeout * 2
+        if not lock.acquire(blocking=True, blocking_timeout=wait):
+            raise LaunchError(f"startup lock {lock.name} stayed busy for {wait:.0f}s; another start-up hangs?")
+        # A short TTL renewed while we wait: a worker killed mid start-up blocks the host for seconds, not minutes.
+        held = Held(lock, STARTUP_LOCK_TTL_S)
     try:
         tmux.set_remain_on_exit(session, True)
         tmux.respawn(session, argv, cwd=request.project_dir, env=env)
         logger.info("started agent in %s: %s (cwd %s)", session, shlex.join(argv), request.project_dir)
         return wait_ready(tmux, session, clock() + agent.prompt_timeout, clock)
     finally:
-        held.release()
+        if held is not None:
+            held.release()
 
 
 def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, after_id: str,
@@ -292,7 +303,8 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
     env = agent_env(ref, request, agent, redis_url or redis_url_of(redis))
     hooks = HookLog(redis) if agent.hooks else None
     after_id = hooks.last_id(ref) if hooks is not None else "0-0"
-    lock = redis.lock(keys.startup_lock(host), timeout=STARTUP_LOCK_TTL_S, sleep=0.02, thread_local=False)
+    lock = (redis.lock(keys.startup_lock(host, config_dir_of(env)), timeout=STARTUP_LOCK_TTL_S, sleep=0.02,
+                       thread_local=False) if agent.startup_lock else None)
 
     started = clock()
     _start(tmux, session, argv, request, env, lock, agent, clock)

@@ -97,6 +97,10 @@ class AgentSettings:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: After a finished task: "exit" the agent and start a fresh one per task.
     recycle: str = "exit"
+    #: Start agents that share a config dir one at a time (a lock per host and config dir). Parallel starts
+    #: of Claude Code 2.1.197/2.1.332 never harmed ~/.claude.json here (bench/claude_json_race.py); false
+    #: lets them start at once, for throughput on platforms and versions you have measured.
+    startup_lock: bool = True
 
     def model_for(self, priority: str) -> str:
         """Model name for a task priority (reference: critical → opus, else sonnet)."""
@@ -420,6 +424,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         resume_dir=agent_r.get("resume_dir", to_path, None),
         message_footer=agent_r.get("message_footer", _string, d.MESSAGE_FOOTER),
         hooks=agent_r.get("hooks", _boolean, True),
+        startup_lock=agent_r.get("startup_lock", _boolean, True),
         env=agent_r.get("env", _str_map, MappingProxyType({})),
         recycle=agent_r.get("recycle", _string, "exit",
                             lambda v: None if v in ("exit", "keep") else "must be 'exit' or 'keep'"),

@@ -6,6 +6,8 @@ states, hook reports and the event stream. Losing it loses no task.
 
 from __future__ import annotations
 
+import hashlib
+
 from typing import Final
 
 PREFIX: Final = "aq:"
@@ -39,9 +41,14 @@ SCAN_PENDING: Final = PREFIX + "scan-pending"
 SETTLE_SCAN: Final = PREFIX + "settle-scan"
 
 
-def startup_lock(host: str) -> str:
-    """Host-wide lock serialising agent start-up (Claude's ~/.claude.json breaks on parallel starts)."""
-    return f"{PREFIX}lock:startup:{host}"
+def startup_lock(host: str, config_dir: str = "") -> str:
+    """Lock serialising agent start-ups on ``host`` that share one Claude config dir (``~/.claude.json``).
+
+    Agents with their own config dir (``CLAUDE_CONFIG_DIR``/``HOME``) never wait for each other.
+    """
+    if not config_dir:
+        return f"{PREFIX}lock:startup:{host}"
+    return f"{PREFIX}lock:startup:{host}:{hashlib.sha1(config_dir.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
 
 def project_claim_lock(project: str) -> str:

@@ -16,7 +16,7 @@ from dispatcher.core import keys
 from dispatcher.core.config import AgentSettings
 from dispatcher.core.errors import DialogError, LaunchError, PromptTimeout, SubmitError
 from dispatcher.store.hook_log import HookLog
-from dispatcher.agent.launcher import LaunchRequest, build_argv, launch, redis_url_of, resume_path
+from dispatcher.agent.launcher import LaunchRequest, build_argv, config_dir_of, launch, redis_url_of, resume_path
 from dispatcher.agent.tmux import Tmux
 
 W, H = 200, 50
@@ -24,6 +24,11 @@ W, H = 200, 50
 
 def new_session(tmux: Tmux, name: str, cwd: Path) -> None:
     tmux.new_session(name, width=W, height=H, cwd=cwd)
+
+
+def startup_lock_key(agent: AgentSettings) -> str:
+    """The start-up lock ``agent`` takes on this (unnamed) host: one per config dir."""
+    return keys.startup_lock("", config_dir_of(dict(agent.env)))
 
 
 def request(project: Path, body: str = "Do the thing.", task_id: str = "T1", priority: str = "default") -> LaunchRequest:
@@ -105,13 +110,13 @@ def test_hostile_project_path(tmux: Tmux, rdb: redis.Redis, make_agent: Callable
 def test_dialog_raises_and_types_nothing(tmux: Tmux, rdb: redis.Redis, make_agent: Callable[..., AgentSettings],
                                          project: Path, fake_log: Path, tmp_path: Path, dialog: str, name: str) -> None:
     new_session(tmux, "s", tmp_path)
+    agent = make_agent(env={"FAKE_AGENT_DIALOG": dialog})
     with pytest.raises(DialogError) as err:
-        launch(tmux, "s", request(project), make_agent(env={"FAKE_AGENT_DIALOG": dialog}), rdb,
-               state_dir=tmp_path / "state")
+        launch(tmux, "s", request(project), agent, rdb, state_dir=tmp_path / "state")
     assert err.value.dialog == name and name in str(err.value)
     log = read_log(fake_log, event=None)
     assert [e["event"] for e in log] == ["start"]  # no key reached the dialog, no message
-    assert rdb.get(keys.startup_lock("")) is None  # lock released
+    assert rdb.get(startup_lock_key(agent)) is None  # lock released
 
 
 def test_slow_boot_waits(tmux: Tmux, rdb: redis.Redis, make_agent: Callable[..., AgentSettings], project: Path,
@@ -127,11 +132,11 @@ def test_never_ready_times_out(tmux: Tmux, rdb: redis.Redis, make_agent: Callabl
                                project: Path, fake_log: Path, tmp_path: Path) -> None:
     new_session(tmux, "s", tmp_path)
     started = time.monotonic()
+    agent = make_agent(prompt_timeout=1.0, env={"FAKE_AGENT_BOOT_MS": "60000"})
     with pytest.raises(PromptTimeout):
-        launch(tmux, "s", request(project), make_agent(prompt_timeout=1.0, env={"FAKE_AGENT_BOOT_MS": "60000"}),
-               rdb, state_dir=tmp_path / "state")
+        launch(tmux, "s", request(project), agent, rdb, state_dir=tmp_path / "state")
     assert 1.0 <= time.monotonic() - started < 30  # gave up at its timeout, long before the 60 s boot ends
-    assert read_log(fake_log) == [] and rdb.get(keys.startup_lock("")) is None
+    assert read_log(fake_log) == [] and rdb.get(startup_lock_key(agent)) is None
 
 
 def test_agent_dying_at_start_is_a_launch_error(tmux: Tmux, rdb: redis.Redis, project: Path, tmp_path: Path,
@@ -218,6 +223,29 @@ def test_parallel_launches_are_serialised(tmux: Tmux, rdb: redis.Redis, project:
     assert sorted(m["text"].split("]")[0] for m in read_log(fake_log)) == ["[T0.md", "[T1.md", "[T2.md"]
     for name in names:
         assert HookLog(rdb).latest(name, "UserPromptSubmit") is not None
+
+
+def test_startup_lock_is_per_config_dir_and_can_be_turned_off(tmux: Tmux, rdb: redis.Redis, project: Path,
+                                                              tmp_path: Path, make_agent: Callable[..., AgentSettings],
+                                                              fake_log: Path) -> None:
+    """A start-up in progress (its lock held here) blocks only agents of the same config dir, unless the lock is off."""
+    shared, own = tmp_path / "home-shared", tmp_path / "home-own"
+    same = make_agent(prompt_timeout=1.0, env={"HOME": str(shared)})
+    held = rdb.lock(startup_lock_key(same), timeout=60)
+    assert held.acquire(blocking=False)
+    try:
+        for name in ("a", "b", "c"):
+            new_session(tmux, name, tmp_path)
+        with pytest.raises(LaunchError, match="startup lock .* stayed busy"):
+            launch(tmux, "a", request(project, task_id="T0"), same, rdb, state_dir=tmp_path / "state")
+        other = make_agent(env={"HOME": str(own)})
+        assert startup_lock_key(other) != startup_lock_key(same)
+        launch(tmux, "b", request(project, task_id="T1"), other, rdb, state_dir=tmp_path / "state")
+        unlocked = make_agent(env={"HOME": str(shared)}, startup_lock=False)
+        launch(tmux, "c", request(project, task_id="T2"), unlocked, rdb, state_dir=tmp_path / "state")
+    finally:
+        held.release()
+    assert sorted(m["text"].split("]")[0] for m in read_log(fake_log)) == ["[T1.md", "[T2.md"]
 
 
 def test_hook_entry_never_fails_and_reports(rdb: redis.Redis, tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ def test_absolute_and_home_paths_are_kept(tmp_path, monkeypatch):
     ("agent: {models: [opus]}", "agent.models", "mapping of strings"),
     ("agent: {recycle: sometimes}", "agent.recycle", "'exit' or 'keep'"),
     ("agent: {hooks: 'yes'}", "agent.hooks", "true or false"),
+    ("agent: {startup_lock: 'no'}", "agent.startup_lock", "true or false"),
     ("scan_interval: 0", "scan_interval", "must be > 0"),
     ("scan_interval: soon", "scan_interval", "number of seconds"),
     ("projects: [web, '../etc']", "projects", "list of project names"),
