@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from dispatcher.store import events
 from dispatcher.core.config import Settings
-from dispatcher.cli.commands import cli
+from dispatcher.cli.main import cli
 from dispatcher.agent.tmux import Tmux
 
 

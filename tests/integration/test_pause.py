@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from dispatcher.core import limits
 from dispatcher.store import pause
-from dispatcher.cli.commands import cli
+from dispatcher.cli.main import cli
 from dispatcher.core.config import LimitSettings, Settings
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports

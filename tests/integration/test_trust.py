@@ -15,7 +15,7 @@ from dispatcher.core import defaults as d
 from dispatcher.core import keys
 from dispatcher.flows import monitor, runtime, status
 from dispatcher.store import pause
-from dispatcher.cli.commands import cli
+from dispatcher.cli.main import cli
 from dispatcher.core.config import Settings
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports
