@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dispatcher.flows import blocked, recovery, runtime
+from dispatcher.flows import blocked, ready, recovery, runtime
 from dispatcher.core import keys
 from dispatcher.store import settle
 from dispatcher.core import defaults as d
 from dispatcher.celery_app import app
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.inbox.inbox_path import InboxPathError, parse_inbox_path
+from dispatcher.inbox.ready_check import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,10 @@ def inbox_event(path: str, closed: Any = None) -> dict[str, Any]:
         if now_ident is not None and now_ident[2] > 0:
             _rescan_when_settled(disp, now_ident[1] / 1e9 + disp.settings.settle_time)
     disp.announce(project, task_id, path)
+    verdict = ready.on_new_file(disp, project, path)  # into the ready index when it can be judged alone
     outcomes = disp.fan_out()
-    if not outcomes and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=SCAN_PENDING_TTL_S):
-        # No assign_next will scan (pool paused, all sessions busy): one queued full_scan marks the file.
+    if verdict is Verdict.NEEDS_SCAN and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=SCAN_PENDING_TTL_S):
+        # Blocked, invalid or marked: one queued full_scan judges and marks the file (assign_next no longer scans).
         full_scan.delay()
     return {"task": f"{project}:{task_id}", "assigned": [o.as_dict() for o in outcomes]}
 
