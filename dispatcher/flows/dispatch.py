@@ -307,8 +307,7 @@ class Dispatcher:
             if task.project in held:
                 continue  # the project's own problem (say, an untrusted folder): serve the others
             outcome = self.dispatch_one(task, session)
-            if result is None:
-                ready.forget_if_claimed(self, task)
+            ready.forget_if_claimed(self, task)  # claimed for good: its index entry goes
             if outcome.status == "held":
                 held.add(task.project)  # the session is still free: give it another project's task
                 continue
