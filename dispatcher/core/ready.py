@@ -1,6 +1,7 @@
 """Entries of the ready index (pure): one eligible task as a sortable string, and back.
 
-A member is ``<rank><mtime as 16 sortable hex digits><id> <size>``: Redis orders the members
+A member is ``<rank><mtime as 16 sortable hex digits><id> <size> <deps>`` (``deps``: 1 when the
+task has dependencies, so only those are parsed again before a claim): Redis orders the members
 of a project's sorted set (all scores 0) byte-wise, which is then (rank, mtime, id) — the
 order of that project's queue in ``ordering.round_robin``. The space sorts before every
 character an ID may hold, so ``T1`` comes before ``T10`` as in Python. The mtime is the
@@ -44,32 +45,33 @@ class Entry:
     rank: int
     mtime: float
     size: int
+    has_deps: bool = False
 
     @property
     def member(self) -> str:
-        return encode(self.rank, self.mtime, self.id, self.size)
+        return encode(self.rank, self.mtime, self.id, self.size, self.has_deps)
 
     @property
     def priority(self) -> str:
         return d.PRIORITIES[self.rank]
 
 
-def encode(rank: int, mtime: float, task_id: str, size: int) -> str:
-    return f"{rank}{_sortable(mtime)}{task_id} {size}"
+def encode(rank: int, mtime: float, task_id: str, size: int, has_deps: bool = False) -> str:
+    return f"{rank}{_sortable(mtime)}{task_id} {size} {int(has_deps)}"
 
 
 def entry_of(task: Task) -> Entry:
-    return Entry(task.project, task.id, task.priority.rank, task.mtime, task.size)
+    return Entry(task.project, task.id, task.priority.rank, task.mtime, task.size, bool(task.depends_on))
 
 
 def decode(project: str, member: str) -> Entry | None:
     """The entry of a member, or None when it is malformed (Redis is outside: validate)."""
     try:
-        head, size = member.rsplit(" ", 1)
+        head, size, deps = member.rsplit(" ", 2)
         rank, task_id = int(head[0]), head[17:]
-        if not 0 <= rank < len(d.PRIORITIES) or not is_safe_segment(task_id):
+        if not 0 <= rank < len(d.PRIORITIES) or not is_safe_segment(task_id) or deps not in ("0", "1"):
             return None
-        return Entry(project, task_id, rank, _unsortable(head[1:17]), int(size))
+        return Entry(project, task_id, rank, _unsortable(head[1:17]), int(size), deps == "1")
     except (ValueError, IndexError, struct.error):
         return None
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Entries fetched per project at first (doubled while candidates run out before one is claimed).
-FIRST_FETCH = 2
+FIRST_FETCH = 1
 
 
 def begin(disp: "Dispatcher") -> ready_index.Ticket:

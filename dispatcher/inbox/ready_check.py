@@ -18,7 +18,7 @@ from dispatcher.core.config import Settings
 from dispatcher.core.errors import TaskFileError, TaskGone
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.ready import Entry
-from dispatcher.core.taskfile import DepRef, Task, load_task, task_id_from_name
+from dispatcher.core.taskfile import DepRef, Priority, Task, load_task, task_id_from_name
 from dispatcher.inbox import files as aq
 from dispatcher.store import settle
 
@@ -63,10 +63,12 @@ def dep_done(settings: Settings, dep: DepRef) -> bool:
     return DoneIndex({dep.project: aq.done_names(proj)}).is_done(dep)
 
 
+def _busy(path: str) -> bool:
+    return _exists(path + d.LAUNCHING) or _exists(path + d.DISPATCHED)
+
+
 def _parse(settings: Settings, path: str, project: str, st: os.stat_result) -> Checked:
-    inbox = os.path.dirname(path)
-    stem = os.path.basename(path)
-    if any(_exists(os.path.join(inbox, stem + s)) for s in (d.LAUNCHING, d.DISPATCHED)):
+    if _busy(path):
         return Checked(Verdict.BUSY, detail="a task with the same ID is still launching or dispatched")
     try:
         task = load_task(Path(path), project, settings.max_task_bytes)
@@ -97,7 +99,14 @@ def recheck(settings: Settings, entry: Entry) -> Checked:
         return Checked(Verdict.STALE, detail="gone")
     if not stat.S_ISREG(st.st_mode) or (st.st_mtime, st.st_size) != (entry.mtime, entry.size):
         return Checked(Verdict.STALE, detail="changed since it was indexed")
-    return _parse(settings, path, entry.project, st)
+    if entry.has_deps:
+        return _parse(settings, path, entry.project, st)
+    if _busy(path):
+        return Checked(Verdict.BUSY, detail="a task with the same ID is still launching or dispatched")
+    # Unchanged and without dependencies: nothing to parse. The claim reads and parses what it claimed
+    # (and gives it back if it changed), so this stub only has to name the file and its version.
+    return Checked(Verdict.READY, Task(id=entry.id, project=entry.project, path=Path(path),
+                                       priority=Priority(entry.priority), mtime=entry.mtime, size=entry.size))
 
 
 def check_new(settings: Settings, project: str, path: str, *, now: float, closed: settle.Identity | None) -> Checked:

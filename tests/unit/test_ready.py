@@ -10,7 +10,7 @@ from pathlib import Path
 from dispatcher.core import defaults as d
 from dispatcher.core.ordering import order_tasks
 from dispatcher.core.ready import Entry, decode, encode, entry_of, in_order
-from dispatcher.core.taskfile import Priority, Task
+from dispatcher.core.taskfile import DepRef, Priority, Task
 from dispatcher.inbox.ready_check import Verdict, check_new, recheck
 
 
@@ -28,13 +28,14 @@ def _tasks(seed: int, n: int) -> list[Task]:
 
 def test_an_entry_round_trips_exactly_through_its_member() -> None:
     for mtime in (0.0, 1.5, 1763000000.123456, -3.25, 1e-300):
-        e = Entry("web", "T1-a.b_c", 2, mtime, 123)
-        assert decode("web", e.member) == e
+        for deps in (False, True):
+            e = Entry("web", "T1-a.b_c", 2, mtime, 123, deps)
+            assert decode("web", e.member) == e
 
 
 def test_malformed_members_are_refused_not_trusted() -> None:
     good = encode(1, 5.0, "T1", 3)
-    for bad in ("", "x", good[:10], "9" + good[1:], good.replace("T1", "../x"), good.rsplit(" ", 1)[0] + " big"):
+    for bad in ("", "x", good[:10], "9" + good[1:], good.replace("T1", "../x"), good.rsplit(" ", 2)[0] + " big 0", good[:-1] + "x"):
         assert decode("web", bad) is None
 
 
@@ -54,15 +55,20 @@ def test_index_order_is_the_plan_order() -> None:
 
 # -- single-file checks ---------------------------------------------------------------------------
 
-def _entry(path: Path, project: str, rank: int = 2) -> Entry:
+def _entry(path: Path, project: str, rank: int = 2, has_deps: bool = False) -> Entry:
     st = path.stat()
-    return Entry(project, path.name[:-3], rank, st.st_mtime, st.st_size)
+    return Entry(project, path.name[:-3], rank, st.st_mtime, st.st_size, has_deps)
 
 
-def test_recheck_finds_an_unchanged_task_ready(make_project, settings) -> None:
-    proj = make_project("web", tasks={"T1": {"title": "one"}})
-    got = recheck(settings, _entry(proj.task_path("T1"), "web"))
-    assert got.verdict is Verdict.READY and got.task is not None and got.task.title == "one"
+def test_recheck_finds_an_unchanged_task_ready_parsing_only_one_with_dependencies(make_project, settings) -> None:
+    proj = make_project("web", tasks={"T1": {"title": "one"}, "T2": {"title": "two", "depends_on": ("web:T0",)}},
+                        done=["T0.md"])
+    got = recheck(settings, _entry(proj.task_path("T1"), "web", rank=1))
+    assert got.verdict is Verdict.READY and got.task is not None
+    assert (got.task.key, got.task.path, got.task.priority.rank) == (DepRef("web", "T1"), proj.task_path("T1"), 1)
+    assert (got.task.mtime, got.task.size) == (proj.task_path("T1").stat().st_mtime, proj.task_path("T1").stat().st_size)
+    parsed = recheck(settings, _entry(proj.task_path("T2"), "web", has_deps=True))
+    assert parsed.verdict is Verdict.READY and parsed.task is not None and parsed.task.title == "two"
 
 
 def test_recheck_drops_a_deleted_or_rewritten_file(make_project, settings) -> None:
@@ -86,8 +92,8 @@ def test_recheck_keeps_but_skips_a_task_being_launched_or_with_a_running_namesak
 def test_recheck_checks_the_dependencies_again(make_project, settings) -> None:
     make_project("lib", done=["L1-20260101.md"])
     proj = make_project("web", tasks={"T1": {"depends_on": ("lib:L1",)}, "T2": {"depends_on": ("lib:L2",)}})
-    assert recheck(settings, _entry(proj.task_path("T1"), "web")).verdict is Verdict.READY  # timestamped copy
-    assert recheck(settings, _entry(proj.task_path("T2"), "web")).verdict is Verdict.STALE
+    assert recheck(settings, _entry(proj.task_path("T1"), "web", has_deps=True)).verdict is Verdict.READY  # T1-….md
+    assert recheck(settings, _entry(proj.task_path("T2"), "web", has_deps=True)).verdict is Verdict.STALE
 
 
 def test_a_new_file_is_judged_alone_or_left_to_a_full_scan(make_project, settings) -> None:
