@@ -42,7 +42,7 @@ from dispatcher.agent import pool, pool_state  # noqa: E402
 from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
 from dispatcher.flows import ready  # noqa: E402
-from dispatcher.flows.dispatch import Dispatcher, LaunchSpec  # noqa: E402
+from dispatcher.flows.dispatch import Dispatcher, LaunchSpec, Outcome  # noqa: E402
 from dispatcher.inbox.scanner import run_scan  # noqa: E402
 from dispatcher.testing import FAKE_AGENT_COMMAND  # noqa: E402
 
@@ -83,26 +83,26 @@ def settings_for(root: Path, tmp: Path, socket: str) -> Settings:
                     tmux=TmuxSettings(socket_name=socket), agent=AgentSettings(command=FAKE_AGENT_COMMAND))
 
 
-def finish(disp: Dispatcher, refill: Callable[[], None] | None) -> None:
+def finish(disp: Dispatcher, task_key: str, refill: Callable[[], None] | None) -> None:
     """Untimed: the agent is done (its file to done/), the session idle again, optionally one new file."""
-    root = disp.settings.projects_dir
-    for inbox in root.glob("*/.agent-queue/inbox"):
-        for f in inbox.glob("*.md.dispatched"):
-            os.rename(f, inbox.parent / "done" / f.name[: -len(".dispatched")])
+    project, _, task_id = task_key.partition(":")
+    inbox = disp.settings.projects_dir / project / ".agent-queue" / "inbox"
+    os.rename(inbox / f"{task_id}.md.dispatched", inbox.parent / "done" / f"{task_id}.md")
     pool_state.set_idle(disp.r, disp.tmux, disp.session_info(SESSION), now=disp.clock(), detail="bench")
     if refill is not None:
         refill()
 
 
-def measure(disp: Dispatcher, call: Callable[[], str], samples: int, refill: Callable[[], None] | None) -> list[float]:
+def measure(disp: Dispatcher, call: Callable[[], Outcome], samples: int,
+            refill: Callable[[], None] | None) -> list[float]:
     out: list[float] = []
     for _ in range(samples):
         t0 = time.process_time()
-        status = call()
+        outcome = call()
         out.append(time.process_time() - t0)
-        if status != "dispatched":
-            raise RuntimeError(f"expected a dispatch, got {status}")
-        finish(disp, refill)
+        if outcome.status != "dispatched":
+            raise RuntimeError(f"expected a dispatch, got {outcome}")
+        finish(disp, outcome.task, refill)
     return out
 
 
@@ -155,8 +155,9 @@ r.incr("aq:ready:dirty")  # make the first assign_next scan and write the index,
 for i in range(n):
     out = d.assign_next("ccl-auto-0")
     assert out.status == "dispatched", out
-    for f in root.glob("*/.agent-queue/inbox/*.md.dispatched"):
-        os.rename(f, f.parent.parent / "done" / f.name[:-len(".dispatched")])
+    p, _, t = out.task.partition(":")
+    inbox = root / p / ".agent-queue" / "inbox"
+    os.rename(inbox / (t + ".md.dispatched"), inbox.parent / "done" / (t + ".md"))
     pool_state.set_idle(r, d.tmux, d.session_info("ccl-auto-0"), now=time.time(), detail="bench")
 now, peak = rss()
 print(json.dumps({"base": base, "rss": now, "peak": peak, "indexed": len(ready_index.snapshot(r))}))
@@ -217,10 +218,10 @@ def main() -> None:
 
         say("10 pending: old path")
         with IndexOff():
-            old_small = measure(sdisp, lambda: sdisp.assign_next(SESSION).status, args.samples, refill_old)
+            old_small = measure(sdisp, lambda: sdisp.assign_next(SESSION), args.samples, refill_old)
         sdisp.plan()
         say("10 pending: assign_next with the index")
-        new_small = measure(sdisp, lambda: sdisp.assign_next(SESSION).status, args.samples, refill_new)
+        new_small = measure(sdisp, lambda: sdisp.assign_next(SESSION), args.samples, refill_new)
         sel_small = selection(sdisp, args.samples)
         r.flushdb()
 
@@ -235,7 +236,7 @@ def main() -> None:
         cold = time.perf_counter() - t0
         say(f"{big:,} pending: old path (cold scan {cold:.1f} s)")
         with IndexOff():
-            old_big = measure(bdisp, lambda: bdisp.assign_next(SESSION).status, args.before_samples, None)
+            old_big = measure(bdisp, lambda: bdisp.assign_next(SESSION), args.before_samples, None)
         mem0 = int(r.info("memory")["used_memory"])
         c0 = time.process_time()
         w0 = time.perf_counter()
@@ -243,7 +244,7 @@ def main() -> None:
         scan_publish_cpu, scan_publish_wall = time.process_time() - c0, time.perf_counter() - w0
         index_bytes = int(r.info("memory")["used_memory"]) - mem0
         say(f"{big:,} pending: assign_next with the index")
-        new_big = measure(bdisp, lambda: bdisp.assign_next(SESSION).status, args.samples, None)
+        new_big = measure(bdisp, lambda: bdisp.assign_next(SESSION), args.samples, None)
         sel_big = selection(bdisp, args.samples)
         r.flushdb()
 

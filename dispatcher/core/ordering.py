@@ -20,8 +20,11 @@ T = TypeVar("T")
 
 
 def round_robin(items: Iterable[T], *, rank: Callable[[T], int], project: Callable[[T], str],
-                age: Callable[[T], tuple[float, str]]) -> list[T]:
-    """Order ``items``: by rank; within a rank, projects take turns by their oldest item (``age``: mtime, id)."""
+                age: Callable[[T], tuple[float | str, str]]) -> list[T]:
+    """Order ``items``: by rank; within a rank, projects take turns by their oldest item.
+
+    ``age`` is (mtime, id), or any pair that sorts the same way (the ready index's sortable mtime text).
+    """
     by_rank: dict[int, dict[Hashable, list[T]]] = defaultdict(lambda: defaultdict(list))
     for item in items:
         by_rank[rank(item)][project(item)].append(item)

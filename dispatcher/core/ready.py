@@ -79,3 +79,10 @@ def decode(project: str, member: str) -> Entry | None:
 def in_order(entries: Iterable[Entry]) -> list[Entry]:
     """Entries in dispatch order (the same rule as ``order_tasks``)."""
     return round_robin(entries, rank=lambda e: e.rank, project=lambda e: e.project, age=lambda e: (e.mtime, e.id))
+
+
+def members_in_order(members: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(project, member)`` pairs in dispatch order without decoding them: the member's first 17
+    characters sort as (rank, mtime) do, and the ID follows (malformed members sort somewhere; decode refuses them)."""
+    return round_robin(members, rank=lambda m: ord(m[1][0]) if m[1] else 0, project=lambda m: m[0],
+                       age=lambda m: (m[1][1:17], m[1][17:].partition(" ")[0]))

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Iterator
 
-from dispatcher.core.ready import Entry, entry_of, in_order
+from dispatcher.core.ready import Entry, decode, entry_of, members_in_order
 from dispatcher.core.taskfile import Task
 from dispatcher.inbox import ready_check
 from dispatcher.inbox.ready_check import Verdict
@@ -60,16 +60,21 @@ def candidates(disp: "Dispatcher", held: set[str]) -> Iterator[Task]:
     k = FIRST_FETCH
     while True:
         fetched = ready_index.heads(disp.r, k, exclude=sorted(held))
-        ordered = in_order([e for entries, _ in fetched.values() for e in entries])
+        ordered = members_in_order([(p, m) for p, (members, _) in fetched.items() for m in members])
         more = {p for p, (_, truncated) in fetched.items() if truncated}
         stop = len(ordered)
         if more:
-            last = {e.project: i for i, e in enumerate(ordered)}
+            last = {p: i for i, (p, _) in enumerate(ordered)}
             stop = min((last[p] for p in more if p in last), default=stop - 1) + 1
-        for entry in ordered[:stop]:
-            if entry.project in held or (entry.project, entry.id) in tried:
+        for project, member in ordered[:stop]:
+            if project in held or (project, member) in tried:
                 continue
-            tried.add((entry.project, entry.id))
+            tried.add((project, member))
+            entry = decode(project, member)
+            if entry is None:
+                logger.warning("ready index: malformed entry %r of %s dropped", member[:80], project)
+                ready_index.remove_member(disp.r, project, member)
+                continue
             checked = ready_check.recheck(disp.settings, entry)
             if checked.verdict is Verdict.STALE:
                 logger.debug("ready index: %s:%s dropped (%s)", entry.project, entry.id, checked.detail)

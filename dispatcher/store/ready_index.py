@@ -54,7 +54,8 @@ redis.call('SADD', KEYS[3], ARGV[2])
 return n
 """
 
-# KEYS: projects; ARGV: prefix, k, excluded projects...
+# KEYS: projects; ARGV: prefix, k, excluded projects... One string back (a tab-separated line per project:
+# name, then its first k members): a reply of hundreds of items costs the client far more to parse.
 _FETCH = """
 local skip = {}
 for i = 3, #ARGV do skip[ARGV[i]] = true end
@@ -62,14 +63,10 @@ local out = {}
 for _, p in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if not skip[p] then
     local items = redis.call('ZRANGE', ARGV[1] .. p, 0, tonumber(ARGV[2]) - 1)
-    if #items > 0 then
-      out[#out + 1] = p
-      out[#out + 1] = #items
-      for _, m in ipairs(items) do out[#out + 1] = m end
-    end
+    if #items > 0 then out[#out + 1] = p .. '\\t' .. table.concat(items, '\\t') end
   end
 end
-return out
+return table.concat(out, '\\n')
 """
 
 
@@ -135,23 +132,27 @@ def insert(r: "redis.Redis", entry: Entry) -> None:
 
 def remove(r: "redis.Redis", entry: Entry) -> None:
     """Drop one entry (claimed, or its file is gone or changed)."""
+    remove_member(r, entry.project, entry.member)
+
+
+def remove_member(r: "redis.Redis", project: str, member: str) -> None:
     pipe = r.pipeline(transaction=False)
-    pipe.zrem(keys.ready(entry.project), entry.member)
-    pipe.zrem(keys.READY_JOURNAL, f"{entry.project}\n{entry.member}")
+    pipe.zrem(keys.ready(project), member)
+    pipe.zrem(keys.READY_JOURNAL, f"{project}\n{member}")
     pipe.execute()
 
 
-def heads(r: "redis.Redis", k: int, exclude: Iterable[str] = ()) -> dict[str, tuple[list[Entry], bool]]:
-    """The first ``k`` entries of every project not excluded, and whether there may be more (one round trip)."""
-    flat = r.eval(_FETCH, 1, keys.READY_PROJECTS, _PREFIX, k, *exclude)  # type: ignore[no-untyped-call]
-    out: dict[str, tuple[list[Entry], bool]] = {}
-    i = 0
-    while i + 1 < len(flat):
-        project, n = _s(flat[i]), int(flat[i + 1])
-        members = flat[i + 2:i + 2 + n]
-        i += 2 + n
-        found = [e for e in (decode(project, _s(m)) for m in members) if e is not None]
-        out[project] = (found, n >= k)
+def heads(r: "redis.Redis", k: int, exclude: Iterable[str] = ()) -> dict[str, tuple[list[str], bool]]:
+    """The first ``k`` members of every project not excluded, and whether there may be more (one round trip).
+
+    Members stay raw (``core/ready.py`` decodes them): the caller orders them by their bytes and
+    decodes only those it tries.
+    """
+    reply = _s(r.eval(_FETCH, 1, keys.READY_PROJECTS, _PREFIX, k, *exclude))  # type: ignore[no-untyped-call]
+    out: dict[str, tuple[list[str], bool]] = {}
+    for line in reply.split("\n") if reply else ():
+        project, *members = line.split("\t")
+        out[project] = (members, len(members) >= k)
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dispatcher.core import defaults as d
 from dispatcher.core.ordering import order_tasks
-from dispatcher.core.ready import Entry, decode, encode, entry_of, in_order
+from dispatcher.core.ready import Entry, decode, encode, entry_of, in_order, members_in_order
 from dispatcher.core.taskfile import DepRef, Priority, Task
 from dispatcher.inbox.ready_check import Verdict, check_new, recheck
 
@@ -46,11 +46,13 @@ def test_member_byte_order_is_the_queue_order_of_a_project() -> None:
         (t.priority.rank, t.mtime, t.id) for t in tasks)
 
 
-def test_index_order_is_the_plan_order() -> None:
+def test_index_order_is_the_plan_order_decoded_or_not() -> None:
     for seed in range(30):
         tasks = _tasks(seed, 120)
-        assert [(e.project, e.id) for e in in_order(entry_of(t) for t in tasks)] == [
-            (t.project, t.id) for t in order_tasks(tasks)]
+        plan = [(t.project, t.id) for t in order_tasks(tasks)]
+        assert [(e.project, e.id) for e in in_order(entry_of(t) for t in tasks)] == plan
+        raw = members_in_order((t.project, entry_of(t).member) for t in tasks)
+        assert [(p, decode(p, m).id) for p, m in raw] == plan  # type: ignore[union-attr]
 
 
 # -- single-file checks ---------------------------------------------------------------------------
