@@ -35,7 +35,8 @@ def test_an_entry_round_trips_exactly_through_its_member() -> None:
 
 def test_malformed_members_are_refused_not_trusted() -> None:
     good = encode(1, 5.0, "T1", 3)
-    for bad in ("", "x", good[:10], "9" + good[1:], good.replace("T1", "../x"), good.rsplit(" ", 2)[0] + " big 0", good[:-1] + "x"):
+    for bad in ("", "x", good[:10], "9" + good[1:], good.replace("T1", "../x"), good.rsplit(" ", 2)[0] + " big 0",
+                good[:-1] + "x"):
         assert decode("web", bad) is None
 
 
@@ -68,7 +69,8 @@ def test_recheck_finds_an_unchanged_task_ready_parsing_only_one_with_dependencie
     got = recheck(settings, _entry(proj.task_path("T1"), "web", rank=1))
     assert got.verdict is Verdict.READY and got.task is not None
     assert (got.task.key, got.task.path, got.task.priority.rank) == (DepRef("web", "T1"), proj.task_path("T1"), 1)
-    assert (got.task.mtime, got.task.size) == (proj.task_path("T1").stat().st_mtime, proj.task_path("T1").stat().st_size)
+    st = proj.task_path("T1").stat()
+    assert (got.task.mtime, got.task.size) == (st.st_mtime, st.st_size)
     parsed = recheck(settings, _entry(proj.task_path("T2"), "web", has_deps=True))
     assert parsed.verdict is Verdict.READY and parsed.task is not None and parsed.task.title == "two"
 
