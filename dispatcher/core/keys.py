@@ -119,7 +119,8 @@ READY_BUILT: Final = PREFIX + "ready:built"
 #: Counter numbering single inserts, and the sorted set of those inserts by number (kept across a rebuild).
 READY_SEQ: Final = PREFIX + "ready:seq"
 READY_JOURNAL: Final = PREFIX + "ready:journal"
-#: Set of ``project:id`` that blocked tasks wait on (their completion calls for a full scan).
+#: Hash: project → ``"<its done/ mtime_ns> <id> <id>…"``, the IDs blocked tasks wait on and done/'s mtime when
+#: the scan started (a change there may have released one: assign_next checks those IDs).
 READY_WAITS_ON: Final = PREFIX + "ready:waits-on"
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from dispatcher.core import defaults as d
 from dispatcher.core.ready import Entry, decode, entry_of, members_in_order
-from dispatcher.core.taskfile import Task
+from dispatcher.core.taskfile import DepRef, Task, is_safe_segment
+from dispatcher.inbox import files as aq
 from dispatcher.inbox import ready_check
 from dispatcher.inbox.ready_check import Verdict
 from dispatcher.inbox.scanner import Plan
@@ -31,7 +34,15 @@ FIRST_FETCH = 1
 
 def begin(disp: "Dispatcher") -> ready_index.Ticket:
     """Take before a full scan lists anything."""
-    return ready_index.begin(disp.r)
+    return ready_index.begin(disp.r, {p.name: _mtime_ns(p.done) for p in
+                                      aq.discover_projects(disp.settings.projects_dir, disp.settings.projects)})
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def publish(disp: "Dispatcher", result: Plan, ticket: ready_index.Ticket) -> None:
@@ -41,12 +52,28 @@ def publish(disp: "Dispatcher", result: Plan, ticket: ready_index.Ticket) -> Non
     itself: when a slot frees, the next task is found without a new scan.
     """
     entries = [entry_of(t) for t in result.eligible] + [entry_of(t) for t, _ in result.waiting]
-    waits = {str(dep) for gate in result.unmet.values() for dep in gate.missing}
+    waits = {dep for gate in result.unmet.values() for dep in gate.missing}
     ready_index.publish(disp.r, entries, waits, ticket)
 
 
 def is_complete(disp: "Dispatcher") -> bool:
-    return ready_index.is_complete(disp.r)
+    """Built by a full scan, and no dependency a blocked task waits on reached done/ since.
+
+    The monitor reports finished tasks (``on_done``), but an agent's move to done/ may come
+    first, and a file can be put there by hand: one stat of done/ per project that blocked
+    tasks wait on tells whether to look at those IDs.
+    """
+    if not ready_index.is_complete(disp.r):
+        return False
+    for project, (seen, ids) in ready_index.awaited(disp.r).items():
+        now = _mtime_ns(disp.settings.projects_dir / project / d.QUEUE_DIR / d.DONE)
+        if now == seen:
+            continue
+        if any(ready_check.dep_done(disp.settings, DepRef(project, i)) for i in ids if is_safe_segment(i)):
+            ready_index.invalidate(disp.r)
+            return False
+        ready_index.saw_done_mtime(disp.r, project, now, ids)
+    return True
 
 
 def candidates(disp: "Dispatcher", held: set[str]) -> Iterator[Task]:

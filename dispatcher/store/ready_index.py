@@ -11,13 +11,14 @@ the next ``assign_next`` run a full scan first, as before the index existed.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 import redis
 
 from dispatcher.core import keys
 from dispatcher.core.ready import Entry, decode
+from dispatcher.core.taskfile import DepRef
 
 _PREFIX = keys.ready("")
 #: Members per ZADD/SADD command while a scan writes the index.
@@ -76,19 +77,21 @@ def _s(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Ticket:
-    """Where the index stood when a full scan started listing (seq of single inserts, dirty counter)."""
+    """Where things stood when a full scan started listing: seq of single inserts, dirty counter, and the
+    mtime_ns of each project's done/ (a later change there may release a blocked task)."""
 
     seq: int
     dirty: int
+    done_mtimes: Mapping[str, int] = field(default_factory=dict)
 
 
-def begin(r: "redis.Redis") -> Ticket:
+def begin(r: "redis.Redis", done_mtimes: Mapping[str, int]) -> Ticket:
     """Call before a full scan lists anything; pass the ticket to :func:`publish`."""
     seq, dirty = r.mget([keys.READY_SEQ, keys.READY_DIRTY])  # type: ignore[misc]
-    return Ticket(int(seq or 0), int(dirty or 0))
+    return Ticket(int(seq or 0), int(dirty or 0), dict(done_mtimes))
 
 
-def publish(r: "redis.Redis", entries: Iterable[Entry], waits_on: Iterable[str], ticket: Ticket) -> None:
+def publish(r: "redis.Redis", entries: Iterable[Entry], waits_on: Iterable[DepRef], ticket: Ticket) -> None:
     """Replace the whole index with a full scan's result, in one transaction.
 
     Single inserts made after ``ticket`` (files the scan may not have listed) are kept; the
@@ -106,9 +109,12 @@ def publish(r: "redis.Redis", entries: Iterable[Entry], waits_on: Iterable[str],
     for i in range(0, len(projects), _CHUNK):
         pipe.sadd(keys.READY_PROJECTS, *projects[i:i + _CHUNK])
     pipe.delete(keys.READY_WAITS_ON)
-    waits = list(waits_on)
-    for i in range(0, len(waits), _CHUNK):
-        pipe.sadd(keys.READY_WAITS_ON, *waits[i:i + _CHUNK])
+    awaited: dict[str, set[str]] = defaultdict(set)
+    for dep in waits_on:
+        awaited[dep.project].add(dep.task_id)
+    if awaited:
+        pipe.hset(keys.READY_WAITS_ON, mapping={
+            p: " ".join([str(ticket.done_mtimes.get(p, 0)), *sorted(ids)]) for p, ids in awaited.items()})
     pipe.eval(_MERGE, 3, keys.READY_JOURNAL, keys.READY_PROJECTS, keys.READY_BUILT, _PREFIX, ticket.seq, ticket.dirty)
     pipe.execute()
 
@@ -156,9 +162,27 @@ def heads(r: "redis.Redis", k: int, exclude: Iterable[str] = ()) -> dict[str, tu
     return out
 
 
+def awaited(r: "redis.Redis") -> dict[str, tuple[int, list[str]]]:
+    """Per project: done/'s mtime_ns as last seen, and the IDs blocked tasks wait on there."""
+    out: dict[str, tuple[int, list[str]]] = {}
+    for project, value in r.hgetall(keys.READY_WAITS_ON).items():  # type: ignore[union-attr]
+        mtime, *ids = _s(value).split(" ")
+        try:
+            out[_s(project)] = (int(mtime), ids)
+        except ValueError:
+            continue
+    return out
+
+
+def saw_done_mtime(r: "redis.Redis", project: str, mtime_ns: int, ids: list[str]) -> None:
+    """done/ changed but released nothing awaited: remember the new mtime (checked once per change)."""
+    r.hset(keys.READY_WAITS_ON, project, " ".join([str(mtime_ns), *ids]))
+
+
 def waits_on(r: "redis.Redis", project: str, task_id: str) -> bool:
     """True when a blocked task (as of the last full scan) waits on ``project:task_id``."""
-    return bool(r.sismember(keys.READY_WAITS_ON, f"{project}:{task_id}"))
+    value = r.hget(keys.READY_WAITS_ON, project)
+    return value is not None and task_id in _s(value).split(" ")[1:]
 
 
 def snapshot(r: "redis.Redis") -> set[Entry]:

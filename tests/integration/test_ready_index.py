@@ -145,6 +145,23 @@ def test_a_done_dependency_sends_the_next_assign_to_a_full_scan(disp: Dispatcher
     assert not ready.is_complete(disp)
 
 
+def test_a_dependency_moved_to_done_is_seen_by_the_next_assign_without_the_monitor(
+        disp: Dispatcher, settings: Settings, agent_log: Path) -> None:
+    add_task(settings, "alpha", "B", depends_on=("beta:A",), priority="high")
+    add_task(settings, "beta", "A", "@fake: done")
+    add_task(settings, "gamma", "C", "@fake: hang", priority="low")
+    add_task(settings, "gamma", "D", depends_on=("beta:Z",))  # stays blocked
+    assert disp.assign_next("ccl-auto-0").task == "beta:A"
+    done = aq.project(settings.projects_dir, "beta").done
+    wait_for(lambda: (done / "A.md").exists(), what="the agent moved A to done/")  # nobody runs the monitor
+    assert ready.is_complete(disp) is False, "done/ changed where a blocked task waits"
+    assert disp.assign_next("ccl-auto-1").task == "alpha:B"
+    assert ready_index.awaited(disp.r) == {"beta": (done.stat().st_mtime_ns, ["Z"])}
+    (done / "unrelated.md").write_text("x")  # a change there that releases nothing: no scan for it
+    assert ready.is_complete(disp)
+    assert ready_index.awaited(disp.r) == {"beta": (done.stat().st_mtime_ns, ["Z"])}
+
+
 def test_after_a_flush_the_next_assign_rebuilds_the_index_nothing_lost_nothing_twice(
         disp: Dispatcher, settings: Settings, agent_log: Path) -> None:
     expected = {p: {f"{p.upper()}{i}" for i in range(3)} for p in ("ra", "rb", "rc")}
