@@ -63,9 +63,10 @@ def is_complete(disp: "Dispatcher") -> bool:
     first, and a file can be put there by hand: one stat of done/ per project that blocked
     tasks wait on tells whether to look at those IDs.
     """
-    if not ready_index.is_complete(disp.r):
+    complete, awaited = ready_index.state(disp.r)
+    if not complete:
         return False
-    for project, (seen, ids) in ready_index.awaited(disp.r).items():
+    for project, (seen, ids) in awaited.items():
         now = _mtime_ns(disp.settings.projects_dir / project / d.QUEUE_DIR / d.DONE)
         if now == seen:
             continue

@@ -121,8 +121,16 @@ def publish(r: "redis.Redis", entries: Iterable[Entry], waits_on: Iterable[DepRe
 
 def is_complete(r: "redis.Redis") -> bool:
     """True when a full scan built the index and nothing invalidated it since."""
-    built, dirty = r.mget([keys.READY_BUILT, keys.READY_DIRTY])  # type: ignore[misc]
-    return built is not None and int(built) == int(dirty or 0)
+    return state(r)[0]
+
+
+def state(r: "redis.Redis") -> tuple[bool, dict[str, tuple[int, list[str]]]]:
+    """:func:`is_complete` and :func:`awaited` in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    pipe.mget([keys.READY_BUILT, keys.READY_DIRTY])
+    pipe.hgetall(keys.READY_WAITS_ON)
+    (built, dirty), raw = pipe.execute()
+    return built is not None and int(built) == int(dirty or 0), _awaited(raw)
 
 
 def invalidate(r: "redis.Redis") -> None:
@@ -164,8 +172,12 @@ def heads(r: "redis.Redis", k: int, exclude: Iterable[str] = ()) -> dict[str, tu
 
 def awaited(r: "redis.Redis") -> dict[str, tuple[int, list[str]]]:
     """Per project: done/'s mtime_ns as last seen, and the IDs blocked tasks wait on there."""
+    return _awaited(r.hgetall(keys.READY_WAITS_ON))  # type: ignore[arg-type]
+
+
+def _awaited(raw: Mapping[Any, Any]) -> dict[str, tuple[int, list[str]]]:
     out: dict[str, tuple[int, list[str]]] = {}
-    for project, value in r.hgetall(keys.READY_WAITS_ON).items():  # type: ignore[union-attr]
+    for project, value in raw.items():
         mtime, *ids = _s(value).split(" ")
         try:
             out[_s(project)] = (int(mtime), ids)
