@@ -114,3 +114,23 @@ def notify_window(kind: str, minute: int) -> str:
 def closed(project: str, name: str) -> str:
     """``inode:mtime_ns:size`` of ``<project>/inbox/<name>`` when the watcher saw its writer finish."""
     return f"{PREFIX}closed:{project}:{name}"
+
+
+# The ready index (store/ready_index.py): a hint of what may dispatch, rebuilt by every full scan.
+#: Set of projects that have a ready set.
+READY_PROJECTS: Final = PREFIX + "ready:projects"
+#: Counter bumped by anything that makes the index incomplete (a dependency done): it needs a full scan.
+READY_DIRTY: Final = PREFIX + "ready:dirty"
+#: The ``READY_DIRTY`` value the index was built at (absent: never built, or flushed).
+READY_BUILT: Final = PREFIX + "ready:built"
+#: Counter numbering single inserts, and the sorted set of those inserts by number (kept across a rebuild).
+READY_SEQ: Final = PREFIX + "ready:seq"
+READY_JOURNAL: Final = PREFIX + "ready:journal"
+#: Hash: project → ``"<its done/ mtime_ns> <id> <id>…"``, the IDs blocked tasks wait on and done/'s mtime when
+#: the scan started (a change there may have released one: assign_next checks those IDs).
+READY_WAITS_ON: Final = PREFIX + "ready:waits-on"
+
+
+def ready(project: str) -> str:
+    """Sorted set of one project's eligible tasks (members: core/ready.py, all scores 0)."""
+    return f"{PREFIX}ready:p:{project}"

@@ -27,6 +27,7 @@ from dispatcher.store import attempts, events, hosts, locks, pause, settle
 from dispatcher.core import keys
 from dispatcher.agent import pool, pool_state
 from dispatcher.inbox import worktree
+from dispatcher.flows import ready
 from dispatcher.store import sessions as ss
 from dispatcher.core.errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
 from dispatcher.store.hook_log import HookLog
@@ -140,7 +141,8 @@ class Dispatcher:
     # -- entry points -----------------------------------------------------------
 
     def plan(self) -> Plan:
-        """A scan pass (writing markers); what it changed goes to the event log."""
+        """A scan pass (writing markers and the ready index); what it changed goes to the event log."""
+        ticket = ready.begin(self)
         result = run_scan(self.settings, now=self.clock(), write=True,
                           closed=lambda files: settle.closed_files(self.r, files))
         for kind, task, detail in result.changes:
@@ -151,6 +153,7 @@ class Dispatcher:
                     self.announce(project, task_id, str(aq.project(self.settings.projects_dir, project)
                                                         .task_path(task_id)))
             events.emit(self.r, kind, task=task, detail=detail)
+        ready.publish(self, result, ticket)
         return result
 
     def announce(self, project: str, task_id: str, path: str) -> None:
@@ -228,14 +231,22 @@ class Dispatcher:
             return Outcome(Status.MISSING, session=session, detail="tmux session does not exist")
         if not self.is_free(info, now):
             return Outcome(Status.BUSY, session=session, detail=f"state {info.state.value}")
-        return self._assign(session, self.plan())
+        if not ready.is_complete(self):  # flushed, never built, or a dependency got done: scan (and rebuild)
+            return self._assign(session, self.plan())
+        outcome = self._assign(session, None)
+        if outcome.status is Status.NO_TASK:  # the index is a hint: before saying so, ask the files
+            return self._assign(session, self.plan())
+        return outcome
 
-    def _assign(self, session: str, result: Plan) -> Outcome:
+    def _assign(self, session: str, result: Plan | None) -> Outcome:
+        """Try ``result.eligible`` in order — or, without a plan, the ready index's candidates."""
         held = set(pause.holds(self.r, self.clock()))
-        for task in result.eligible:
+        tasks = result.eligible if result is not None else ready.candidates(self, held)
+        for task in tasks:
             if task.project in held:
                 continue  # the project's own problem (say, an untrusted folder): serve the others
             outcome = self.dispatch_one(task, session)
+            ready.forget_if_claimed(self, task)  # claimed for good: its index entry goes
             if outcome.status is Status.HELD:
                 held.add(task.project)  # the session is still free: give it another project's task
                 continue

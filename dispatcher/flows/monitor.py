@@ -18,6 +18,7 @@ from dispatcher.inbox import worktree
 from dispatcher.store import sessions as ss
 from dispatcher.flows import claim as cl
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows import ready
 from dispatcher.core.errors import TmuxError
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.lifecycle import Action, Evidence, Step
@@ -149,6 +150,7 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
     cl.finished(disp.r, info.project, info.task, info.ref)
     events.emit(disp.r, "finished", task=info.task_key, session=info.ref,
                 detail=f"after {int(disp.clock() - info.since)}s{note}")
+    ready.on_done(disp, info.project, info.task)  # a blocked task waiting on it: the index needs a scan
     pause.reset_backoff(disp.r, disp.settings.host.account)  # the API answered a whole task: the next rate limit starts the backoff over
     _free(disp, info, failed=False, detail=f"finished {info.task_key}")
     return f"finished {info.task_key}"

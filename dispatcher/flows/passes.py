@@ -12,9 +12,10 @@ from typing import Any
 
 from dispatcher.core import defaults as d
 from dispatcher.core import keys
-from dispatcher.flows import blocked, monitor, recovery
+from dispatcher.flows import blocked, monitor, ready, recovery
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.inbox.inbox_path import InboxPathError, parse_inbox_path
+from dispatcher.inbox.ready_check import Verdict
 from dispatcher.store import settle
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,10 @@ def inbox_event(disp: Dispatcher, path: str, closed: Any, rescan_in: RescanIn,
         if now_ident is not None and now_ident[2] > 0:
             rescan_when_settled(disp, now_ident[1] / 1e9 + disp.settings.settle_time, rescan_in)
     disp.announce(project, task_id, path)
+    verdict = ready.on_new_file(disp, project, path)  # into the ready index when it can be judged alone
     outcomes = disp.fan_out()
-    if not outcomes and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=d.SCAN_PENDING_TTL_S):
-        # No assign_next will scan (pool paused, all sessions busy): one queued full_scan marks the file.
+    if verdict is Verdict.NEEDS_SCAN and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=d.SCAN_PENDING_TTL_S):
+        # Blocked, invalid or marked: one queued full_scan judges and marks the file (assign_next no longer scans).
         scan_soon()
     return {"task": f"{project}:{task_id}", "assigned": [o.as_dict() for o in outcomes]}
 

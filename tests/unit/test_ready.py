@@ -1,0 +1,116 @@
+"""The ready index's pure side (entries, their order) and the single-file checks, on real files (no Redis)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+from dispatcher.core import defaults as d
+from dispatcher.core.ordering import order_tasks
+from dispatcher.core.ready import Entry, decode, encode, entry_of, in_order, members_in_order
+from dispatcher.core.taskfile import DepRef, Priority, Task
+from dispatcher.inbox.ready_check import Verdict, check_new, recheck
+
+
+def _tasks(seed: int, n: int) -> list[Task]:
+    rnd = random.Random(seed)
+    projects = [f"p{i}" for i in range(rnd.randint(1, 6))]
+    out = []
+    for i in range(n):
+        project = rnd.choice(projects)
+        mtime = float(rnd.choice([1000, 1000.5, 2000, rnd.uniform(0, 1e10)]))  # ties on purpose
+        out.append(Task(id=f"T{rnd.randint(0, 40)}-{i}" if rnd.random() < 0.5 else f"T{i}", project=project,
+                        path=Path("/x"), priority=rnd.choice(list(Priority)), mtime=mtime, size=rnd.randint(1, 9999)))
+    return out
+
+
+def test_an_entry_round_trips_exactly_through_its_member() -> None:
+    for mtime in (0.0, 1.5, 1763000000.123456, -3.25, 1e-300):
+        for deps in (False, True):
+            e = Entry("web", "T1-a.b_c", 2, mtime, 123, deps)
+            assert decode("web", e.member) == e
+
+
+def test_malformed_members_are_refused_not_trusted() -> None:
+    good = encode(1, 5.0, "T1", 3)
+    for bad in ("", "x", good[:10], "9" + good[1:], good.replace("T1", "../x"), good.rsplit(" ", 2)[0] + " big 0",
+                good[:-1] + "x"):
+        assert decode("web", bad) is None
+
+
+def test_member_byte_order_is_the_queue_order_of_a_project() -> None:
+    tasks = [t for t in _tasks(7, 400) if t.project == "p0"] or _tasks(7, 400)
+    by_bytes = sorted(tasks, key=lambda t: entry_of(t).member.encode())
+    assert [(t.priority.rank, t.mtime, t.id) for t in by_bytes] == sorted(
+        (t.priority.rank, t.mtime, t.id) for t in tasks)
+
+
+def test_index_order_is_the_plan_order_decoded_or_not() -> None:
+    for seed in range(30):
+        tasks = _tasks(seed, 120)
+        plan = [(t.project, t.id) for t in order_tasks(tasks)]
+        assert [(e.project, e.id) for e in in_order(entry_of(t) for t in tasks)] == plan
+        raw = members_in_order((t.project, entry_of(t).member) for t in tasks)
+        assert [(p, decode(p, m).id) for p, m in raw] == plan  # type: ignore[union-attr]
+
+
+# -- single-file checks ---------------------------------------------------------------------------
+
+def _entry(path: Path, project: str, rank: int = 2, has_deps: bool = False) -> Entry:
+    st = path.stat()
+    return Entry(project, path.name[:-3], rank, st.st_mtime, st.st_size, has_deps)
+
+
+def test_recheck_finds_an_unchanged_task_ready_parsing_only_one_with_dependencies(make_project, settings) -> None:
+    proj = make_project("web", tasks={"T1": {"title": "one"}, "T2": {"title": "two", "depends_on": ("web:T0",)}},
+                        done=["T0.md"])
+    got = recheck(settings, _entry(proj.task_path("T1"), "web", rank=1))
+    assert got.verdict is Verdict.READY and got.task is not None
+    assert (got.task.key, got.task.path, got.task.priority.rank) == (DepRef("web", "T1"), proj.task_path("T1"), 1)
+    st = proj.task_path("T1").stat()
+    assert (got.task.mtime, got.task.size) == (st.st_mtime, st.st_size)
+    parsed = recheck(settings, _entry(proj.task_path("T2"), "web", has_deps=True))
+    assert parsed.verdict is Verdict.READY and parsed.task is not None and parsed.task.title == "two"
+
+
+def test_recheck_drops_a_deleted_or_rewritten_file(make_project, settings) -> None:
+    proj = make_project("web", tasks={"T1": {}, "T2": {}})
+    gone, changed = _entry(proj.task_path("T1"), "web"), _entry(proj.task_path("T2"), "web")
+    proj.task_path("T1").unlink()
+    proj.task_path("T2").write_text("---\ntitle: other and longer\n---\nnew body\n")
+    assert recheck(settings, gone).verdict is Verdict.STALE
+    assert recheck(settings, changed).verdict is Verdict.STALE
+
+
+def test_recheck_keeps_but_skips_a_task_being_launched_or_with_a_running_namesake(make_project, settings) -> None:
+    proj = make_project("web", tasks={"T1": {}, "T2": {}})
+    launching, twin = _entry(proj.task_path("T1"), "web"), _entry(proj.task_path("T2"), "web")
+    os.rename(proj.task_path("T1"), proj.task_path("T1", d.LAUNCHING))
+    proj.task_path("T2", d.DISPATCHED).write_text("an earlier T2, still running")
+    assert recheck(settings, launching).verdict is Verdict.BUSY
+    assert recheck(settings, twin).verdict is Verdict.BUSY
+
+
+def test_recheck_checks_the_dependencies_again(make_project, settings) -> None:
+    make_project("lib", done=["L1-20260101.md"])
+    proj = make_project("web", tasks={"T1": {"depends_on": ("lib:L1",)}, "T2": {"depends_on": ("lib:L2",)}})
+    assert recheck(settings, _entry(proj.task_path("T1"), "web", has_deps=True)).verdict is Verdict.READY  # T1-….md
+    assert recheck(settings, _entry(proj.task_path("T2"), "web", has_deps=True)).verdict is Verdict.STALE
+
+
+def test_a_new_file_is_judged_alone_or_left_to_a_full_scan(make_project, settings) -> None:
+    proj = make_project("web", tasks={"T1": {}, "T2": {"depends_on": ("web:T9",)}, "T3": "---\npriority: [\n",
+                                      "T4": {}})
+    proj.task_path("T4", d.BLOCKED).write_text("")
+    now = time.time() + 10
+    assert check_new(settings, "web", str(proj.task_path("T1")), now=now, closed=None).verdict is Verdict.READY
+    for blocked_or_invalid_or_marked in ("T2", "T3", "T4"):
+        got = check_new(settings, "web", str(proj.task_path(blocked_or_invalid_or_marked)), now=now, closed=None)
+        assert got.verdict is Verdict.NEEDS_SCAN, blocked_or_invalid_or_marked
+    fresh = settings.with_overrides(settle_time=60.0)
+    assert check_new(fresh, "web", str(proj.task_path("T1")), now=now, closed=None).verdict is Verdict.UNSETTLED
+    st = proj.task_path("T1").stat()
+    closed = (st.st_ino, st.st_mtime_ns, st.st_size)
+    assert check_new(fresh, "web", str(proj.task_path("T1")), now=now, closed=closed).verdict is Verdict.READY
