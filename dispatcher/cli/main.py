@@ -108,7 +108,7 @@ def validate(obj: Ctx, paths: tuple[Path, ...], project: str | None) -> None:
     \b
     Example:  dispatcher validate projects/web/.agent-queue/inbox/*.md
     """
-    from dispatcher.core.taskfile import load_task
+    from dispatcher.inbox.reader import load_task
 
     bad = 0
     for path in paths:
@@ -150,7 +150,8 @@ def submit(obj: Ctx, project: str, source: Any, task_id: str | None, title: str,
     \b
     Example:  echo "Fix the login bug" | dispatcher submit web --priority high --depends-on web:SETUP-1
     """
-    from dispatcher.core.taskfile import load_task, render_task
+    from dispatcher.core.taskfile import render_task
+    from dispatcher.inbox.reader import load_task
 
     try:
         proj = aq.project(obj.settings.projects_dir, project)

@@ -1,17 +1,14 @@
 """Task files: parse ``<id>.md`` (optional YAML frontmatter + Markdown body) into a Task.
 
-Pure parsing over bytes (:func:`parse_task`) and one safe reader
-(:func:`read_task_bytes`) that never follows symlinks nor blocks on FIFOs.
+Pure parsing over bytes (:func:`parse_task`); reading the file (no symlinks, no
+FIFOs, size caps) is the inbox adapter's job (:mod:`dispatcher.inbox.reader`).
 Anything wrong raises :class:`TaskFileError` with a reason a human can act on;
 frontmatter that fails to parse never means "no dependencies" (fail closed).
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -20,7 +17,7 @@ from typing import Any
 import yaml
 
 from dispatcher.core import defaults as d
-from dispatcher.core.errors import TaskFileError, TaskGone, TaskIncomplete, UnsafeIdError
+from dispatcher.core.errors import TaskFileError, TaskIncomplete, UnsafeIdError
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+\Z")  # \Z: "$" would accept a trailing newline
 _FENCE = re.compile(r"^---[ \t]*$")
@@ -113,7 +110,23 @@ def _too_deep(line: int) -> TaskFileError:
                          "(lists/mappings inside each other): flatten it", line=line + 2)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class _UniqueKeys:
+    """Refuses a mapping that names a key twice."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML keeps the last of two equal keys: "depends_on: [A]" then "depends_on: []"
+        # would silently mean "no dependencies". Fail closed instead.
+        seen: set[str] = set()
+        for key_node, _ in getattr(node, "value", ()):
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise TaskFileError(f"key '{key_node.value}' appears twice in the frontmatter: keep one",
+                                        line=key_node.start_mark.line + 2)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)  # type: ignore[misc]
+
+
+class _NoAliasLoader(_UniqueKeys, yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases (no billion-laughs expansion) and deep nesting."""
 
     def __init__(self, stream: str) -> None:
@@ -144,19 +157,6 @@ class _NoAliasLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        # PyYAML keeps the last of two equal keys: "depends_on: [A]" then "depends_on: []"
-        # would silently mean "no dependencies". Fail closed instead.
-        seen: set[str] = set()
-        for key_node, _ in getattr(node, "value", ()):
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise TaskFileError(f"key '{key_node.value}' appears twice in the frontmatter: keep one",
-                                        line=key_node.start_mark.line + 2)
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
 
 def task_id_from_name(name: str) -> str:
     """The task ID of an inbox file name ``<id>.md``, validated."""
@@ -289,54 +289,6 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
         warnings=warnings,
         size=len(data),
     )
-
-
-def read_task_bytes(path: Path, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[bytes, float]:
-    """Read a task file safely: regular files only, no symlinks, never block on a FIFO.
-
-    Returns the bytes and the mtime of the opened file (not of whatever the path
-    points to later).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise TaskFileError("is a symbolic link: task files must be regular files", path=str(path)) from None
-        if exc.errno == errno.ENOENT:
-            raise TaskGone(f"cannot open: {exc.strerror}", path=str(path)) from None
-        raise TaskFileError(f"cannot open: {exc.strerror}", path=str(path)) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TaskFileError("is not a regular file (FIFO, device or directory)", path=str(path))
-        if st.st_size > max_bytes:
-            raise TaskFileError(f"is {st.st_size} bytes, larger than the limit of {max_bytes}", path=str(path))
-        chunks: list[bytes] = []
-        remaining = max_bytes + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > max_bytes:
-            raise TaskFileError(f"grew beyond the limit of {max_bytes} bytes while being read", path=str(path))
-        return data, st.st_mtime
-    finally:
-        os.close(fd)
-
-
-def load_task(path: Path, project: str, max_bytes: int = d.MAX_TASK_BYTES) -> Task:
-    """Read and parse one inbox file ``<id>.md`` of ``project``."""
-    task_id = task_id_from_name(path.name)
-    data, mtime = read_task_bytes(path, max_bytes)
-    try:
-        return parse_task(data, task_id=task_id, project=project, path=path, mtime=mtime)
-    except TaskFileError as exc:
-        if exc.path is None:
-            raise type(exc)(exc.reason, path=str(path), line=exc.line) from None
-        raise
 
 
 def render_task(*, title: str = "", priority: str = d.DEFAULT_PRIORITY, tags: tuple[str, ...] = (),

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.core import defaults as d
 from dispatcher.store import events, hosts, locks, owners
 from dispatcher.core import keys, screen
@@ -69,7 +70,7 @@ def recover_launching(disp: Dispatcher) -> list[str]:
     now = disp.clock()
     others = [n for n in hosts.alive(disp.r, now, disp.settings.host_lost_after) if n != disp.host]
     for proj in aq.discover_projects(disp.settings.projects_dir, disp.settings.projects):
-        snap = aq.snapshot(proj)
+        snap = aq.list_project(proj)
         for name in sorted(snap.inbox):
             if not name.endswith(d.TASK_SUFFIX + d.LAUNCHING) or name.startswith("."):
                 continue
@@ -168,7 +169,7 @@ def _claimed(disp: Dispatcher) -> list[tuple[aq.Project, str, Path]]:
     """Every ``.launching``/``.dispatched`` file of every project: (project, task id, path)."""
     found = []
     for proj in aq.discover_projects(disp.settings.projects_dir, disp.settings.projects):
-        for name in sorted(aq.snapshot(proj).inbox):
+        for name in sorted(aq.list_project(proj).inbox):
             if name.startswith("."):
                 continue
             for suffix in (d.LAUNCHING, d.DISPATCHED):
@@ -220,7 +221,7 @@ def _take_back(disp: Dispatcher, proj: aq.Project, task_id: str, path: Path, own
             events.emit(disp.r, "failed", task=key, session=owner or "", detail=why)
             return f"{key}: failed ({why})"
         aq.release(path)
-        aq.write_marker(proj.task_path(task_id), aq.FAILURE_NOTE, note)
+        markers.write_failure(proj.task_path(task_id), note)
     except (ClaimError, OSError) as exc:  # the owner finished or moved it meanwhile
         logger.warning("take-back of %s: %s", key, exc)
         return f"{key}: left as is ({exc})"
