@@ -98,7 +98,9 @@ def find_cycles(tasks: Iterable[Task], done: DoneIndex) -> dict[DepRef, tuple[De
     stack: list[DepRef] = []
     counter = 0
     cycles: dict[DepRef, tuple[DepRef, ...]] = {}
-    for root in sorted(by_key):
+    # Only a task that waits on a pending task can be on a cycle: start from those alone (most
+    # tasks wait on nothing, and sorting or walking them all was most of a warm scan).
+    for root in sorted(k for k, succ in edges.items() if succ):
         if root in index:
             continue
         work: list[tuple[DepRef, int]] = [(root, 0)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from dispatcher.core import defaults as d
 from dispatcher.core.taskfile import check_segment
@@ -37,9 +38,12 @@ class Project:
         return self.inbox / (check_segment(task_id, "task id") + d.TASK_SUFFIX + suffix)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file of inbox/ as listed (lstat: a symlink is seen as a symlink)."""
+class Entry(NamedTuple):
+    """One file of inbox/ as listed (lstat: a symlink is seen as a symlink).
+
+    A named tuple, not a dataclass: a scan makes one per inbox file and a frozen dataclass
+    costs several times more to build.
+    """
 
     name: str
     mtime: float

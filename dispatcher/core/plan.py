@@ -126,8 +126,11 @@ def cap(ordered: list[Task], flight: Mapping[str, list[tuple[str, str]]],
             taken[proj] = taken.get(proj, 0) + 1
     kept: list[Task] = []
     waiting: list[tuple[Task, str]] = []
+    limits: dict[str, int] = {}
     for task in ordered:
-        limit = limit_of(task.project)
+        limit = limits.get(task.project)
+        if limit is None:
+            limit = limits[task.project] = limit_of(task.project)
         n = taken.get(task.project, 0)
         if limit and n >= limit:
             waiting.append((task, at_limit_reason(n, limit)))
@@ -186,7 +189,7 @@ def plan(listings: list[ProjectListing], loaded: list[Loaded], *, now: float, in
         if (task.project, task.id) in busy_ids:
             result.waiting.append((task, "a task with the same ID is still launching or dispatched"))
             continue
-        if task.key in cycles:
+        if cycles and task.key in cycles:
             reason = f"dependency cycle: {format_path(cycles[task.key])}"
             result.unmet[task.key] = check(task, done)
         else:

@@ -18,6 +18,7 @@ import yaml
 
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import TaskFileError, TaskIncomplete, UnsafeIdError
+from dispatcher.core.frontmatter import load_frontmatter
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+\Z")  # \Z: "$" would accept a trailing newline
 _FENCE = re.compile(r"^---[ \t]*$")
@@ -104,60 +105,6 @@ class Task:
         return self.id + d.TASK_SUFFIX
 
 
-def _too_deep(line: int) -> TaskFileError:
-    """The error for frontmatter nested beyond the limit (``line`` 0-based inside the block)."""
-    return TaskFileError(f"invalid YAML frontmatter: nested more than {d.MAX_FRONTMATTER_DEPTH} levels deep "
-                         "(lists/mappings inside each other): flatten it", line=line + 2)
-
-
-class _UniqueKeys:
-    """Refuses a mapping that names a key twice."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        # PyYAML keeps the last of two equal keys: "depends_on: [A]" then "depends_on: []"
-        # would silently mean "no dependencies". Fail closed instead.
-        seen: set[str] = set()
-        for key_node, _ in getattr(node, "value", ()):
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise TaskFileError(f"key '{key_node.value}' appears twice in the frontmatter: keep one",
-                                        line=key_node.start_mark.line + 2)
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)  # type: ignore[misc]
-
-
-class _NoAliasLoader(_UniqueKeys, yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases (no billion-laughs expansion) and deep nesting."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def fetch_flow_collection_start(self, token_class: Any) -> None:
-        # Scanner level: PyYAML's bookkeeping per open '[' / '{' makes deep flow nesting quadratic
-        # (5,000 levels in 10 KiB cost ~0.5 s of CPU), so stop at the limit before any of it.
-        if self.flow_level >= d.MAX_FRONTMATTER_DEPTH:
-            raise _too_deep(self.line)
-        super().fetch_flow_collection_start(token_class)  # type: ignore[no-untyped-call]
-
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise TaskFileError(
-                "YAML anchors/aliases (&name, *name) are not allowed in task frontmatter",
-                line=event.start_mark.line + 2,
-            )
-        if not isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            return super().compose_node(parent, index)
-        # Block nesting (indentation, "- - - x") is cheap to scan but is refused at the same depth.
-        self._depth += 1
-        try:
-            if self._depth > d.MAX_FRONTMATTER_DEPTH:
-                raise _too_deep(event.start_mark.line if event.start_mark is not None else -1)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
 def task_id_from_name(name: str) -> str:
     """The task ID of an inbox file name ``<id>.md``, validated."""
     if not name.endswith(d.TASK_SUFFIX):
@@ -186,38 +133,6 @@ def split_frontmatter(text: str) -> tuple[str | None, str]:
         if _FENCE.match(lines[i]):
             return "\n".join(lines[1:i]), "\n".join(lines[i + 1:]).strip()
     raise TaskIncomplete("frontmatter starts with '---' but has no closing '---' line (still being written?)")
-
-
-def _load_yaml(block: str) -> dict[str, Any]:
-    if len(block.encode("utf-8")) > d.MAX_FRONTMATTER_BYTES:
-        raise TaskFileError(f"frontmatter is larger than {d.MAX_FRONTMATTER_BYTES} bytes")
-    try:
-        data = yaml.load(block, Loader=_NoAliasLoader)  # noqa: S506 - safe loader subclass
-    except TaskFileError:
-        raise
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        # PyYAML says "found character '\t' that cannot start any token": it never says "tab".
-        tab = "\t" in block and ("tab" in problem.lower() or repr("\t") in problem)
-        hint = " (YAML forbids tabs for indentation: use spaces)" if tab else ""
-        raise TaskFileError(
-            f"invalid YAML frontmatter: {problem}{hint}",
-            line=(mark.line + 2) if mark is not None else None,  # +1 for 1-based, +1 for the opening ---
-        ) from None
-    except RecursionError:
-        # The composer recurses once per nesting level: [[[[… within 16 KiB is enough.
-        raise TaskFileError("invalid YAML frontmatter: nested too deeply") from None
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-        # SafeLoader's constructors raise these on odd scalars (a: 2026-13-45, !!int 0x, 5000-digit ints).
-        raise TaskFileError(
-            f"invalid YAML frontmatter: a value cannot be read ({str(exc)[:200]}): put it in quotes"
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise TaskFileError(f"frontmatter must be a mapping of keys (title: …), got {type(data).__name__}")
-    return data
 
 
 def _as_text(value: Any, key: str) -> str:
@@ -257,7 +172,7 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
     if not data.strip():
         raise TaskIncomplete("file is empty (still being written?)")
     front, body = split_frontmatter(_decode(data))
-    meta = _load_yaml(front) if front is not None else {}
+    meta = load_frontmatter(front) if front is not None else {}
     warnings = tuple(f"unknown key '{k}' ignored" for k in meta if k not in KNOWN_KEYS)
     title = _as_text(_given(meta, "title", ""), "title")
     raw_prio = _given(meta, "priority", d.DEFAULT_PRIORITY)

@@ -32,8 +32,13 @@ def read_task_bytes(path: Path, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[byte
             raise TaskFileError("is not a regular file (FIFO, device or directory)", path=str(path))
         if st.st_size > max_bytes:
             raise TaskFileError(f"is {st.st_size} bytes, larger than the limit of {max_bytes}", path=str(path))
-        chunks: list[bytes] = []
-        remaining = max_bytes + 1
+        # One read asks for the listed size + 1: getting exactly the listed size is the whole file
+        # (the common case: one read, not two). Anything else (it grew, shrank or read short) reads on.
+        first = os.read(fd, st.st_size + 1)
+        if len(first) == st.st_size:
+            return first, st.st_mtime
+        chunks: list[bytes] = [first]
+        remaining = max_bytes + 1 - len(first)
         while remaining > 0:
             chunk = os.read(fd, min(remaining, 65536))
             if not chunk:

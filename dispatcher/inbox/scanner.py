@@ -71,22 +71,26 @@ def read_inboxes(settings: Settings) -> tuple[list[ProjectListing], list[Loaded]
     loaded: list[Loaded] = []
     for listing in listings:
         project = listing.project.name
+        inbox = listing.project.inbox  # built once: Path joins cost more than reading a small file
+        inbox_str = str(inbox)
         for name in pending_names(listing):
             entry = listing.inbox[name]
-            path = listing.project.inbox / name
+            key = f"{inbox_str}/{name}"
             marker = listing.inbox.get(name + d.INVALID)
             if marker is not None and marker.mtime >= entry.mtime:
+                path = inbox / name
                 reason = markers.read_invalid(path) or "invalid"
                 loaded.append(Loaded(project, path, mtime=entry.mtime, invalid_marker=reason))
                 continue
-            cached = _cache.get(str(path), entry.identity) if entry.regular else None
+            cached = _cache.get(key, entry.identity) if entry.regular else None
             if cached is not None:
-                loaded.append(Loaded(project, path, task=cached, mtime=cached.mtime))
+                loaded.append(Loaded(project, cached.path, task=cached, mtime=cached.mtime))
                 continue
+            path = inbox / name
             try:
                 task = load_task(path, project, settings.max_task_bytes)
                 loaded.append(Loaded(project, path, task=task, mtime=task.mtime))
-                _cache.put(str(path), entry.identity, task)
+                _cache.put(key, entry.identity, task)
             except TaskGone:
                 continue  # claimed or moved since the listing: not a problem of the file
             except TaskFileError as exc:

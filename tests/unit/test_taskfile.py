@@ -477,3 +477,4 @@ def test_dry_run_writes_no_marker(make_project, scan):
 
     assert len(plan.invalid) == 1 and len(plan.blocked) == 1
     assert sorted(p.name for p in proj.inbox.iterdir()) == ["bad.md", "wait.md"]
+
