@@ -90,7 +90,7 @@ if getattr(yaml, "__with_libyaml__", False):
 
 
 #: ``key: value`` at column 0; the value (if any) follows one or more spaces.
-_SIMPLE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):(?: +(.*))?\Z")
+_SIMPLE_LINE = re.compile(r"([A-Za-z][A-Za-z0-9_]*):(?: +(.*))?\Z")
 #: A one-line plain scalar in block context that YAML reads as this very text: it starts with a
 #: letter (no indicator, no number), has no '#', no ": ", no trailing ':' and single inner spaces.
 _SIMPLE_TEXT = re.compile(r"[A-Za-z](?:[^\s#:]|:(?=\S)| (?=\S))*\Z")
@@ -104,10 +104,10 @@ _YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null"})
 
 def _simple_text(text: str, pattern: re.Pattern[str]) -> str | None:
     """``text`` as YAML reads it when that is certain (plain or single-quoted), else None."""
+    if pattern.match(text):
+        return text if text.lower() not in _YAML_WORDS else None
     quoted = _QUOTED.match(text)
-    if quoted is not None:
-        return quoted.group(1)
-    return text if pattern.match(text) and text.lower() not in _YAML_WORDS else None
+    return quoted.group(1) if quoted is not None else None
 
 
 def _simple_load(block: str) -> Any:
@@ -122,23 +122,27 @@ def _simple_load(block: str) -> Any:
         if not line:
             continue
         m = _SIMPLE_LINE.match(line)
-        if m is None or m.group(1) in out or _simple_text(m.group(1), _SIMPLE_TEXT) is None:
+        if m is None:
             return _NO_FAST
-        key, value = m.group(1), m.group(2)
+        key, value = m.group(1, 2)
+        if key in out or key.lower() in _YAML_WORDS:
+            return _NO_FAST
         if value is None:
             out[key] = None
-        elif value.startswith("[") and value.endswith("]"):
+        elif value[0] == "[":
+            if value[-1] != "]":
+                return _NO_FAST
             inner = value[1:-1].strip(" ")
             items = [_simple_text(item.strip(" "), _SIMPLE_ITEM) for item in inner.split(",")] if inner else []
             if None in items:
                 return _NO_FAST
             out[key] = items
         else:
-            out[key] = _simple_text(value, _SIMPLE_TEXT)
-            if out[key] is None:
+            text = _simple_text(value, _SIMPLE_TEXT)
+            if text is None:
                 return _NO_FAST
+            out[key] = text
     return out or None  # blank lines only: YAML reads no document
-
 
 
 def _depth(data: Any) -> int:
