@@ -125,8 +125,8 @@ def run_size(tmp: Path, projects: int, pending: int, runs: int) -> list[tuple[st
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def floor_cli() -> None:
-        subprocess.run([sys.executable, "-c", FLOOR + "\nimport sys\nprint(read_all(sys.argv[1]))", str(root / "projects")],
-                       check=True, stdout=subprocess.DEVNULL)
+        code = FLOOR + "\nimport sys\nprint(read_all(sys.argv[1]))"
+        subprocess.run([sys.executable, "-c", code, str(root / "projects")], check=True, stdout=subprocess.DEVNULL)
 
     def cli() -> None:
         subprocess.run([sys.executable, "-m", "dispatcher", "--config", str(config), "scan", "--dry-run"],

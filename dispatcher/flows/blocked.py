@@ -28,7 +28,8 @@ def _failed_deps(missing: tuple[DepRef, ...], failed: set[tuple[str, str]]) -> l
 def check_blocked(settings: Settings, r: "redis.Redis", *, now: float) -> list[str]:
     """Write ``.stuck`` where due; returns the tasks newly stuck."""
     listings, loaded = read_inboxes(settings)
-    result = plan(listings, loaded, now=now, incomplete_grace=settings.incomplete_grace, settle_time=settings.settle_time)
+    result = plan(listings, loaded, now=now, incomplete_grace=settings.incomplete_grace,
+                  settle_time=settings.settle_time)
     failed = set(result.in_flight.get("failed", []))
     newly: list[str] = []
     for task, reason in result.blocked:
