@@ -43,6 +43,7 @@ from dispatcher.agent import pool, pool_state  # noqa: E402
 from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
 from dispatcher.flows import ready  # noqa: E402
+from dispatcher.flows.ports import Ports
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec, Outcome  # noqa: E402
 from dispatcher.inbox.scanner import run_scan  # noqa: E402
 from dispatcher.testing import FAKE_AGENT_COMMAND  # noqa: E402
@@ -219,7 +220,7 @@ def main() -> None:
         # small: 10 pending in one project, refilled after each dispatch
         small = tmp / "small"
         make_tree(small, 1, 10)
-        sdisp = Dispatcher(settings_for(small, tmp, socket), r, t, noop_launch)
+        sdisp = Dispatcher(Ports(settings_for(small, tmp, socket), r, t, noop_launch))
         inbox = small / "p000" / ".agent-queue" / "inbox"
         counter = iter(range(10, 10**9))
 
@@ -244,7 +245,7 @@ def main() -> None:
         bigroot = tmp / "big"
         make_tree(bigroot, args.projects, args.pending)
         say(f"generated in {time.perf_counter() - g0:.1f} s")
-        bdisp = Dispatcher(settings_for(bigroot, tmp, socket), r, t, noop_launch)
+        bdisp = Dispatcher(Ports(settings_for(bigroot, tmp, socket), r, t, noop_launch))
         t0 = time.perf_counter()
         run_scan(bdisp.settings, now=time.time(), write=False)  # cold: fills the parse cache
         cold = time.perf_counter() - t0

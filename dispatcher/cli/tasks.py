@@ -18,8 +18,10 @@ import click
 from dispatcher.cli.group import EXIT_INVALID, EXIT_OK, Ctx, cli, pass_ctx
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ClaimError, DispatcherError, TaskFileError
-from dispatcher.core.taskfile import load_task, render_task
+from dispatcher.core.taskfile import render_task
+from dispatcher.inbox.reader import load_task
 from dispatcher.inbox import files as aq
+from dispatcher.inbox.fsio import STATE_SUFFIXES
 
 
 @cli.command()
@@ -124,7 +126,7 @@ def _generated_id() -> str:
 
 def _write_new_task(proj: aq.Project, task_id: str, text: str) -> Path:
     """Write ``inbox/<id>.md`` atomically unless that ID is pending or in flight (ClaimError)."""
-    for suffix in aq.STATE_SUFFIXES:
+    for suffix in STATE_SUFFIXES:
         if proj.task_path(task_id, suffix).exists():
             raise ClaimError(f"task {proj.name}:{task_id} already exists as {task_id}.md{suffix}")
     return aq.write_task_atomically(proj, task_id, text)

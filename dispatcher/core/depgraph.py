@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from dispatcher.core.gate import DoneIndex, find_cycles, format_path
-from dispatcher.inbox.scanner import Plan
+from dispatcher.core.plan import Plan
 from dispatcher.core.taskfile import DepRef, Task
 
 #: Node states, in the order a legend lists them.

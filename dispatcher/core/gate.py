@@ -73,11 +73,16 @@ class DoneIndex:
         return frozenset(self._done)
 
 
+_MET = GateResult(GateStatus.MET)
+
+
 def check(task: Task, done: DoneIndex) -> GateResult:
     """Gate one task: MET when every dependency is done, else UNMET with the missing ones."""
+    if not task.depends_on:
+        return _MET
     missing = tuple(dep for dep in task.depends_on if not done.is_done(dep))
     if not missing:
-        return GateResult(GateStatus.MET)
+        return _MET
     unknown = tuple(sorted({dep.project for dep in missing if not done.has_project(dep.project)}))
     return GateResult(GateStatus.UNMET, missing, unknown)
 
@@ -89,8 +94,14 @@ def find_cycles(tasks: Iterable[Task], done: DoneIndex) -> dict[DepRef, tuple[De
     that task, e.g. ``a:A → b:B → a:A``. Done deps break no cycle because they
     are not edges: only pending tasks that wait on pending tasks count.
     """
-    by_key = {t.key: t for t in tasks}
-    edges = {k: [dep for dep in t.depends_on if dep in by_key and not done.is_done(dep)] for k, t in by_key.items()}
+    tasks = list(tasks)
+    pending = {(t.project, t.id) for t in tasks}
+    # Edges of the tasks that wait on pending tasks only: a task without one is on no cycle.
+    edges: dict[DepRef, list[DepRef]] = {}
+    for t in tasks:
+        succ = [dep for dep in t.depends_on if (dep.project, dep.task_id) in pending and not done.is_done(dep)]
+        if succ:
+            edges[t.key] = succ
     # Tarjan's strongly connected components, iterative (no recursion limit on long chains).
     index: dict[DepRef, int] = {}
     low: dict[DepRef, int] = {}
@@ -98,7 +109,8 @@ def find_cycles(tasks: Iterable[Task], done: DoneIndex) -> dict[DepRef, tuple[De
     stack: list[DepRef] = []
     counter = 0
     cycles: dict[DepRef, tuple[DepRef, ...]] = {}
-    for root in sorted(by_key):
+    # Start from those alone (most tasks wait on nothing; sorting or walking them all was most of a warm scan).
+    for root in sorted(edges):
         if root in index:
             continue
         work: list[tuple[DepRef, int]] = [(root, 0)]
@@ -109,7 +121,7 @@ def find_cycles(tasks: Iterable[Task], done: DoneIndex) -> dict[DepRef, tuple[De
                 counter += 1
                 stack.append(node)
                 on_stack.add(node)
-            succ = edges[node]
+            succ = edges.get(node, [])
             if i < len(succ):
                 work.append((node, i + 1))
                 nxt = succ[i]
@@ -126,7 +138,7 @@ def find_cycles(tasks: Iterable[Task], done: DoneIndex) -> dict[DepRef, tuple[De
                     comp.append(w)
                     if w == node:
                         break
-                if len(comp) > 1 or node in edges[node]:
+                if len(comp) > 1 or node in edges.get(node, ()):
                     members = set(comp)
                     for member in comp:
                         if member in cycles:

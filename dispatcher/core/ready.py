@@ -37,7 +37,7 @@ def _unsortable(h: str) -> float:
 
 
 @dataclass(frozen=True)
-class Entry:
+class ReadyEntry:
     """One indexed task: enough to order it and to re-check its file before a claim."""
 
     project: str
@@ -60,23 +60,23 @@ def encode(rank: int, mtime: float, task_id: str, size: int, has_deps: bool = Fa
     return f"{rank}{_sortable(mtime)}{task_id} {size} {int(has_deps)}"
 
 
-def entry_of(task: Task) -> Entry:
-    return Entry(task.project, task.id, task.priority.rank, task.mtime, task.size, bool(task.depends_on))
+def entry_of(task: Task) -> ReadyEntry:
+    return ReadyEntry(task.project, task.id, task.priority.rank, task.mtime, task.size, bool(task.depends_on))
 
 
-def decode(project: str, member: str) -> Entry | None:
+def decode(project: str, member: str) -> ReadyEntry | None:
     """The entry of a member, or None when it is malformed (Redis is outside: validate)."""
     try:
         head, size, deps = member.rsplit(" ", 2)
         rank, task_id = int(head[0]), head[17:]
         if not 0 <= rank < len(d.PRIORITIES) or not is_safe_segment(task_id) or deps not in ("0", "1"):
             return None
-        return Entry(project, task_id, rank, _unsortable(head[1:17]), int(size), deps == "1")
+        return ReadyEntry(project, task_id, rank, _unsortable(head[1:17]), int(size), deps == "1")
     except (ValueError, IndexError, struct.error):
         return None
 
 
-def in_order(entries: Iterable[Entry]) -> list[Entry]:
+def in_order(entries: Iterable[ReadyEntry]) -> list[ReadyEntry]:
     """Entries in dispatch order (the same rule as ``order_tasks``)."""
     return round_robin(entries, rank=lambda e: e.rank, project=lambda e: e.project, age=lambda e: (e.mtime, e.id))
 

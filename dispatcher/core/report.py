@@ -6,7 +6,7 @@ import json
 from typing import Any, Mapping
 
 from dispatcher.core.gate import format_path
-from dispatcher.inbox.scanner import Plan
+from dispatcher.core.plan import Plan
 from dispatcher.core.taskfile import DepRef, Task
 
 

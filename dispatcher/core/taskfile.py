@@ -1,17 +1,14 @@
 """Task files: parse ``<id>.md`` (optional YAML frontmatter + Markdown body) into a Task.
 
-Pure parsing over bytes (:func:`parse_task`) and one safe reader
-(:func:`read_task_bytes`) that never follows symlinks nor blocks on FIFOs.
+Pure parsing over bytes (:func:`parse_task`); reading the file (no symlinks, no
+FIFOs, size caps) is the inbox adapter's job (:mod:`dispatcher.inbox.reader`).
 Anything wrong raises :class:`TaskFileError` with a reason a human can act on;
 frontmatter that fails to parse never means "no dependencies" (fail closed).
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -20,7 +17,8 @@ from typing import Any
 import yaml
 
 from dispatcher.core import defaults as d
-from dispatcher.core.errors import TaskFileError, TaskGone, TaskIncomplete, UnsafeIdError
+from dispatcher.core.errors import TaskFileError, TaskIncomplete, UnsafeIdError
+from dispatcher.core.frontmatter import load_frontmatter
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+\Z")  # \Z: "$" would accept a trailing newline
 _FENCE = re.compile(r"^---[ \t]*$")
@@ -107,57 +105,6 @@ class Task:
         return self.id + d.TASK_SUFFIX
 
 
-def _too_deep(line: int) -> TaskFileError:
-    """The error for frontmatter nested beyond the limit (``line`` 0-based inside the block)."""
-    return TaskFileError(f"invalid YAML frontmatter: nested more than {d.MAX_FRONTMATTER_DEPTH} levels deep "
-                         "(lists/mappings inside each other): flatten it", line=line + 2)
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases (no billion-laughs expansion) and deep nesting."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def fetch_flow_collection_start(self, token_class: Any) -> None:
-        # Scanner level: PyYAML's bookkeeping per open '[' / '{' makes deep flow nesting quadratic
-        # (5,000 levels in 10 KiB cost ~0.5 s of CPU), so stop at the limit before any of it.
-        if self.flow_level >= d.MAX_FRONTMATTER_DEPTH:
-            raise _too_deep(self.line)
-        super().fetch_flow_collection_start(token_class)  # type: ignore[no-untyped-call]
-
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise TaskFileError(
-                "YAML anchors/aliases (&name, *name) are not allowed in task frontmatter",
-                line=event.start_mark.line + 2,
-            )
-        if not isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            return super().compose_node(parent, index)
-        # Block nesting (indentation, "- - - x") is cheap to scan but is refused at the same depth.
-        self._depth += 1
-        try:
-            if self._depth > d.MAX_FRONTMATTER_DEPTH:
-                raise _too_deep(event.start_mark.line if event.start_mark is not None else -1)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        # PyYAML keeps the last of two equal keys: "depends_on: [A]" then "depends_on: []"
-        # would silently mean "no dependencies". Fail closed instead.
-        seen: set[str] = set()
-        for key_node, _ in getattr(node, "value", ()):
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise TaskFileError(f"key '{key_node.value}' appears twice in the frontmatter: keep one",
-                                        line=key_node.start_mark.line + 2)
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
-
 def task_id_from_name(name: str) -> str:
     """The task ID of an inbox file name ``<id>.md``, validated."""
     if not name.endswith(d.TASK_SUFFIX):
@@ -186,38 +133,6 @@ def split_frontmatter(text: str) -> tuple[str | None, str]:
         if _FENCE.match(lines[i]):
             return "\n".join(lines[1:i]), "\n".join(lines[i + 1:]).strip()
     raise TaskIncomplete("frontmatter starts with '---' but has no closing '---' line (still being written?)")
-
-
-def _load_yaml(block: str) -> dict[str, Any]:
-    if len(block.encode("utf-8")) > d.MAX_FRONTMATTER_BYTES:
-        raise TaskFileError(f"frontmatter is larger than {d.MAX_FRONTMATTER_BYTES} bytes")
-    try:
-        data = yaml.load(block, Loader=_NoAliasLoader)  # noqa: S506 - safe loader subclass
-    except TaskFileError:
-        raise
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        # PyYAML says "found character '\t' that cannot start any token": it never says "tab".
-        tab = "\t" in block and ("tab" in problem.lower() or repr("\t") in problem)
-        hint = " (YAML forbids tabs for indentation: use spaces)" if tab else ""
-        raise TaskFileError(
-            f"invalid YAML frontmatter: {problem}{hint}",
-            line=(mark.line + 2) if mark is not None else None,  # +1 for 1-based, +1 for the opening ---
-        ) from None
-    except RecursionError:
-        # The composer recurses once per nesting level: [[[[… within 16 KiB is enough.
-        raise TaskFileError("invalid YAML frontmatter: nested too deeply") from None
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-        # SafeLoader's constructors raise these on odd scalars (a: 2026-13-45, !!int 0x, 5000-digit ints).
-        raise TaskFileError(
-            f"invalid YAML frontmatter: a value cannot be read ({str(exc)[:200]}): put it in quotes"
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise TaskFileError(f"frontmatter must be a mapping of keys (title: …), got {type(data).__name__}")
-    return data
 
 
 def _as_text(value: Any, key: str) -> str:
@@ -257,7 +172,7 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
     if not data.strip():
         raise TaskIncomplete("file is empty (still being written?)")
     front, body = split_frontmatter(_decode(data))
-    meta = _load_yaml(front) if front is not None else {}
+    meta = load_frontmatter(front) if front is not None else {}
     warnings = tuple(f"unknown key '{k}' ignored" for k in meta if k not in KNOWN_KEYS)
     title = _as_text(_given(meta, "title", ""), "title")
     raw_prio = _given(meta, "priority", d.DEFAULT_PRIORITY)
@@ -289,54 +204,6 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
         warnings=warnings,
         size=len(data),
     )
-
-
-def read_task_bytes(path: Path, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[bytes, float]:
-    """Read a task file safely: regular files only, no symlinks, never block on a FIFO.
-
-    Returns the bytes and the mtime of the opened file (not of whatever the path
-    points to later).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise TaskFileError("is a symbolic link: task files must be regular files", path=str(path)) from None
-        if exc.errno == errno.ENOENT:
-            raise TaskGone(f"cannot open: {exc.strerror}", path=str(path)) from None
-        raise TaskFileError(f"cannot open: {exc.strerror}", path=str(path)) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TaskFileError("is not a regular file (FIFO, device or directory)", path=str(path))
-        if st.st_size > max_bytes:
-            raise TaskFileError(f"is {st.st_size} bytes, larger than the limit of {max_bytes}", path=str(path))
-        chunks: list[bytes] = []
-        remaining = max_bytes + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > max_bytes:
-            raise TaskFileError(f"grew beyond the limit of {max_bytes} bytes while being read", path=str(path))
-        return data, st.st_mtime
-    finally:
-        os.close(fd)
-
-
-def load_task(path: Path, project: str, max_bytes: int = d.MAX_TASK_BYTES) -> Task:
-    """Read and parse one inbox file ``<id>.md`` of ``project``."""
-    task_id = task_id_from_name(path.name)
-    data, mtime = read_task_bytes(path, max_bytes)
-    try:
-        return parse_task(data, task_id=task_id, project=project, path=path, mtime=mtime)
-    except TaskFileError as exc:
-        if exc.path is None:
-            raise type(exc)(exc.reason, path=str(path), line=exc.line) from None
-        raise
 
 
 def render_task(*, title: str = "", priority: str = d.DEFAULT_PRIORITY, tags: tuple[str, ...] = (),

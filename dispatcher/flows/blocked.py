@@ -2,22 +2,21 @@
 
 The ``.blocked`` marker's mtime is the first detection (never refreshed), so
 the timeout counts from then. ``.stuck`` names the missing deps; both markers
-go away by themselves when the deps arrive (scan.apply_markers).
+go away by themselves when the deps arrive (markers.apply_plan).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import redis
 
-from dispatcher.inbox import files as aq
-from dispatcher.core import defaults as d
-from dispatcher.store import events
 from dispatcher.core.config import Settings
-from dispatcher.inbox.scanner import collect, plan
+from dispatcher.core.plan import plan
 from dispatcher.core.taskfile import DepRef
+from dispatcher.inbox import markers
+from dispatcher.inbox.scanner import read_inboxes
+from dispatcher.store import events
 
 logger = logging.getLogger(__name__)
 
@@ -28,25 +27,25 @@ def _failed_deps(missing: tuple[DepRef, ...], failed: set[tuple[str, str]]) -> l
 
 def check_blocked(settings: Settings, r: "redis.Redis", *, now: float) -> list[str]:
     """Write ``.stuck`` where due; returns the tasks newly stuck."""
-    snaps, loaded = collect(settings)
-    result = plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace, settle_time=settings.settle_time)
+    listings, loaded = read_inboxes(settings)
+    result = plan(listings, loaded, now=now, incomplete_grace=settings.incomplete_grace,
+                  settle_time=settings.settle_time)
     failed = set(result.in_flight.get("failed", []))
     newly: list[str] = []
     for task, reason in result.blocked:
         gate = result.unmet.get(task.key)
         upstream = _failed_deps(gate.missing if gate else (), failed)
         if upstream:
-            text = "upstream failed: " + ", ".join(map(str, upstream))
+            text = markers.upstream_failed(upstream)
         else:
-            aq.mark_blocked(task.path)
-            try:
-                since = os.stat(aq.with_suffix(task.path, d.BLOCKED)).st_mtime
-            except FileNotFoundError:
+            markers.mark_blocked(task.path)
+            since = markers.blocked_since(task.path)
+            if since is None:
                 continue
             if now - since < settings.blocked_timeout:
                 continue
             text = f"blocked for {int(now - since)}s (> {int(settings.blocked_timeout)}s): {reason}"
-        aq.write_marker(task.path, d.STUCK, text)
+        markers.write_stuck(task.path, text)
         events.announce(r, task.project, task.id, str(task.path))  # may be its first state
         events.emit(r, "stuck", task=str(task.key), detail=text, now=now)
         newly.append(f"{task.key}: {text}")

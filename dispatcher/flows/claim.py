@@ -33,7 +33,9 @@ from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError
 from dispatcher.core.taskfile import Task
 from dispatcher.inbox import files as aq
-from dispatcher.inbox.files import move_no_replace, with_suffix
+from dispatcher.inbox import markers
+from dispatcher.inbox.files import move_no_replace
+from dispatcher.inbox.fsio import with_suffix
 from dispatcher.store import locks, owners
 
 logger = logging.getLogger(__name__)
@@ -77,8 +79,8 @@ def promote(launching: Path) -> Path:
     dst = with_suffix(launching, d.DISPATCHED)
     move_no_replace(launching, dst)
     pending = with_suffix(launching, "")
-    aq.remove_marker(pending, d.BLOCKED)
-    aq.remove_marker(pending, d.STUCK)
+    markers.remove_marker(pending, d.BLOCKED)
+    markers.remove_marker(pending, d.STUCK)
     return dst
 
 
@@ -86,7 +88,7 @@ def fail(path: Path, reason: str) -> Path:
     """``.launching``/``.dispatched`` → ``.failed`` with the reason in a ``.failure`` note beside it."""
     dst = with_suffix(path, d.FAILED)
     move_no_replace(path, dst)
-    aq.write_marker(with_suffix(path, ""), aq.FAILURE_NOTE, reason)
+    markers.write_failure(with_suffix(path, ""), reason)
     return dst
 
 
@@ -94,7 +96,7 @@ def retry(failed: Path) -> Path:
     """``.failed`` → ``<id>.md`` (pending again); the failure note is removed."""
     dst = with_suffix(failed, "")
     move_no_replace(failed, dst)
-    aq.remove_marker(dst, aq.FAILURE_NOTE)
+    markers.remove_marker(dst, markers.FAILURE_NOTE)
     return dst
 
 

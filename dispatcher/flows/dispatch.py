@@ -35,7 +35,8 @@ from dispatcher.inbox.scanner import Plan, run_scan
 from dispatcher.core.screen import TRUST_DIALOG
 from dispatcher.core.session_ref import SessionRef, parse
 from dispatcher.store.sessions import SessionInfo, State
-from dispatcher.core.taskfile import Task, is_safe_segment, parse_task, read_task_bytes
+from dispatcher.core.taskfile import Task, is_safe_segment, parse_task
+from dispatcher.inbox.reader import read_task_bytes
 from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from dispatcher.core import defaults as d
-from dispatcher.core.ready import Entry, decode, entry_of, members_in_order
+from dispatcher.core.ready import ReadyEntry, decode, entry_of, members_in_order
 from dispatcher.core.taskfile import DepRef, Task, is_safe_segment
 from dispatcher.inbox import files as aq
 from dispatcher.inbox import ready_check
@@ -140,7 +140,7 @@ def on_done(disp: "Dispatcher", project: str, task_id: str) -> None:
         ready_index.invalidate(disp.r)
 
 
-def agrees(disp: "Dispatcher", result: Plan) -> tuple[set[Entry], set[Entry]]:
+def agrees(disp: "Dispatcher", result: Plan) -> tuple[set[ReadyEntry], set[ReadyEntry]]:
     """(in the index only, on disk only) against a scan's gated tasks: both empty when they agree."""
     files = {entry_of(t) for t in result.eligible} | {entry_of(t) for t, _ in result.waiting}
     index = ready_index.snapshot(disp.r)

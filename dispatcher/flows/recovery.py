@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.core import defaults as d
 from dispatcher.store import attempts, events, hosts, owners
 from dispatcher.core import keys, screen
@@ -74,7 +75,7 @@ def recover_launching(ports: Ports) -> list[str]:
     now = ports.clock()
     others = [n for n in hosts.alive(ports.r, now, ports.settings.host_lost_after) if n != ports.host]
     for proj in aq.discover_projects(ports.settings.projects_dir, ports.settings.projects):
-        snap = aq.snapshot(proj)
+        snap = aq.list_project(proj)
         for name in sorted(snap.inbox):
             if not name.endswith(d.TASK_SUFFIX + d.LAUNCHING) or name.startswith("."):
                 continue
@@ -170,7 +171,7 @@ def _claimed(ports: Ports) -> list[tuple[aq.Project, str, Path]]:
     """Every ``.launching``/``.dispatched`` file of every project: (project, task id, path)."""
     found = []
     for proj in aq.discover_projects(ports.settings.projects_dir, ports.settings.projects):
-        for name in sorted(aq.snapshot(proj).inbox):
+        for name in sorted(aq.list_project(proj).inbox):
             if name.startswith("."):
                 continue
             for suffix in (d.LAUNCHING, d.DISPATCHED):
@@ -222,7 +223,7 @@ def _take_back(ports: Ports, proj: aq.Project, task_id: str, path: Path, owner: 
             events.emit(ports.r, "failed", task=key, session=owner or "", detail=why)
             return f"{key}: failed ({why})"
         cl.release(path)
-        aq.write_marker(proj.task_path(task_id), aq.FAILURE_NOTE, note)
+        markers.write_failure(proj.task_path(task_id), note)
     except (ClaimError, OSError) as exc:  # the owner finished or moved it meanwhile
         logger.warning("take-back of %s: %s", key, exc)
         return f"{key}: left as is ({exc})"

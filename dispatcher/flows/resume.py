@@ -20,7 +20,8 @@ from dispatcher.flows.ports import Ports
 from dispatcher.core.errors import SessionError, TaskFileError
 from dispatcher.store.hook_log import HookLog
 from dispatcher.store.sessions import SessionInfo, State
-from dispatcher.core.taskfile import Task, parse_task, read_task_bytes
+from dispatcher.core.taskfile import Task, parse_task
+from dispatcher.inbox.reader import read_task_bytes
 
 logger = logging.getLogger(__name__)
 

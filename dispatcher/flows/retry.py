@@ -7,6 +7,7 @@ from pathlib import Path
 import redis
 
 from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.core import defaults as d
 from dispatcher.flows import claim as cl
 from dispatcher.store import attempts, events
@@ -25,11 +26,7 @@ def retry_task(settings: Settings, r: "redis.Redis | None", ref: str) -> Path:
     if not failed.exists():
         raise ClaimError(f"{ref}: no failed task {failed.name} in {proj.inbox}")
     path = cl.retry(failed)
-    for other in aq.discover_projects(settings.projects_dir, settings.projects):
-        for marker in other.inbox.glob(f"*{d.TASK_SUFFIX}{d.STUCK}"):
-            text = aq.read_marker(marker.with_name(marker.name[: -len(d.STUCK)]), d.STUCK) or ""
-            if text.startswith("upstream failed") and str(dep) in text:
-                marker.unlink(missing_ok=True)
+    markers.release_stuck_on(aq.discover_projects(settings.projects_dir, settings.projects), dep)
     if r is not None:
         attempts.forget(r, dep.project, dep.task_id)
         events.emit(r, "retried", task=str(dep))

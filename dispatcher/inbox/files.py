@@ -1,4 +1,4 @@
-"""On-disk protocol (design §2): projects, inbox listings, markers and the atomic move primitive.
+"""On-disk protocol (design Â§2): projects, inbox listings and the atomic move primitive.
 
 Every ownership change is one atomic directory operation (:func:`move_no_replace`)
 followed by an fsync of the directory, so a crash leaves each task in exactly one
@@ -13,41 +13,16 @@ import errno
 import logging
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ClaimError
+from dispatcher.core.listing import Entry, Project, ProjectListing
 from dispatcher.core.taskfile import check_segment, is_safe_segment
+from dispatcher.inbox.fsio import fsync_dir
 
 logger = logging.getLogger(__name__)
-
-#: States of a task file in inbox/, by suffix after ``<id>.md``.
-STATE_SUFFIXES = (d.LAUNCHING, d.DISPATCHED, d.FAILED)
-MARKER_SUFFIXES = (d.BLOCKED, d.STUCK, d.INVALID)
-#: Sidecar holding the reason (and last screen) of a failed task.
-FAILURE_NOTE = ".failure"
-
-
-@dataclass(frozen=True)
-class Project:
-    """One project directory holding ``.agent-queue/{inbox,done}``."""
-
-    name: str
-    root: Path
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / d.QUEUE_DIR / d.INBOX
-
-    @property
-    def done(self) -> Path:
-        return self.root / d.QUEUE_DIR / d.DONE
-
-    def task_path(self, task_id: str, suffix: str = "") -> Path:
-        """Path of ``inbox/<id>.md<suffix>``; the ID is validated first."""
-        return self.inbox / (check_segment(task_id, "task id") + d.TASK_SUFFIX + suffix)
 
 
 def project(projects_dir: Path, name: str) -> Project:
@@ -79,41 +54,6 @@ def ensure_dirs(proj: Project) -> None:
     proj.done.mkdir(parents=True, exist_ok=True)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file of inbox/ as listed (lstat: a symlink is seen as a symlink)."""
-
-    name: str
-    mtime: float
-    size: int
-    regular: bool
-    inode: int
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-
-    @property
-    def version(self) -> tuple[int, int, int]:
-        """(inode, mtime_ns, size): what the watcher records when a writer is done (settle.Identity)."""
-        return (self.inode, self.mtime_ns, self.size)
-
-    @property
-    def identity(self) -> tuple[int, int, int, int]:
-        """Changes whenever the file is replaced, edited or re-linked (parse-cache key)."""
-        return (self.inode, self.mtime_ns, self.ctime_ns, self.size)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One listing of a project's inbox/ and done/ (one pass of the scan)."""
-
-    project: Project
-    inbox: dict[str, Entry]
-    done: tuple[str, ...]
-
-    def has(self, name: str) -> bool:
-        return name in self.inbox
-
-
 def _list(path: Path) -> list[os.DirEntry[str]]:
     try:
         return list(os.scandir(path))
@@ -121,7 +61,7 @@ def _list(path: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-def snapshot(proj: Project) -> Snapshot:
+def list_project(proj: Project) -> ProjectListing:
     """List inbox/ (with lstat data) and done/ (regular files) once."""
     inbox: dict[str, Entry] = {}
     for e in _list(proj.inbox):
@@ -131,7 +71,7 @@ def snapshot(proj: Project) -> Snapshot:
             continue
         inbox[e.name] = Entry(e.name, st.st_mtime, st.st_size, stat.S_ISREG(st.st_mode), st.st_ino,
                               st.st_mtime_ns, st.st_ctime_ns)
-    return Snapshot(proj, inbox, done_names(proj))
+    return ProjectListing(proj, inbox, done_names(proj))
 
 
 def done_names(proj: Project) -> tuple[str, ...]:
@@ -144,29 +84,6 @@ def done_names(proj: Project) -> tuple[str, ...]:
         except OSError:  # vanished while listed
             continue
     return tuple(out)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename/create in ``path`` durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories; nothing more to do
-        pass
-    finally:
-        os.close(fd)
-
-
-def with_suffix(task_path: Path, suffix: str) -> Path:
-    """``inbox/<id>.md`` + suffix (``.blocked``, ``.launching``…)."""
-    base = task_path.name
-    for s in STATE_SUFFIXES:
-        if base.endswith(s):
-            base = base[: -len(s)]
-    return task_path.with_name(base + suffix)
 
 
 def _load_renameat2() -> Callable[..., int] | None:
@@ -239,57 +156,6 @@ def move_no_replace(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
-def mark_blocked(task_path: Path) -> bool:
-    """Create ``<id>.md.blocked`` once; never refresh it (its mtime is the FIRST detection)."""
-    marker = with_suffix(task_path, d.BLOCKED)
-    try:
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except FileExistsError:
-        return False
-    os.close(fd)
-    fsync_dir(marker.parent)
-    return True
-
-
-def write_marker(task_path: Path, suffix: str, text: str) -> Path:
-    """Write ``<id>.md<suffix>`` atomically (temp + rename) with a human-readable text."""
-    marker = with_suffix(task_path, suffix)
-    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text.rstrip("\n") + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        os.replace(tmp, marker)
-    except OSError:
-        os.unlink(tmp)
-        raise
-    fsync_dir(marker.parent)
-    return marker
-
-
-def read_marker(task_path: Path, suffix: str, limit: int = 64 * 1024) -> str | None:
-    """Text of a marker, or None if absent."""
-    marker = with_suffix(task_path, suffix)
-    try:
-        fd = os.open(marker, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, limit).decode("utf-8", "replace").strip()
-    except OSError:  # a directory (EISDIR) or worse squatting on the marker name
-        return None
-    finally:
-        os.close(fd)
-
-
-def remove_marker(task_path: Path, suffix: str) -> bool:
-    """Remove ``<id>.md<suffix>`` if present."""
-    try:
-        os.unlink(with_suffix(task_path, suffix))
-        return True
-    except FileNotFoundError:
-        return False
 
 
 def done_path(proj: Project, task_id: str) -> Path:

@@ -17,8 +17,10 @@ from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import TaskFileError, TaskGone
 from dispatcher.core.gate import DoneIndex
-from dispatcher.core.ready import Entry
-from dispatcher.core.taskfile import DepRef, Priority, Task, load_task, task_id_from_name
+from dispatcher.core.ready import ReadyEntry
+from dispatcher.core.taskfile import DepRef, Priority, Task, task_id_from_name
+from dispatcher.inbox.reader import load_task
+from dispatcher.core.listing import is_settled
 from dispatcher.inbox import files as aq
 from dispatcher.store import settle
 
@@ -84,7 +86,7 @@ def _parse(settings: Settings, path: str, project: str, st: os.stat_result) -> C
     return Checked(Verdict.READY, task)
 
 
-def recheck(settings: Settings, entry: Entry) -> Checked:
+def recheck(settings: Settings, entry: ReadyEntry) -> Checked:
     """Is the indexed task still on disk as indexed, free of a same-ID run, with its dependencies done?
 
     While its claim is in flight (``.launching``) the entry is kept: a launch that fails, or a
@@ -119,7 +121,7 @@ def check_new(settings: Settings, project: str, path: str, *, now: float, closed
     if not stat.S_ISREG(st.st_mode):
         return Checked(Verdict.NEEDS_SCAN, detail="not a regular file")
     ident = (st.st_ino, st.st_mtime_ns, st.st_size)
-    if not settle.is_settled(ident, now=now, settle_time=settings.settle_time, closed=closed):
+    if not is_settled(ident, now=now, settle_time=settings.settle_time, closed=closed):
         return Checked(Verdict.UNSETTLED, detail="still being written")
     if any(_exists(path + s) for s in (d.INVALID, d.BLOCKED, d.STUCK)):
         return Checked(Verdict.NEEDS_SCAN, detail="has a marker")

@@ -19,7 +19,7 @@ from watchdog.observers.polling import PollingObserver
 
 from dispatcher.core import defaults as d
 from dispatcher.store import settle
-from dispatcher.inbox.files import STATE_SUFFIXES
+from dispatcher.inbox.fsio import STATE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 

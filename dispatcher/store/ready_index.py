@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import redis
 
 from dispatcher.core import keys
-from dispatcher.core.ready import Entry, decode
+from dispatcher.core.ready import ReadyEntry, decode
 from dispatcher.core.taskfile import DepRef
 
 _PREFIX = keys.ready("")
@@ -91,7 +91,7 @@ def begin(r: "redis.Redis", done_mtimes: Mapping[str, int]) -> Ticket:
     return Ticket(int(seq or 0), int(dirty or 0), dict(done_mtimes))
 
 
-def publish(r: "redis.Redis", entries: Iterable[Entry], waits_on: Iterable[DepRef], ticket: Ticket) -> None:
+def publish(r: "redis.Redis", entries: Iterable[ReadyEntry], waits_on: Iterable[DepRef], ticket: Ticket) -> None:
     """Replace the whole index with a full scan's result, in one transaction.
 
     Single inserts made after ``ticket`` (files the scan may not have listed) are kept; the
@@ -138,13 +138,13 @@ def invalidate(r: "redis.Redis") -> None:
     r.incr(keys.READY_DIRTY)
 
 
-def insert(r: "redis.Redis", entry: Entry) -> None:
+def insert(r: "redis.Redis", entry: ReadyEntry) -> None:
     """Add one task (a new file gated alone), kept by a full scan that overlaps it."""
     r.eval(_INSERT, 3, keys.READY_JOURNAL, keys.READY_SEQ, keys.READY_PROJECTS,  # type: ignore[no-untyped-call]
            _PREFIX, entry.project, entry.member, _JOURNAL_MAX)
 
 
-def remove(r: "redis.Redis", entry: Entry) -> None:
+def remove(r: "redis.Redis", entry: ReadyEntry) -> None:
     """Drop one entry (claimed, or its file is gone or changed)."""
     remove_member(r, entry.project, entry.member)
 
@@ -197,9 +197,9 @@ def waits_on(r: "redis.Redis", project: str, task_id: str) -> bool:
     return value is not None and task_id in _s(value).split(" ")[1:]
 
 
-def snapshot(r: "redis.Redis") -> set[Entry]:
+def snapshot(r: "redis.Redis") -> set[ReadyEntry]:
     """Every entry (status and tests: does the index agree with the files?)."""
-    out: set[Entry] = set()
+    out: set[ReadyEntry] = set()
     for project in map(_s, r.smembers(keys.READY_PROJECTS)):  # type: ignore[union-attr]
         for m in r.zrange(keys.ready(project), 0, -1):  # type: ignore[union-attr]
             e = decode(project, _s(m))

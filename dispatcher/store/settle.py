@@ -19,11 +19,10 @@ import redis
 
 from dispatcher.core import defaults as d
 from dispatcher.core import keys
+from dispatcher.core.listing import Identity
 
 logger = logging.getLogger(__name__)
 
-#: (inode, mtime_ns, size) of a task file: what the watcher saw when its writer was done.
-Identity = tuple[int, int, int]
 CLOSED_MARGIN_S = d.CLOSED_MARGIN_S
 
 
@@ -43,12 +42,6 @@ def parse_identity(value: Any) -> Identity | None:
     if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
         return None
     return (value[0], value[1], value[2])
-
-
-def is_settled(ident: Identity, *, now: float, settle_time: float, closed: Identity | None) -> bool:
-    """Non-empty, and closed by its writer as it is now, or unchanged for ``settle_time`` (pure)."""
-    _inode, mtime_ns, size = ident
-    return size > 0 and (closed == ident or now - mtime_ns / 1e9 >= settle_time)
 
 
 def record_closed(r: "redis.Redis", project: str, name: str, ident: Identity, settle_time: float) -> None:

@@ -17,13 +17,14 @@ from typing import Any
 import redis
 
 from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.core import defaults as d
 from dispatcher.core import depgraph
 from dispatcher.store import events
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DispatcherError
-from dispatcher.inbox.scanner import collect as scan_collect
-from dispatcher.inbox.scanner import plan as scan_plan
+from dispatcher.core.plan import plan as scan_plan
+from dispatcher.inbox.scanner import read_inboxes
 from dispatcher.flows.status import collect as status_collect
 from dispatcher.agent.tmux import Tmux
 
@@ -76,7 +77,7 @@ def _recent_done(proj: aq.Project, count: int) -> list[dict[str, Any]]:
 
 def tasks(settings: Settings, now: float) -> tuple[dict[str, list[dict[str, Any]]], depgraph.Graph]:
     """Tasks per project (state, title, reason, since) and the dependency graph, from one scan."""
-    snaps, loaded = scan_collect(settings)
+    snaps, loaded = read_inboxes(settings)
     result = scan_plan(snaps, loaded, now=now, incomplete_grace=settings.incomplete_grace)
     by_project: dict[str, list[dict[str, Any]]] = {s.project.name: [] for s in snaps}
     mtime = {(s.project.name, name): e.mtime for s in snaps for name, e in s.inbox.items()}
@@ -101,7 +102,7 @@ def tasks(settings: Settings, now: float) -> tuple[dict[str, list[dict[str, Any]
         for project, task_id in flight:
             why = ""
             if state == "failed":
-                note = aq.read_marker(projects[project].task_path(task_id), aq.FAILURE_NOTE, limit=2048) or ""
+                note = markers.read_failure(projects[project].task_path(task_id), limit=2048)
                 why = note.splitlines()[0] if note else ""
             row(project, task_id, state, reason=why, suffix=suffixes[state])
     for name, proj in projects.items():

@@ -13,7 +13,7 @@ from dispatcher.core.errors import ClaimError
 from dispatcher.core.taskfile import Task
 from dispatcher.flows import claim as cl
 from dispatcher.flows.dispatch import Outcome, Status
-from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.store import attempts, owners
 
 from system_fixtures import add_task
@@ -60,9 +60,9 @@ def test_fail_keeps_the_reason_and_drops_the_record(settings: Settings, sys_redi
     failed = claim.fail("prompt never appeared")
     claim.close()
     assert failed.name == "T3.md" + d.FAILED
-    assert aq.read_marker(task.path, aq.FAILURE_NOTE) == "prompt never appeared"
+    assert markers.read_failure(task.path) == "prompt never appeared"
     assert owners.is_stone(owners.get(sys_redis, "alpha", "T3"))
-    assert cl.retry(failed) == task.path and aq.read_marker(task.path, aq.FAILURE_NOTE) is None
+    assert cl.retry(failed) == task.path and markers.read_failure(task.path) == ""
 
 
 def test_project_at_its_limit_is_not_claimed(settings: Settings, sys_redis: "redis.Redis[str]") -> None:

@@ -9,6 +9,7 @@ import redis
 
 from dispatcher.core.session_ref import SessionRef
 from dispatcher.inbox import files as aq
+from dispatcher.inbox.fsio import with_suffix
 from dispatcher.flows import claim as cl
 from dispatcher.core import keys
 from dispatcher.flows import monitor, recovery
@@ -225,7 +226,7 @@ def test_kill_9_mid_launch_then_recovery_runs_the_task_once(disp: Dispatcher, se
     code = ("from dispatcher.flows import runtime; from dispatcher.store.config_file import load_config; "
             f"runtime.configure(load_config({str(cfg)!r})); print(runtime.dispatcher().assign_next('ccl-auto-0'))")
     worker = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    launching = aq.with_suffix(path, ".launching")
+    launching = with_suffix(path, ".launching")
     wait_for(launching.exists, timeout=30, what="the worker claimed K9")
     wait_for(lambda: disp.session_info("ccl-auto-0").state is State.LAUNCHING, what="session launching")
     os.killpg(worker.pid, signal.SIGKILL)
@@ -257,7 +258,7 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
            settings.agent, disp.r, state_dir=settings.state_dir)
     clock.advance(recovery.CLAIM_GRACE_S + 1)
     assert recovery.recover_launching(disp.ports) == ["alpha:P1: promoted (agent in ccl-auto-0 had received it)"]
-    assert aq.with_suffix(path, ".dispatched").exists() and not launching.exists()
+    assert with_suffix(path, ".dispatched").exists() and not launching.exists()
     assert disp.session_info("ccl-auto-0").state is State.WORKING
     disp.fan_out()
     assert tags_received(agent_log) == ["alpha:P1"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import redis
 
 from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.store import events, hosts, owners
 from dispatcher.core import keys
 from dispatcher.flows import monitor, recovery
@@ -50,7 +51,7 @@ def test_a_claim_no_live_host_reasserts_is_taken_back_after_host_lost_after(
     (line,) = recovery.recover_cluster(disp.ports)
     assert "alpha:O1: back to pending" in line and "no live host owns it" in line
     assert (_inbox(settings) / "O1.md").exists()
-    note = aq.read_marker(_inbox(settings) / "O1.md", aq.FAILURE_NOTE) or ""
+    note = markers.read_marker(_inbox(settings) / "O1.md", markers.FAILURE_NOTE) or ""
     assert "no live host owns it" in note and "attempt 1/3" in note
     assert sys_redis.get(keys.attempts("alpha", "O1")) == "1"
 
@@ -68,7 +69,7 @@ def test_a_lost_host_s_claims_go_back_within_one_scan_and_it_is_fenced(
     done = recovery.recover_cluster(disp.ports)
     assert sorted(line.split(":")[1] for line in done) == ["X1", "X2"]
     assert (_inbox(settings) / "X1.md").exists() and (_inbox(settings) / "X2.md").exists()
-    assert "host far lost" in (aq.read_marker(_inbox(settings) / "X2.md", aq.FAILURE_NOTE) or "")
+    assert "host far lost" in (markers.read_marker(_inbox(settings) / "X2.md", markers.FAILURE_NOTE) or "")
     for task, ref in (("X1", "far/ccl-auto-0"), ("X2", "far/ccl-auto-1")):
         record = owners.get(sys_redis, "alpha", task) or ""
         assert record.startswith(f"fenced:{ref}")

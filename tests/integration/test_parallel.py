@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.store import events
 from dispatcher.flows import monitor
 from dispatcher.inbox import worktree
@@ -186,5 +187,5 @@ def test_a_project_that_is_not_a_repository_fails_its_task_with_the_reason(
 
     proj = aq.project(s.projects_dir, "plain")
     assert proj.task_path("T1", ".failed").exists()
-    assert "needs a git repository" in (aq.read_marker(proj.task_path("T1"), aq.FAILURE_NOTE) or "")
+    assert "needs a git repository" in (markers.read_marker(proj.task_path("T1"), markers.FAILURE_NOTE) or "")
     assert d1.free_sessions() == ["ccl-auto-0", "ccl-auto-1", "ccl-auto-2"]  # no session was used or cooled

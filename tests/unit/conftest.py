@@ -16,7 +16,8 @@ import pytest
 
 from dispatcher.inbox import files as aq
 from dispatcher.core.config import Settings
-from dispatcher.inbox.scanner import Plan, run_scan
+from dispatcher.core.plan import Plan
+from dispatcher.inbox.scanner import run_scan
 from dispatcher.core.taskfile import render_task
 
 #: Environment variables the config layer reads: never let the developer's shell leak in.

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from dispatcher.inbox import files as aq
+from dispatcher.inbox.fsio import with_suffix
 from dispatcher.flows import claim as cl
+from dispatcher.inbox import markers
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ClaimError, UnsafeIdError
 
@@ -57,19 +59,19 @@ def test_task_path_validates_the_id(projects_dir):
         proj.task_path("../T1")
 
 
-def test_snapshot_lists_inbox_with_lstat_and_done_md_only(make_project, tmp_path):
+def test_listing_lists_inbox_with_lstat_and_done_md_only(make_project, tmp_path):
     proj = make_project("web", tasks={"T1": "x"}, done=["T0.md", "T0.md.bak"])
     (proj.inbox / "link.md").symlink_to(tmp_path / "nowhere")
 
-    snap = aq.snapshot(proj)
+    snap = aq.list_project(proj)
 
     assert sorted(snap.inbox) == ["T1.md", "link.md"]
     assert snap.inbox["T1.md"].regular and not snap.inbox["link.md"].regular
     assert snap.done == ("T0.md",)
 
 
-def test_snapshot_of_a_project_without_inbox_is_empty(projects_dir):
-    snap = aq.snapshot(aq.project(projects_dir, "ghost"))
+def test_listing_of_a_project_without_inbox_is_empty(projects_dir):
+    snap = aq.list_project(aq.project(projects_dir, "ghost"))
 
     assert snap.inbox == {} and snap.done == ()
 
@@ -161,8 +163,8 @@ def test_release_refuses_to_overwrite_a_resubmitted_task(make_project):
 
 def test_promote_drops_blocked_and_stuck_markers(make_project):
     proj = make_project("web", tasks={"T1": "body"})
-    assert aq.mark_blocked(proj.task_path("T1"))
-    aq.write_marker(proj.task_path("T1"), d.STUCK, "waiting on web:T0")
+    assert markers.mark_blocked(proj.task_path("T1"))
+    markers.write_marker(proj.task_path("T1"), d.STUCK, "waiting on web:T0")
 
     dispatched = cl.promote(cl.claim(proj.task_path("T1")))
 
@@ -178,7 +180,7 @@ def test_fail_records_the_reason_and_retry_clears_it(make_project):
 
     assert failed.name == "T1.md.failed"
     assert names(proj.inbox) == ["T1.md.failed", "T1.md.failure"]
-    assert aq.read_marker(proj.task_path("T1"), aq.FAILURE_NOTE) == "agent exited: usage limit"
+    assert markers.read_marker(proj.task_path("T1"), markers.FAILURE_NOTE) == "agent exited: usage limit"
 
     pending = cl.retry(failed)
 
@@ -220,19 +222,19 @@ def test_mark_blocked_creates_once_and_never_refreshes(make_project):
     proj = make_project("web", tasks={"T1": "x"})
     marker = proj.task_path("T1", d.BLOCKED)
 
-    assert aq.mark_blocked(proj.task_path("T1")) is True
+    assert markers.mark_blocked(proj.task_path("T1")) is True
     os.utime(marker, (1_000, 1_000))
-    assert aq.mark_blocked(proj.task_path("T1")) is False
+    assert markers.mark_blocked(proj.task_path("T1")) is False
     assert marker.stat().st_mtime == 1_000
 
 
 def test_write_marker_replaces_text_atomically_and_leaves_no_temp(make_project):
     proj = make_project("web", tasks={"T1": "x"})
 
-    aq.write_marker(proj.task_path("T1"), d.INVALID, "first reason")
-    aq.write_marker(proj.task_path("T1"), d.INVALID, "second reason\n\n")
+    markers.write_marker(proj.task_path("T1"), d.INVALID, "first reason")
+    markers.write_marker(proj.task_path("T1"), d.INVALID, "second reason\n\n")
 
-    assert aq.read_marker(proj.task_path("T1"), d.INVALID) == "second reason"
+    assert markers.read_marker(proj.task_path("T1"), d.INVALID) == "second reason"
     assert names(proj.inbox) == ["T1.md", "T1.md.invalid"]
 
 
@@ -242,16 +244,16 @@ def test_read_marker_absent_and_symlinked(make_project, tmp_path):
     secret.write_text("do not read")
     (proj.inbox / "T1.md.invalid").symlink_to(secret)
 
-    assert aq.read_marker(proj.task_path("T1"), d.STUCK) is None
-    assert aq.read_marker(proj.task_path("T1"), d.INVALID) is None
+    assert markers.read_marker(proj.task_path("T1"), d.STUCK) is None
+    assert markers.read_marker(proj.task_path("T1"), d.INVALID) is None
 
 
 def test_remove_marker_reports_whether_it_existed(make_project):
     proj = make_project("web", tasks={"T1": "x"})
-    aq.mark_blocked(proj.task_path("T1"))
+    markers.mark_blocked(proj.task_path("T1"))
 
-    assert aq.remove_marker(proj.task_path("T1"), d.BLOCKED) is True
-    assert aq.remove_marker(proj.task_path("T1"), d.BLOCKED) is False
+    assert markers.remove_marker(proj.task_path("T1"), d.BLOCKED) is True
+    assert markers.remove_marker(proj.task_path("T1"), d.BLOCKED) is False
 
 
 # --- atomic writes ------------------------------------------------------------------------------------
@@ -287,5 +289,5 @@ def test_write_task_atomically_refuses_unsafe_ids(projects_dir):
 def test_with_suffix_strips_state_suffixes_only(projects_dir):
     path = projects_dir / "T1.md.dispatched"
 
-    assert aq.with_suffix(path, d.FAILED).name == "T1.md.failed"
-    assert aq.with_suffix(projects_dir / "T1.md", d.LAUNCHING).name == "T1.md.launching"
+    assert with_suffix(path, d.FAILED).name == "T1.md.failed"
+    assert with_suffix(projects_dir / "T1.md", d.LAUNCHING).name == "T1.md.launching"

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from dispatcher.core import defaults as d
 from dispatcher.cli.main import EXIT_CONFIG, EXIT_INVALID, cli
-from dispatcher.core.taskfile import DepRef, Priority, load_task
+from dispatcher.core.taskfile import DepRef, Priority
+from dispatcher.inbox.reader import load_task
 
 
 @pytest.fixture

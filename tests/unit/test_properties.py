@@ -13,7 +13,8 @@ from dispatcher.core import defaults as d
 from dispatcher.cli.main import cli
 from dispatcher.core.errors import TaskFileError
 from dispatcher.core.gate import DoneIndex
-from dispatcher.core.taskfile import DepRef, Priority, is_safe_segment, load_task, parse_task, render_task
+from dispatcher.core.taskfile import DepRef, Priority, is_safe_segment, parse_task, render_task
+from dispatcher.inbox.reader import load_task
 
 SAFE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 segments = st.text(SAFE_CHARS, min_size=1, max_size=12).filter(is_safe_segment)

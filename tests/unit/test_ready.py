@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dispatcher.core import defaults as d
 from dispatcher.core.ordering import order_tasks
-from dispatcher.core.ready import Entry, decode, encode, entry_of, in_order, members_in_order
+from dispatcher.core.ready import ReadyEntry, decode, encode, entry_of, in_order, members_in_order
 from dispatcher.core.taskfile import DepRef, Priority, Task
 from dispatcher.inbox.ready_check import Verdict, check_new, recheck
 
@@ -29,7 +29,7 @@ def _tasks(seed: int, n: int) -> list[Task]:
 def test_an_entry_round_trips_exactly_through_its_member() -> None:
     for mtime in (0.0, 1.5, 1763000000.123456, -3.25, 1e-300):
         for deps in (False, True):
-            e = Entry("web", "T1-a.b_c", 2, mtime, 123, deps)
+            e = ReadyEntry("web", "T1-a.b_c", 2, mtime, 123, deps)
             assert decode("web", e.member) == e
 
 
@@ -58,9 +58,9 @@ def test_index_order_is_the_plan_order_decoded_or_not() -> None:
 
 # -- single-file checks ---------------------------------------------------------------------------
 
-def _entry(path: Path, project: str, rank: int = 2, has_deps: bool = False) -> Entry:
+def _entry(path: Path, project: str, rank: int = 2, has_deps: bool = False) -> ReadyEntry:
     st = path.stat()
-    return Entry(project, path.name[:-3], rank, st.st_mtime, st.st_size, has_deps)
+    return ReadyEntry(project, path.name[:-3], rank, st.st_mtime, st.st_size, has_deps)
 
 
 def test_recheck_finds_an_unchanged_task_ready_parsing_only_one_with_dependencies(make_project, settings) -> None:

@@ -9,7 +9,7 @@ import time
 
 from dispatcher.core import defaults as d
 from dispatcher.core.config import ProjectSettings
-from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
 from dispatcher.core.report import plan_json, render_graph, render_plan
 
 
@@ -89,7 +89,7 @@ def test_in_flight_states_are_counted_and_block_a_duplicate_id(make_project, sca
 
 def test_stuck_marker_moves_a_blocked_task_to_stuck(make_project, scan, keys):
     proj = make_project("web", tasks={"T2": {"depends_on": ("T1",)}})
-    aq.write_marker(proj.task_path("T2"), d.STUCK, "waiting on web:T1")
+    markers.write_marker(proj.task_path("T2"), d.STUCK, "waiting on web:T1")
 
     plan = scan()
 
@@ -99,8 +99,8 @@ def test_stuck_marker_moves_a_blocked_task_to_stuck(make_project, scan, keys):
 
 def test_eligible_task_loses_stale_blocked_and_stuck_markers(make_project, scan, keys):
     proj = make_project("web", tasks={"T2": {"depends_on": ("T1",)}}, done=["T1-20260101.md"])
-    aq.mark_blocked(proj.task_path("T2"))
-    aq.write_marker(proj.task_path("T2"), d.STUCK, "waiting on web:T1")
+    markers.mark_blocked(proj.task_path("T2"))
+    markers.write_marker(proj.task_path("T2"), d.STUCK, "waiting on web:T1")
 
     plan = scan()
 

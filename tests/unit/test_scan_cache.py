@@ -7,8 +7,8 @@ from pathlib import Path
 
 from dispatcher.inbox import files as aq
 from dispatcher.core.config import Settings
-from dispatcher.inbox.scanner import collect
-from dispatcher.core.taskfile import render_task
+from dispatcher.inbox.scanner import ParseCache, read_inboxes
+from dispatcher.core.taskfile import Task, render_task
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -24,10 +24,10 @@ def test_unchanged_file_comes_from_cache_and_edits_are_seen(tmp_path: Path) -> N
     proj = aq.project(s.projects_dir, "p")
     aq.ensure_dirs(proj)
     path = aq.write_task_atomically(proj, "A", render_task(title="one", body="first"))
-    first = _task(collect(s)[1], "A")
-    assert _task(collect(s)[1], "A") is first  # cached: same object
+    first = _task(read_inboxes(s)[1], "A")
+    assert _task(read_inboxes(s)[1], "A") is first  # cached: same object
     path.write_text(render_task(title="two", priority="high", body="second"))
-    edited = _task(collect(s)[1], "A")
+    edited = _task(read_inboxes(s)[1], "A")
     assert (edited.title, edited.priority.value, edited.body) == ("two", "high", "second")
     # Replaced by another file with identical size and mtime: a new inode, so re-read.
     tmp = proj.inbox / ".x.tmp"
@@ -35,4 +35,17 @@ def test_unchanged_file_comes_from_cache_and_edits_are_seen(tmp_path: Path) -> N
     st = path.stat()
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(tmp, path)
-    assert _task(collect(s)[1], "A").title == "thr"
+    assert _task(read_inboxes(s)[1], "A").title == "thr"
+
+
+def test_the_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
+    cache = ParseCache(limit=2)
+    one, two, three = (Task(id=i, project="p", path=Path(f"/x/{i}.md")) for i in ("a", "b", "c"))
+    cache.put("a", (1, 1, 1, 1), one)
+    cache.put("b", (2, 2, 2, 2), two)
+    assert cache.get("a", (1, 1, 1, 1)) is one  # a is now the most recently used
+    cache.put("c", (3, 3, 3, 3), three)
+    assert len(cache) == 2
+    assert cache.get("b", (2, 2, 2, 2)) is None
+    assert cache.get("a", (1, 1, 1, 1)) is one and cache.get("c", (3, 3, 3, 3)) is three
+    assert cache.get("a", (9, 9, 9, 9)) is None  # changed file: a miss, never a stale task

@@ -9,7 +9,8 @@ import pytest
 
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import TaskFileError, TaskIncomplete, UnsafeIdError
-from dispatcher.core.taskfile import DepRef, Priority, load_task, parse_task, read_task_bytes, render_task
+from dispatcher.core.taskfile import DepRef, Priority, parse_task, render_task
+from dispatcher.inbox.reader import load_task, read_task_bytes
 
 
 def parse(text: str | bytes, task_id: str = "T1", project: str = "web"):
@@ -476,3 +477,4 @@ def test_dry_run_writes_no_marker(make_project, scan):
 
     assert len(plan.invalid) == 1 and len(plan.blocked) == 1
     assert sorted(p.name for p in proj.inbox.iterdir()) == ["bad.md", "wait.md"]
+
