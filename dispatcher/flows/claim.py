@@ -35,7 +35,7 @@ from dispatcher.core.taskfile import Task
 from dispatcher.inbox import files as aq
 from dispatcher.inbox import markers
 from dispatcher.inbox.files import move_no_replace
-from dispatcher.inbox.fsio import with_suffix
+from dispatcher.inbox.fsio import flock_held, with_suffix
 from dispatcher.store import locks, owners
 
 logger = logging.getLogger(__name__)
@@ -119,18 +119,11 @@ class FileClaim:
 
 
 def claim_is_live(path: Path) -> bool:
-    """True when some live process holds the flock of this ``.launching`` file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    """True when some live process holds the flock of this ``.launching`` file.
+
+    A filesystem that cannot flock raises: recovery must not take a launch it cannot judge for abandoned.
+    """
+    return flock_held(path, exclusive=True)
 
 
 # -- the owner record beside the file ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dispatcher.agent import pool, pool_state
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DeploymentError, TmuxError
 from dispatcher.agent.tmux import Tmux, pid_alive
+from dispatcher.inbox.fsio import flock_held
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +60,8 @@ def lock_state_dir(settings: Settings) -> int:
 
 
 def _up_running(state_dir: Path) -> bool:
-    """True while some ``dispatcher up`` holds the lock of ``state_dir``."""
-    try:
-        fd = os.open(state_dir / d.UP_LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
+    """True while some ``dispatcher up`` holds the lock of ``state_dir`` (no answer from flock: not running)."""
+    return flock_held(state_dir / d.UP_LOCK_FILE, exclusive=False, when_unknown=False)
 
 
 def claim_socket(tmux: Tmux, settings: Settings) -> None:

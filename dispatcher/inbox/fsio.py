@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -32,3 +33,28 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def flock_held(path: Path, *, exclusive: bool, when_unknown: bool | None = None) -> bool:
+    """True while another open file holds a flock on ``path`` that conflicts with the one probed.
+
+    ``exclusive``: probe with an exclusive lock (any holder counts) or a shared one (only an
+    exclusive holder counts). A file that is missing or cannot be opened has no holder (False).
+    When flock itself fails (e.g. ENOLCK on a network filesystem) the answer is ``when_unknown``,
+    or the error is raised when that is None: the caller says what "cannot tell" means for it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        if when_unknown is None:
+            raise
+        return when_unknown
+    finally:
+        os.close(fd)
+    return False
