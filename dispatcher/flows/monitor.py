@@ -7,26 +7,26 @@ reports), let the pure ``core.lifecycle.decide`` choose, ``apply`` its action he
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
-from dispatcher.inbox import files as aq
-from dispatcher.core import defaults as d
-from dispatcher.store import attempts, events, hosts, owners, pause
-from dispatcher.core import keys, limits, lifecycle
 from dispatcher.agent import pool, pool_state
-from dispatcher.inbox import worktree
-from dispatcher.store import sessions as ss
-from dispatcher.flows import claim as cl
-from dispatcher.flows.dispatch import Dispatcher
-from dispatcher.flows import ready
+from dispatcher.agent.launcher import resume_path
+from dispatcher.core import defaults as d
+from dispatcher.core import keys, lifecycle, limits
 from dispatcher.core.errors import TmuxError
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.lifecycle import Action, Evidence, Step
-from dispatcher.store.hook_log import HookLog
-from dispatcher.agent.launcher import resume_path
-from dispatcher.flows.recovery import fence_session
-from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.core.taskfile import DepRef
+from dispatcher.flows import claim as cl
+from dispatcher.flows import ready
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.recovery import fence_session
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import worktree
+from dispatcher.store import attempts, events, hosts, owners, pause
+from dispatcher.store import sessions as ss
+from dispatcher.store.hook_log import HookLog
+from dispatcher.store.sessions import SessionInfo, State
 
 logger = logging.getLogger(__name__)
 

@@ -416,7 +416,7 @@ class FakeAgent:
             pass
         self.log("start")
         boot = int(os.environ.get("FAKE_AGENT_BOOT_MS", "0")) / 1000
-        os.write(1, "\x1b[H\x1b[2J Fake Claude Code starting".encode())
+        os.write(1, b"\x1b[H\x1b[2J Fake Claude Code starting")
         ready_at = time.monotonic() + boot
         while time.monotonic() < ready_at:  # input typed during boot is read (and lost) like the real CLI
             if select.select([0], [], [], max(0.0, ready_at - time.monotonic()))[0]:

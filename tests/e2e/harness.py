@@ -13,9 +13,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 INSTALL_SCRIPT = HERE / "install_claude.sh"

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
-
-from dispatcher.core.config import AgentSettings
-from dispatcher.agent.tmux import Tmux
-from dispatcher.testing import FAKE_AGENT_COMMAND
-
 from system_fixtures import flushed_client, wait_for
 
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.config import AgentSettings
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -5,19 +5,20 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import redis
 from conftest_driver import read_log, wait_until
 
+from dispatcher.agent.launcher import LaunchRequest, build_argv, config_dir_of, launch, redis_url_of, resume_path
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core import keys
 from dispatcher.core.config import AgentSettings
 from dispatcher.core.errors import DialogError, LaunchError, PromptTimeout, SubmitError
 from dispatcher.store.hook_log import HookLog
-from dispatcher.agent.launcher import LaunchRequest, build_argv, config_dir_of, launch, redis_url_of, resume_path
-from dispatcher.agent.tmux import Tmux
 
 W, H = 200, 50
 

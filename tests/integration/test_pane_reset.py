@@ -11,20 +11,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dispatcher.inbox import files as aq
-from dispatcher.core import keys
-from dispatcher.flows import monitor, runtime, status
+from system_fixtures import Clock, add_task, done_ids, messages, wait_for
+
 from dispatcher.agent import pool
-from dispatcher.store import sessions as ss
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core import keys
 from dispatcher.core.config import Settings
+from dispatcher.flows import monitor, runtime, status
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.launch import LaunchSpec
 from dispatcher.flows.ports import Ports
 from dispatcher.flows.resume import resume_session
+from dispatcher.inbox import files as aq
+from dispatcher.store import sessions as ss
 from dispatcher.store.sessions import State
-from dispatcher.agent.tmux import Tmux
-
-from system_fixtures import Clock, add_task, done_ids, messages, wait_for
 
 
 def _log_entries(log: Path) -> list[dict[str, Any]]:

@@ -13,20 +13,19 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
-from dispatcher.inbox import files as aq
-from dispatcher.flows import upview
-from dispatcher.store.config_file import load_config
-from dispatcher.core.taskfile import render_task
-from dispatcher.testing import FAKE_AGENT_COMMAND
-from dispatcher.agent.tmux import Tmux
-
 from system_fixtures import wait_for
+
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.taskfile import render_task
+from dispatcher.flows import upview
+from dispatcher.inbox import files as aq
+from dispatcher.store.config_file import load_config
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.store import credentials
 from dispatcher.core.errors import ConfigError
+from dispatcher.store import credentials
 
 
 def test_generated_once_private_and_reused(tmp_path: Path) -> None:
