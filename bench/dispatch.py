@@ -475,10 +475,12 @@ def main() -> None:
         # table
         N = args.sessions
         rows.append(("(a) dispatch overhead, steady (≤N in flight) p50", ms(pct(steady, 50)),
-                     f"ref launch total p50 {ms(pct(ref_total, 50))} → ×{pct(ref_total, 50) / pct(steady, 50):.1f} faster"))
+                     f"ref launch total p50 {ms(pct(ref_total, 50))} "
+                     f"→ ×{pct(ref_total, 50) / pct(steady, 50):.1f} faster"))
         rows.append(("(a) dispatch overhead, steady p99", ms(pct(steady, 99)),
                      f"ref launch total max {ms(max(ref_total))}"))
-        rows.append(("(a) file→submitted, burst (incl. queueing) p50", ms(pct(burst, 50)), f"{m} files at once, {N} sessions"))
+        rows.append(("(a) file→submitted, burst (incl. queueing) p50", ms(pct(burst, 50)),
+                     f"{m} files at once, {N} sessions"))
         rows.append(("(a) file→submitted, burst p99", ms(pct(burst, 99)), ""))
         rows.append(("    steady: file created→launch call (loop+scan+claim) p50", ms(pct(to_launch, 50)), ""))
         rows.append(("    launch call→submitted (driver only) p50", ms(pct(launch_total, 50)),

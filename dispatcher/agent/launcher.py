@@ -334,7 +334,8 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
         # Consumed only now: a failed launch keeps the conversation resumable.
         resume_path(agent, session).unlink(missing_ok=True)
     by, report = proof
-    result = LaunchResult(session=session, agent_uuid=resume_id or (request.session_uuid if agent.hooks else ""), resumed=resume_id is not None,
+    result = LaunchResult(session=session, agent_uuid=resume_id or (request.session_uuid if agent.hooks else ""),
+                          resumed=resume_id is not None,
                           model=model, argv=tuple(argv), tag=msg_tag, confirmed_by=by, enter_presses=presses,
                           ready_after=ready - started, submit_after=clock() - ready,
                           hook_id=report.id if report else None)

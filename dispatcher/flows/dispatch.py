@@ -208,7 +208,8 @@ class Dispatcher:
             if self.enqueue_assign is not None:
                 self.enqueue_assign(str(ref))
                 return Outcome(Status.FORWARDED, session=str(ref), detail=f"to host {ref.host}'s queue")
-            return Outcome(Status.NOT_IN_POOL, session=str(ref), detail=f"a session of host {ref.host}, not {self.host}")
+            return Outcome(Status.NOT_IN_POOL, session=str(ref),
+                           detail=f"a session of host {ref.host}, not {self.host}")
         session = ref.name
         if self.settings.pool.contains(session):
             self.r.delete(keys.assign_pending(str(ref)))  # from now on a new event may queue another

@@ -151,7 +151,8 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
     events.emit(disp.r, "finished", task=info.task_key, session=info.ref,
                 detail=f"after {int(disp.clock() - info.since)}s{note}")
     ready.on_done(disp, info.project, info.task)  # a blocked task waiting on it: the index needs a scan
-    pause.reset_backoff(disp.r, disp.settings.host.account)  # the API answered a whole task: the next rate limit starts the backoff over
+    # The API answered a whole task: the next rate limit starts the backoff over.
+    pause.reset_backoff(disp.r, disp.settings.host.account)
     _free(disp, info, failed=False, detail=f"finished {info.task_key}")
     return f"finished {info.task_key}"
 

@@ -103,7 +103,8 @@ _PUBLISH = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local ok, old = pcall(cjson.decode, cur)
-  if ok and old['fingerprint'] ~= ARGV[2] and (tonumber(ARGV[4]) - tonumber(old['last_seen'] or 0)) < tonumber(ARGV[5]) then
+  if ok and old['fingerprint'] ~= ARGV[2]
+     and (tonumber(ARGV[4]) - tonumber(old['last_seen'] or 0)) < tonumber(ARGV[5]) then
     return cur
   end
 end

@@ -77,7 +77,10 @@ def stored(r: redis.Redis, account: str = d.ACCOUNT) -> Pause | None:
 
 def pause(r: redis.Redis, until: float, reason: str, cause: str, *, extend_only: bool = False,
           account: str = d.ACCOUNT) -> Pause:
-    """Pause the pool until ``until``; ``extend_only`` keeps a pause that already lasts longer. Returns the one in force."""
+    """Pause the pool until ``until``; ``extend_only`` keeps a pause that already lasts longer.
+
+    Returns the one in force.
+    """
     if cause not in CAUSES:
         raise ValueError(f"unknown pause cause {cause!r}")
     new = Pause(until, reason[:500], cause)
@@ -176,7 +179,8 @@ def resume(r: redis.Redis, account: str = d.ACCOUNT) -> tuple[Pause | None, list
 
 
 def parse_until(text: str, now: float) -> float:
-    """``--until`` value: a duration (``90s``, ``30m``, ``2h``, ``1d``), a clock time (``14:30``) or an ISO date-time."""
+    """``--until`` value: a duration (``90s``, ``30m``, ``2h``, ``1d``), a clock time (``14:30``)
+    or an ISO date-time."""
     value = text.strip()
     m = re.fullmatch(r"(\d{1,7})\s*([smhd])", value)
     if m:

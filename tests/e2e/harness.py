@@ -223,7 +223,8 @@ def wait_screen(
         time.sleep(interval)  # poll interval, not synchronisation
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> None:
+def wait_until(pred: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05,
+               what: str = "condition") -> None:
     t0 = time.monotonic()
     while not pred():
         if time.monotonic() - t0 > timeout:

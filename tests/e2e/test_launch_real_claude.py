@@ -77,7 +77,8 @@ def pool_session(tmux: Tmux, name: str, cwd: Path) -> None:
     tmux.new_session(name, width=W, height=H, cwd=cwd)
 
 
-def req(project_dir: Path, body: str = "Do the thing.", task_id: str = "T-1", priority: str = "default") -> LaunchRequest:
+def req(project_dir: Path, body: str = "Do the thing.", task_id: str = "T-1",
+        priority: str = "default") -> LaunchRequest:
     return LaunchRequest(project_dir=project_dir, project="proj", task_id=task_id, body=body, priority=priority)
 
 

@@ -56,8 +56,8 @@ def make_agent(tmp_path: Path, fake_log: Path) -> Callable[..., AgentSettings]:
 
     def make(*, env: dict[str, str] | None = None, **overrides: Any) -> AgentSettings:
         full_env = {"FAKE_AGENT_LOG": str(fake_log), **(env or {})}
-        base: dict[str, Any] = dict(command=FAKE_AGENT_COMMAND, prompt_timeout=15.0, submit_timeout=6.0, submit_retries=3,
-                                    resume_dir=tmp_path / "resume", env=full_env, hooks=True)
+        base: dict[str, Any] = dict(command=FAKE_AGENT_COMMAND, prompt_timeout=15.0, submit_timeout=6.0,
+                                    submit_retries=3, resume_dir=tmp_path / "resume", env=full_env, hooks=True)
         base.update(overrides)
         return AgentSettings(**base)
 

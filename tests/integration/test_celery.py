@@ -222,7 +222,8 @@ def test_two_worker_processes_watcher_and_repeated_calls_never_double_book(
                               start_new_session=True) for i in range(2)]
     stop = threading.Event()
     watcher = threading.Thread(target=run, args=(settings.projects_dir,
-                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]), lambda: None),
+                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]),
+                                                 lambda: None),
                                kwargs={"stop": stop}, daemon=True)
     try:
         wait_for(lambda: len(app.control.inspect(timeout=1).ping() or {}) == 2, timeout=60, what="2 workers up")

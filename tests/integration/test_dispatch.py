@@ -286,7 +286,8 @@ def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
     from dispatcher.flows import runtime
 
     broken = settings.with_overrides(agent=AgentSettings(command="no-such-claude-xyz --model {model} {resume}"))
-    d = Dispatcher(Ports(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool), clock=clock))
+    d = Dispatcher(Ports(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool),
+                         clock=clock))
     path = add_task(broken, "alpha", "M1")
     outcome = d.assign_next("ccl-auto-0")
     assert outcome.status == "paused" and "not found on PATH" in outcome.detail

@@ -148,7 +148,8 @@ def test_rotate_copy_truncates_and_the_writer_goes_on(tmp_path: Path) -> None:
     assert not upview.rotate(log, max_bytes=1000, backups=2)
     log.write_bytes(b"y" * 1500)
     assert upview.rotate(log, max_bytes=1000, backups=2)
-    assert (tmp_path / "worker-0.log.2").stat().st_size == 2001 and (tmp_path / "worker-0.log.1").read_bytes()[:1] == b"y"
+    assert ((tmp_path / "worker-0.log.2").stat().st_size == 2001
+            and (tmp_path / "worker-0.log.1").read_bytes()[:1] == b"y")
 
 
 def test_log_names_are_validated(tmp_path: Path) -> None:

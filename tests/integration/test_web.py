@@ -98,8 +98,10 @@ def test_actions_refuse_cross_site_requests(fleet_server: FleetServer, settings:
     failed = _failed_task(settings, "alpha", "F1")
     host = fleet_server.url.split("//")[1]
     for headers in ({}, {"X-AQ-CSRF": "0"}, {"X-AQ-CSRF": "1", "Origin": "http://evil.example"},
-                    {"X-AQ-CSRF": "1", "Origin": f"http://{host}.evil.example"}, {"X-AQ-CSRF": "1", "Origin": "null"},
-                    {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "cross-site"}, {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "same-site"}):
+                    {"X-AQ-CSRF": "1", "Origin": f"http://{host}.evil.example"},
+                    {"X-AQ-CSRF": "1", "Origin": "null"},
+                    {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "cross-site"},
+                    {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "same-site"}):
         for path, body in (("/api/retry", {"task": "alpha:F1"}), ("/api/pause", {}), ("/api/resume", {})):
             assert call(fleet_server, path, method="POST", body=body, headers=headers)[0] == 403, (path, headers)
     assert failed.exists() and pause.stored(sys_redis) is None
