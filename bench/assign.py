@@ -30,8 +30,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -43,8 +43,8 @@ from dispatcher.agent import pool, pool_state  # noqa: E402
 from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
 from dispatcher.flows import ready  # noqa: E402
-from dispatcher.flows.ports import Ports
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec, Outcome  # noqa: E402
+from dispatcher.flows.ports import Ports
 from dispatcher.inbox.scanner import run_scan  # noqa: E402
 from dispatcher.testing import FAKE_AGENT_COMMAND  # noqa: E402
 

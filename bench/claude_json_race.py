@@ -160,7 +160,7 @@ class Watcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         self._thread.start()
         return self
 
@@ -341,8 +341,9 @@ class Race:
             outcomes[x.outcome] = outcomes.get(x.outcome, 0) + 1
         ready = sorted(x.ready_after for x in insts if x.ready_after is not None)
         log.info("%s round %d: json_ok=%s keys_ok=%s missing=%s corrupted+%d backups+%d outcomes=%s "
-                 "writes %d (new inode %d) torn %d gone %d/%d ready %s s (%.0f s)", mode, rnd, json_ok, keys_ok, missing[:4],
-                 corrupted, backups, outcomes, watcher.writes, watcher.replaced, watcher.torn, watcher.missing, watcher.samples,
+                 "writes %d (new inode %d) torn %d gone %d/%d ready %s s (%.0f s)",
+                 mode, rnd, json_ok, keys_ok, missing[:4], corrupted, backups, outcomes,
+                 watcher.writes, watcher.replaced, watcher.torn, watcher.missing, watcher.samples,
                  f"{ready[0]:.1f}..{ready[-1]:.1f}" if ready else "-", time.monotonic() - t0)
         for x in insts:
             if x.outcome != "ok" or x.notes:
@@ -362,7 +363,7 @@ def summarise(version: str, k: int, results: list[RoundResult]) -> str:
              f"{'s/round':>7}"]
     for mode in dict.fromkeys(r.mode for r in results):
         rs = [r for r in results if r.mode == mode]
-        total = lambda key: sum(r.outcomes.get(key, 0) for r in rs)  # noqa: E731
+        total = lambda key, rs=rs: sum(r.outcomes.get(key, 0) for r in rs)  # noqa: E731
         ok = total("ok")
         other = sum(sum(r.outcomes.values()) for r in rs) - ok - total("dialog") - total("config-error")
         lines.append(f"{mode:<8} {len(rs):>6} {sum(not r.json_ok for r in rs):>8} "

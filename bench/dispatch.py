@@ -39,8 +39,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -48,17 +49,17 @@ if str(ROOT) not in sys.path:
 
 import redis  # noqa: E402
 
-from dispatcher.inbox import files as aq  # noqa: E402
 from dispatcher.agent import pool
-from dispatcher.flows import runtime  # noqa: E402
+from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
+from dispatcher.core.taskfile import render_task  # noqa: E402
+from dispatcher.flows import runtime  # noqa: E402
 from dispatcher.flows.dispatch import Dispatcher  # noqa: E402
 from dispatcher.flows.launch import LaunchSpec  # noqa: E402
-from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.flows.monitor import monitor_all  # noqa: E402
+from dispatcher.flows.ports import Ports  # noqa: E402
+from dispatcher.inbox import files as aq  # noqa: E402
 from dispatcher.inbox.scanner import clear_cache, run_scan  # noqa: E402
-from dispatcher.core.taskfile import render_task  # noqa: E402
-from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -158,7 +159,7 @@ def floor_inotify(tmp: Path, n: int = 30) -> float:
     return statistics.median(lat) if lat else float("nan")
 
 
-def floor_redis(r: "redis.Redis[str]", n: int = 500) -> float:
+def floor_redis(r: redis.Redis[str], n: int = 500) -> float:
     r.ping()
     lat = []
     for _ in range(n):
@@ -252,12 +253,12 @@ def drive(disp: Dispatcher, settings: Settings, log: Path, ids: list[tuple[str, 
     return created, received(log), finished, time.time()
 
 
-def start_watcher(settings: Settings, r: "redis.Redis[str]") -> Callable[[], None]:
+def start_watcher(settings: Settings, r: redis.Redis[str]) -> Callable[[], None]:
     """The real file watcher, recording what inbox_event records (the writer is done): files written
     atomically are dispatched at once instead of waiting ``settle_time``. Returns a stop function."""
-    from dispatcher.store import settle
     from dispatcher.inbox import watcher
     from dispatcher.inbox.inbox_path import parse_inbox_path
+    from dispatcher.store import settle
 
     def on_task(path: str, closed: Any) -> None:
         ident = settle.parse_identity(closed)
@@ -279,7 +280,7 @@ def start_watcher(settings: Settings, r: "redis.Redis[str]") -> Callable[[], Non
     return halt
 
 
-def settle_costs(r: "redis.Redis[str]", n: int = 2000) -> tuple[float, float]:
+def settle_costs(r: redis.Redis[str], n: int = 2000) -> tuple[float, float]:
     """Median cost of the settle bookkeeping on an atomic file's path: the record (inbox_event) and the
     lookup (each plan pass while a file is fresh)."""
     from dispatcher.store import settle
@@ -474,10 +475,12 @@ def main() -> None:
         # table
         N = args.sessions
         rows.append(("(a) dispatch overhead, steady (≤N in flight) p50", ms(pct(steady, 50)),
-                     f"ref launch total p50 {ms(pct(ref_total, 50))} → ×{pct(ref_total, 50) / pct(steady, 50):.1f} faster"))
+                     f"ref launch total p50 {ms(pct(ref_total, 50))} "
+                     f"→ ×{pct(ref_total, 50) / pct(steady, 50):.1f} faster"))
         rows.append(("(a) dispatch overhead, steady p99", ms(pct(steady, 99)),
                      f"ref launch total max {ms(max(ref_total))}"))
-        rows.append(("(a) file→submitted, burst (incl. queueing) p50", ms(pct(burst, 50)), f"{m} files at once, {N} sessions"))
+        rows.append(("(a) file→submitted, burst (incl. queueing) p50", ms(pct(burst, 50)),
+                     f"{m} files at once, {N} sessions"))
         rows.append(("(a) file→submitted, burst p99", ms(pct(burst, 99)), ""))
         rows.append(("    steady: file created→launch call (loop+scan+claim) p50", ms(pct(to_launch, 50)), ""))
         rows.append(("    launch call→submitted (driver only) p50", ms(pct(launch_total, 50)),

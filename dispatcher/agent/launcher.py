@@ -14,22 +14,22 @@ import os
 import re
 import shlex
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 from uuid import uuid4
 
 import redis as redis_lib
 
+from dispatcher.agent.hook_settings import write_settings
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core import keys, screen
 from dispatcher.core.config import AgentSettings
 from dispatcher.core.defaults import PASTE_SHOW_S, POLL_INTERVAL_S, STARTUP_LOCK_TTL_S
 from dispatcher.core.errors import ConfigError, DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
-from dispatcher.agent.hook_settings import write_settings
+from dispatcher.core.message import build_message, delivery_tag
 from dispatcher.store.hook_log import HookLog, HookReport
 from dispatcher.store.locks import Held
-from dispatcher.core.message import build_message, delivery_tag
-from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def config_dir_of(env: Mapping[str, str]) -> str:
 
 
 def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, env: Mapping[str, str],
-           lock: "redis_lib.lock.Lock | None", agent: AgentSettings, clock: Callable[[], float]) -> str:
+           lock: redis_lib.lock.Lock | None, agent: AgentSettings, clock: Callable[[], float]) -> str:
     """Start the agent and wait for its prompt, holding the start-up lock of its config dir if there is one."""
     held = None
     if lock is not None:  # None: agent.startup_lock is false
@@ -334,7 +334,8 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
         # Consumed only now: a failed launch keeps the conversation resumable.
         resume_path(agent, session).unlink(missing_ok=True)
     by, report = proof
-    result = LaunchResult(session=session, agent_uuid=resume_id or (request.session_uuid if agent.hooks else ""), resumed=resume_id is not None,
+    result = LaunchResult(session=session, agent_uuid=resume_id or (request.session_uuid if agent.hooks else ""),
+                          resumed=resume_id is not None,
                           model=model, argv=tuple(argv), tag=msg_tag, confirmed_by=by, enter_presses=presses,
                           ready_after=ready - started, submit_after=clock() - ready,
                           hook_id=report.id if report else None)

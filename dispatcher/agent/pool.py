@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import PoolSettings, Settings
 from dispatcher.core.errors import SessionError, TmuxError
-from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
 

@@ -14,15 +14,15 @@ Time is the caller's: ``since`` and ``now`` come from the flow's injected clock.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import redis
 
-from dispatcher.store import sessions as ss
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core.errors import TmuxError
 from dispatcher.core.session_ref import SessionRef
+from dispatcher.store import sessions as ss
 from dispatcher.store.sessions import SessionInfo, State
-from dispatcher.agent.tmux import Tmux
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ _PREFIX = "@aq_"
 
 # -- writes: both copies together ---------------------------------------------------
 
-def transition(r: "redis.Redis", tmux: Tmux, info: SessionInfo, state: State, *, since: float,
+def transition(r: redis.Redis, tmux: Tmux, info: SessionInfo, state: State, *, since: float,
                **changes: object) -> SessionInfo:
     """Move a session to ``state`` (in it since ``since``: the caller's now, or the old ``since`` kept), both copies."""
     new = ss.transition(r, info, state, since=since, **changes)
@@ -41,7 +41,7 @@ def transition(r: "redis.Redis", tmux: Tmux, info: SessionInfo, state: State, *,
     return new
 
 
-def set_idle(r: "redis.Redis", tmux: Tmux, info: SessionInfo, *, now: float, failed: bool = False,
+def set_idle(r: redis.Redis, tmux: Tmux, info: SessionInfo, *, now: float, failed: bool = False,
              detail: str = "") -> SessionInfo:
     """Free the session at ``now`` in both copies; ``failed`` starts its cooldown."""
     new = ss.set_idle(r, info, now=now, failed=failed, detail=detail)
@@ -49,7 +49,7 @@ def set_idle(r: "redis.Redis", tmux: Tmux, info: SessionInfo, *, now: float, fai
     return new
 
 
-def start_idle_grace(r: "redis.Redis", info: SessionInfo, now: float) -> SessionInfo:
+def start_idle_grace(r: redis.Redis, info: SessionInfo, now: float) -> SessionInfo:
     """The agent was first seen idle at ``now`` without its task done: the finish grace runs from here.
 
     Redis only: the grace timer is not part of the tmux copy (a rebuilt session starts it again).
@@ -57,7 +57,7 @@ def start_idle_grace(r: "redis.Redis", info: SessionInfo, now: float) -> Session
     return ss.update(r, info, idle_since=now)
 
 
-def clear_idle_grace(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
+def clear_idle_grace(r: redis.Redis, info: SessionInfo) -> SessionInfo:
     """The agent is busy again: stop the finish grace timer (Redis only, like :func:`start_idle_grace`)."""
     return ss.update(r, info, idle_since=0.0)
 
@@ -97,19 +97,19 @@ def rebuild(tmux: Tmux, host: str, name: str) -> SessionInfo:
                        since=float(tags.get("since") or 0), detail="rebuilt from tmux", host=host)
 
 
-def read(r: "redis.Redis", tmux: Tmux, host: str, name: str) -> SessionInfo:
+def read(r: redis.Redis, tmux: Tmux, host: str, name: str) -> SessionInfo:
     """Current state of one pool session of this host; rebuilt from tmux (and stored) when Redis has none."""
     return _resolve(r, tmux, host, name, ss.get(r, SessionRef(host, name)), tmux.has_session(name))
 
 
-def read_all(r: "redis.Redis", tmux: Tmux, host: str, names: Sequence[str]) -> dict[str, SessionInfo]:
+def read_all(r: redis.Redis, tmux: Tmux, host: str, names: Sequence[str]) -> dict[str, SessionInfo]:
     """States of this host's sessions with one tmux call and one Redis round trip (fan-out, status)."""
     live = set(tmux.list_sessions())
     stored = ss.get_all(r, [SessionRef(host, n) for n in names])
     return {n: _resolve(r, tmux, host, n, stored[SessionRef(host, n)], n in live) for n in names}
 
 
-def _resolve(r: "redis.Redis", tmux: Tmux, host: str, name: str, info: SessionInfo | None,
+def _resolve(r: redis.Redis, tmux: Tmux, host: str, name: str, info: SessionInfo | None,
              exists: bool) -> SessionInfo:
     if not exists:
         if info is None:

@@ -17,9 +17,9 @@ import shlex
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from dispatcher.core.defaults import TMUX_NEW_SESSION_TRIES
 from dispatcher.core.errors import TmuxError

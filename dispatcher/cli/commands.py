@@ -139,7 +139,7 @@ def pool_kill(obj: Ctx, names: tuple[str, ...]) -> None:
     click.echo(f"killed: {', '.join(killed) or 'none'}")
 
 
-def _redis(obj: Ctx, required: bool) -> "redis.Redis | None":
+def _redis(obj: Ctx, required: bool) -> redis.Redis | None:
     try:
         r = client(settings=obj.deployment(), timeout=2.0)
     except DispatcherError as exc:  # no Redis configured or running for this deployment
@@ -188,7 +188,7 @@ def status(obj: Ctx, watch_: bool, as_json: bool) -> None:
 @pass_ctx
 def events(obj: Ctx, count: int, follow: bool, as_json: bool) -> None:
     """Print the event log (submitted, claimed, launched, finished, failed, limited, stuck…)."""
-    def show(e: "ev.Event") -> None:
+    def show(e: ev.Event) -> None:
         click.echo(json.dumps(dataclasses.asdict(e), sort_keys=True) if as_json else e.line())
 
     r = _redis(obj, required=True)

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from dispatcher.inbox import files as aq
 from dispatcher.core.taskfile import render_task
+from dispatcher.inbox import files as aq
 
 CONFIG_TEMPLATE = """\
 # agent-queue dispatcher configuration. Every key is optional; defaults shown.

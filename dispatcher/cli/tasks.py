@@ -19,9 +19,9 @@ from dispatcher.cli.group import EXIT_INVALID, EXIT_OK, Ctx, cli, pass_ctx
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ClaimError, DispatcherError, TaskFileError
 from dispatcher.core.taskfile import render_task
-from dispatcher.inbox.reader import load_task
 from dispatcher.inbox import files as aq
 from dispatcher.inbox.fsio import STATE_SUFFIXES
+from dispatcher.inbox.reader import load_task
 
 
 @cli.command()

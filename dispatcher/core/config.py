@@ -13,10 +13,11 @@ import os
 import platform
 import re
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dispatcher.core import defaults as d
@@ -214,7 +215,7 @@ class Settings:
         # A shared checkout gets the (safe) global cap; isolated worktrees do not step on each other.
         return 0 if ps.isolation == "worktree" else self.max_parallel
 
-    def with_overrides(self, **changes: Any) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (tests, CLI flags)."""
         return replace(self, **changes)
 
@@ -246,7 +247,7 @@ class _Reader:
                 raise self.fail(key, problem)
         return value
 
-    def section(self, key: str) -> "_Reader":
+    def section(self, key: str) -> _Reader:
         self.seen.add(key)
         raw = self.data.get(key) or {}
         if not isinstance(raw, Mapping):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
 
 QUEUE_DIR: Final = ".agent-queue"
 INBOX: Final = "inbox"

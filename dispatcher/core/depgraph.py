@@ -188,7 +188,8 @@ def render_svg(g: Graph, *, node_w: int = 170, node_h: int = 34, gap_x: int = 60
     esc = html.escape
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="depgraph" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="task dependency graph">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" '
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" '
+             'markerWidth="9" markerHeight="9" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="context-stroke"/></marker></defs>']
     for e in g.edges:
         (x1, y1), (x2, y2) = xy[e.dep], xy[e.task]
@@ -217,7 +218,8 @@ def render_svg(g: Graph, *, node_w: int = 170, node_h: int = 34, gap_x: int = 60
         parts.append(f'<g class="{cls}" data-task="{esc(key)}" data-state="{n.state}"><title>{esc(tip)}</title>'
                      f'<rect x="{x}" y="{y}" width="{node_w}" height="{node_h}" rx="6"/>'
                      f'<text x="{x + 8}" y="{y + 14}">{esc(label)}</text>'
-                     f'<text class="state" x="{x + 8}" y="{y + 28}">{n.state}{" · cycle" if n.cycle else ""}</text></g>')
+                     f'<text class="state" x="{x + 8}" y="{y + 28}">'
+                     f'{n.state}{" · cycle" if n.cycle else ""}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -6,9 +6,9 @@ a gate check costs O(number of deps), whatever the size of done/.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Mapping
 
 from dispatcher.core import defaults as d
 from dispatcher.core.taskfile import DepRef, Task

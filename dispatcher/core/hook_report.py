@@ -5,8 +5,9 @@ Read from Redis by ``store.hook_log.HookLog``; judged by ``core.lifecycle`` with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 def stream_order(entry_id: str) -> tuple[int, int]:

@@ -7,7 +7,6 @@ states, hook reports and the event stream. Losing it loses no task.
 from __future__ import annotations
 
 import hashlib
-
 from typing import Final
 
 PREFIX: Final = "aq:"

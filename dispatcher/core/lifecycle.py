@@ -19,9 +19,10 @@ screen is the fallback. The rules, in order:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from dispatcher.core import limits, screen
 from dispatcher.core.hook_report import HookReport, stream_order

@@ -10,8 +10,9 @@ API (HTTP 529). Texts seen: tests/fixtures/claude_screens, tests/e2e/FINDINGS.md
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 USAGE_LIMIT = "usage_limit"
 RATE_LIMIT = "rate_limit"

@@ -12,7 +12,8 @@ lightweight entries with it, so its order is the plan's by construction);
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Callable, Hashable, Iterable, TypeVar
+from collections.abc import Callable, Hashable, Iterable
+from typing import TypeVar
 
 from dispatcher.core.taskfile import Task
 

@@ -7,9 +7,9 @@ hand-built listings.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import TaskFileError, TaskIncomplete

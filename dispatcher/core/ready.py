@@ -12,8 +12,8 @@ float's exact bits, so the entry's (mtime, size) compares exactly with a later `
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from dispatcher.core import defaults as d
 from dispatcher.core.ordering import round_robin

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from dispatcher.core.gate import format_path
 from dispatcher.core.plan import Plan

@@ -64,7 +64,7 @@ class DepRef:
         return f"{self.project}:{self.task_id}"
 
     @classmethod
-    def parse(cls, text: str, default_project: str) -> "DepRef":
+    def parse(cls, text: str, default_project: str) -> DepRef:
         """Parse ``"p:t"`` or a bare ``"t"`` (same project); validate both segments before any disk access."""
         raw = text.strip()
         if not raw:

@@ -16,8 +16,8 @@ from celery.beat import PersistentScheduler
 
 from dispatcher.core import defaults as d
 from dispatcher.core import keys
-from dispatcher.store import redis_conn
 from dispatcher.flows import runtime
+from dispatcher.store import redis_conn
 
 logger = logging.getLogger(__name__)
 

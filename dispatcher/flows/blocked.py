@@ -25,7 +25,7 @@ def _failed_deps(missing: tuple[DepRef, ...], failed: set[tuple[str, str]]) -> l
     return [dep for dep in missing if (dep.project, dep.task_id) in failed]
 
 
-def check_blocked(settings: Settings, r: "redis.Redis", *, now: float) -> list[str]:
+def check_blocked(settings: Settings, r: redis.Redis, *, now: float) -> list[str]:
     """Write ``.stuck`` where due; returns the tasks newly stuck."""
     listings, loaded = read_inboxes(settings)
     result = plan(listings, loaded, now=now, incomplete_grace=settings.incomplete_grace,

@@ -48,12 +48,12 @@ def owner_id() -> str:
 
 # -- the session lock -------------------------------------------------------------------------------------------
 
-def lock_session(r: "redis.Redis", ref: str) -> locks.Held | None:
+def lock_session(r: redis.Redis, ref: str) -> locks.Held | None:
     """Take the launch lock of session ``ref`` (``HOST/NAME``) without waiting; None when another worker has it."""
     return locks.try_lock_session(r, ref, d.LAUNCH_LOCK_TTL_S, owner_id())
 
 
-def session_locked(r: "redis.Redis", ref: str) -> bool:
+def session_locked(r: redis.Redis, ref: str) -> bool:
     """True while some worker launches (or resumes) into session ``ref``."""
     return locks.session_locked(r, ref)
 
@@ -128,7 +128,7 @@ def claim_is_live(path: Path) -> bool:
 
 # -- the owner record beside the file ---------------------------------------------------------------------------
 
-def give_back(r: "redis.Redis", path: Path, project: str, task_id: str, owner: str | None) -> Path:
+def give_back(r: redis.Redis, path: Path, project: str, task_id: str, owner: str | None) -> Path:
     """A claimed or dispatched task back to pending; ``owner``'s record (if named) becomes a released stone."""
     pending = release(path)
     if owner:
@@ -136,14 +136,14 @@ def give_back(r: "redis.Redis", path: Path, project: str, task_id: str, owner: s
     return pending
 
 
-def fail_owned(r: "redis.Redis", path: Path, project: str, task_id: str, owner: str, reason: str) -> Path:
+def fail_owned(r: redis.Redis, path: Path, project: str, task_id: str, owner: str, reason: str) -> Path:
     """A claimed or dispatched task to ``.failed`` (with its reason); ``owner``'s record is dropped."""
     failed = fail(path, reason)
     owners.drop(r, project, task_id, owner)
     return failed
 
 
-def adopt(r: "redis.Redis", launching: Path, project: str, task_id: str, owner: str) -> Path:
+def adopt(r: redis.Redis, launching: Path, project: str, task_id: str, owner: str) -> Path:
     """An abandoned launch the agent in ``owner`` did receive: ``.dispatched``, recorded as ``owner``'s."""
     dispatched = promote(launching)
     owners.take(r, project, task_id, owner)
@@ -154,12 +154,12 @@ def adopt(r: "redis.Redis", launching: Path, project: str, task_id: str, owner: 
 # The agent works on the file itself (it moves it to done/, sometimes copies it), so a move that fails here is
 # logged, not raised: the monitor frees the session either way, and the owner record goes with it.
 
-def finished(r: "redis.Redis", project: str, task_id: str, owner: str) -> None:
+def finished(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     """The agent moved its task to done/: the owner record becomes a released stone."""
     owners.drop(r, project, task_id, owner)
 
 
-def requeue_dispatched(r: "redis.Redis", proj: aq.Project, task_id: str, owner: str) -> None:
+def requeue_dispatched(r: redis.Redis, proj: aq.Project, task_id: str, owner: str) -> None:
     """The agent ended without finishing: ``.dispatched`` back to pending for another attempt."""
     try:
         move_no_replace(proj.task_path(task_id, d.DISPATCHED), proj.task_path(task_id))
@@ -168,7 +168,7 @@ def requeue_dispatched(r: "redis.Redis", proj: aq.Project, task_id: str, owner: 
     owners.drop(r, project=proj.name, task_id=task_id, owner=owner)
 
 
-def fail_dispatched(r: "redis.Redis", proj: aq.Project, task_id: str, owner: str, note: str) -> None:
+def fail_dispatched(r: redis.Redis, proj: aq.Project, task_id: str, owner: str, note: str) -> None:
     """The task failed: ``.dispatched`` → ``.failed`` with ``note`` beside it."""
     try:
         fail(proj.task_path(task_id, d.DISPATCHED), note)
@@ -198,7 +198,7 @@ def running_count(settings: Settings, project: str) -> int:
     return sum(1 for n in names if n.endswith(ends) and not n.startswith("."))
 
 
-def claim_within_limit(r: "redis.Redis", settings: Settings, task: Task) -> Path | None:
+def claim_within_limit(r: redis.Redis, settings: Settings, task: Task) -> Path | None:
     """Claim ``task`` unless its project is at its ``max_parallel`` (None then); ClaimError if taken.
 
     The plan already capped the project, but two workers may both have seen the last free
@@ -226,7 +226,7 @@ def claim_within_limit(r: "redis.Redis", settings: Settings, task: Task) -> Path
 class Claim:
     """A task this process claimed for one session: the ``.launching`` file (flocked) and the owner record."""
 
-    def __init__(self, r: "redis.Redis", task: Task, owner: str, path: Path, flock: FileClaim) -> None:
+    def __init__(self, r: redis.Redis, task: Task, owner: str, path: Path, flock: FileClaim) -> None:
         self.r = r
         self.project = task.project
         self.task_id = task.id
@@ -251,7 +251,7 @@ class Claim:
         self._flock.close()
 
 
-def take(r: "redis.Redis", settings: Settings, task: Task, owner: str) -> Claim | None:
+def take(r: redis.Redis, settings: Settings, task: Task, owner: str) -> Claim | None:
     """Claim ``task`` for session ``owner`` (``HOST/NAME``): rename, owner record, flock.
 
     None when its project has no free slot; ClaimError when another worker has it (or it vanished).

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dispatcher.core import defaults as d
 from dispatcher.agent import pool, pool_state
+from dispatcher.agent.tmux import Tmux, pid_alive
+from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DeploymentError, TmuxError
-from dispatcher.agent.tmux import Tmux, pid_alive
 from dispatcher.inbox.fsio import flock_held
 
 logger = logging.getLogger(__name__)

@@ -13,31 +13,31 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
-from dispatcher.inbox import files as aq
-from dispatcher.core import defaults as d
-from dispatcher.flows import claim as cl
-from dispatcher.flows.launch import LaunchSpec
-from dispatcher.flows.ports import Ports
-from dispatcher.store import attempts, events, hosts, locks, pause, settle
-from dispatcher.core import keys
 from dispatcher.agent import pool, pool_state
-from dispatcher.inbox import worktree
-from dispatcher.flows import ready
-from dispatcher.store import sessions as ss
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
+from dispatcher.core import defaults as d
+from dispatcher.core import keys
 from dispatcher.core.errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
-from dispatcher.store.hook_log import HookLog
-from dispatcher.inbox.scanner import Plan, run_scan
 from dispatcher.core.screen import TRUST_DIALOG
 from dispatcher.core.session_ref import SessionRef, parse
-from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.core.taskfile import Task, is_safe_segment, parse_task
+from dispatcher.flows import claim as cl
+from dispatcher.flows import ready
+from dispatcher.flows.launch import LaunchSpec
+from dispatcher.flows.ports import Ports
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import worktree
 from dispatcher.inbox.reader import read_task_bytes
-from dispatcher.agent.installed import INSTALL_HINT, agent_missing
+from dispatcher.inbox.scanner import Plan, run_scan
+from dispatcher.store import attempts, events, hosts, locks, pause, settle
+from dispatcher.store import sessions as ss
+from dispatcher.store.hook_log import HookLog
+from dispatcher.store.sessions import SessionInfo, State
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,8 @@ class Dispatcher:
             if self.enqueue_assign is not None:
                 self.enqueue_assign(str(ref))
                 return Outcome(Status.FORWARDED, session=str(ref), detail=f"to host {ref.host}'s queue")
-            return Outcome(Status.NOT_IN_POOL, session=str(ref), detail=f"a session of host {ref.host}, not {self.host}")
+            return Outcome(Status.NOT_IN_POOL, session=str(ref),
+                           detail=f"a session of host {ref.host}, not {self.host}")
         session = ref.name
         if self.settings.pool.contains(session):
             self.r.delete(keys.assign_pending(str(ref)))  # from now on a new event may queue another

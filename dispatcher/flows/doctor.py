@@ -16,20 +16,21 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import redis
 
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
+from dispatcher.core import defaults as d
+from dispatcher.core import keys
+from dispatcher.core.config import Settings
+from dispatcher.core.errors import DispatcherError
 from dispatcher.inbox import files as aq
 from dispatcher.store import credentials
 from dispatcher.store.hook_log import HookLog
-from dispatcher.core import keys
-from dispatcher.core import defaults as d
-from dispatcher.core.config import Settings
-from dispatcher.agent.installed import INSTALL_HINT, agent_missing
-from dispatcher.core.errors import DispatcherError
 from dispatcher.store.redis_conn import client, configured_url, redis_py_url
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -152,7 +153,7 @@ def check_agent_config(settings: Settings) -> list[Check]:
     return out
 
 
-def check_redis(r: "redis.Redis") -> list[Check]:
+def check_redis(r: redis.Redis) -> list[Check]:
     """Reachable, its version, and whether it keeps data across a restart."""
     try:
         info: Any = r.info("server")
@@ -174,7 +175,7 @@ def check_redis(r: "redis.Redis") -> list[Check]:
     return out
 
 
-def check_hook(r: "redis.Redis", url: str) -> Check:
+def check_hook(r: redis.Redis, url: str) -> Check:
     """A hook report (``python -m dispatcher.hook``, as agents run it) reaches Redis."""
     session = f"doctor-{uuid.uuid4().hex[:12]}"
     token = uuid.uuid4().hex
@@ -235,7 +236,7 @@ def check_disk(settings: Settings, min_free: int = d.DOCTOR_MIN_FREE_BYTES) -> l
     return out
 
 
-def check_hosts(r: "redis.Redis", now: float | None = None) -> list[Check]:
+def check_hosts(r: redis.Redis, now: float | None = None) -> list[Check]:
     """This host's clock against Redis; every host's heartbeat (``aq:hosts``: JSON with ``last_seen``)."""
     try:
         secs, micros = r.time()

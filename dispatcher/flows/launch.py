@@ -55,7 +55,7 @@ def request_for(spec: LaunchSpec) -> launcher.LaunchRequest:
     )
 
 
-def launch_in_session(settings: Settings, r: "redis.Redis", tmux: Tmux, spec: LaunchSpec) -> None:
+def launch_in_session(settings: Settings, r: redis.Redis, tmux: Tmux, spec: LaunchSpec) -> None:
     """The real launch: start the agent in ``spec.session`` and deliver the task (agent/launcher.py)."""
     launcher.launch(tmux, spec.session, request_for(spec), settings.agent, r, state_dir=settings.state_dir,
                     redis_url=redis_conn.redis_py_url(redis_conn.configured_url(settings)), ref=spec.ref)

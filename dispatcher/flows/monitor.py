@@ -7,26 +7,26 @@ reports), let the pure ``core.lifecycle.decide`` choose, ``apply`` its action he
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
-from dispatcher.inbox import files as aq
-from dispatcher.core import defaults as d
-from dispatcher.store import attempts, events, hosts, owners, pause
-from dispatcher.core import keys, limits, lifecycle
 from dispatcher.agent import pool, pool_state
-from dispatcher.inbox import worktree
-from dispatcher.store import sessions as ss
-from dispatcher.flows import claim as cl
-from dispatcher.flows.dispatch import Dispatcher
-from dispatcher.flows import ready
+from dispatcher.agent.launcher import resume_path
+from dispatcher.core import defaults as d
+from dispatcher.core import keys, lifecycle, limits
 from dispatcher.core.errors import TmuxError
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.lifecycle import Action, Evidence, Step
-from dispatcher.store.hook_log import HookLog
-from dispatcher.agent.launcher import resume_path
-from dispatcher.flows.recovery import fence_session
-from dispatcher.store.sessions import SessionInfo, State
 from dispatcher.core.taskfile import DepRef
+from dispatcher.flows import claim as cl
+from dispatcher.flows import ready
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.recovery import fence_session
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import worktree
+from dispatcher.store import attempts, events, hosts, owners, pause
+from dispatcher.store import sessions as ss
+from dispatcher.store.hook_log import HookLog
+from dispatcher.store.sessions import SessionInfo, State
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
     events.emit(disp.r, "finished", task=info.task_key, session=info.ref,
                 detail=f"after {int(disp.clock() - info.since)}s{note}")
     ready.on_done(disp, info.project, info.task)  # a blocked task waiting on it: the index needs a scan
-    pause.reset_backoff(disp.r, disp.settings.host.account)  # the API answered a whole task: the next rate limit starts the backoff over
+    # The API answered a whole task: the next rate limit starts the backoff over.
+    pause.reset_backoff(disp.r, disp.settings.host.account)
     _free(disp, info, failed=False, detail=f"finished {info.task_key}")
     return f"finished {info.task_key}"
 

@@ -21,7 +21,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -47,7 +48,7 @@ def payload(event_id: str, fields: Mapping[str, Any], host: str) -> dict[str, An
             "host": host, "text": text[:2000]}
 
 
-def allowed(r: "redis.Redis", kind: str, per_minute: int, now: float) -> bool:
+def allowed(r: redis.Redis, kind: str, per_minute: int, now: float) -> bool:
     """Count one notification of ``kind`` in this minute; False once the minute's budget is spent."""
     key = keys.notify_window(kind, int(now // 60))
     pipe = r.pipeline(transaction=True)
@@ -108,7 +109,7 @@ def deliver(settings: NotifySettings, data: dict[str, Any]) -> list[str]:
     return errors
 
 
-def ensure_group(r: "redis.Redis") -> None:
+def ensure_group(r: redis.Redis) -> None:
     """Create the consumer group at the stream's end (only events from now on are notified)."""
     try:
         r.xgroup_create(keys.EVENTS, GROUP, id="$", mkstream=True)
@@ -122,7 +123,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}"
 
 
-def handle(settings: NotifySettings, r: "redis.Redis", event_id: str, fields: Mapping[str, Any], now: float) -> bool:
+def handle(settings: NotifySettings, r: redis.Redis, event_id: str, fields: Mapping[str, Any], now: float) -> bool:
     """Notify one event if its kind is wanted and the rate allows; True when sent."""
     kind = str(fields.get("kind", ""))
     if kind not in settings.events or not allowed(r, kind, settings.per_minute, now):
@@ -131,7 +132,7 @@ def handle(settings: NotifySettings, r: "redis.Redis", event_id: str, fields: Ma
     return True
 
 
-def follow(settings: NotifySettings, r: "redis.Redis", stop: threading.Event, *, consumer: str | None = None,
+def follow(settings: NotifySettings, r: redis.Redis, stop: threading.Event, *, consumer: str | None = None,
            clock: Callable[[], float] = time.time, block_ms: int = 1000) -> None:
     """Notify events until ``stop`` is set (a Redis error is logged and retried, never fatal)."""
     consumer = consumer or consumer_name()

@@ -7,8 +7,8 @@ what they may touch is visible in their signature, and tests build one directly.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import redis
 
@@ -22,7 +22,7 @@ class Ports:
     """Settings plus the Redis, tmux, launcher and clock of this process."""
 
     settings: Settings
-    r: "redis.Redis"
+    r: redis.Redis
     tmux: Tmux
     launch: LaunchFn
     clock: Callable[[], float] = field(default=time.time)

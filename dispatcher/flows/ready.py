@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from dispatcher.core import defaults as d
 from dispatcher.core.ready import ReadyEntry, decode, entry_of, members_in_order
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 FIRST_FETCH = 1
 
 
-def begin(disp: "Dispatcher") -> ready_index.Ticket:
+def begin(disp: Dispatcher) -> ready_index.Ticket:
     """Take before a full scan lists anything."""
     return ready_index.begin(disp.r, {p.name: _mtime_ns(p.done) for p in
                                       aq.discover_projects(disp.settings.projects_dir, disp.settings.projects)})
@@ -45,7 +46,7 @@ def _mtime_ns(path: Path) -> int:
         return 0
 
 
-def publish(disp: "Dispatcher", result: Plan, ticket: ready_index.Ticket) -> None:
+def publish(disp: Dispatcher, result: Plan, ticket: ready_index.Ticket) -> None:
     """Replace the index with a full scan's gated tasks: eligible, and those waiting for a slot or a same-ID run.
 
     The waiting ones are kept because the claim re-checks ``max_parallel`` and the same-ID rule
@@ -56,7 +57,7 @@ def publish(disp: "Dispatcher", result: Plan, ticket: ready_index.Ticket) -> Non
     ready_index.publish(disp.r, entries, waits, ticket)
 
 
-def is_complete(disp: "Dispatcher") -> bool:
+def is_complete(disp: Dispatcher) -> bool:
     """Built by a full scan, and no dependency a blocked task waits on reached done/ since.
 
     The monitor reports finished tasks (``on_done``), but an agent's move to done/ may come
@@ -77,7 +78,7 @@ def is_complete(disp: "Dispatcher") -> bool:
     return True
 
 
-def candidates(disp: "Dispatcher", held: set[str]) -> Iterator[Task]:
+def candidates(disp: Dispatcher, held: set[str]) -> Iterator[Task]:
     """Tasks to try, in dispatch order, each re-checked on disk just before it is offered.
 
     ``held`` (projects to skip) may grow while the caller iterates. Stale entries are dropped.
@@ -116,13 +117,13 @@ def candidates(disp: "Dispatcher", held: set[str]) -> Iterator[Task]:
         k *= 2  # some project has more than was fetched: look further (k outgrows every project)
 
 
-def forget_if_claimed(disp: "Dispatcher", task: Task) -> None:
+def forget_if_claimed(disp: Dispatcher, task: Task) -> None:
     """After a dispatch attempt: drop the entry once the task is neither pending nor launching."""
     if ready_check.settled_elsewhere(str(task.path)):
         ready_index.remove(disp.r, entry_of(task))
 
 
-def on_new_file(disp: "Dispatcher", project: str, path: str) -> Verdict:
+def on_new_file(disp: Dispatcher, project: str, path: str) -> Verdict:
     """A task file the watcher reported: index it when it can be judged alone; else say why not."""
     name = os.path.basename(path)
     closed = settle.closed_files(disp.r, [(project, name)]).get((project, name))
@@ -134,13 +135,13 @@ def on_new_file(disp: "Dispatcher", project: str, path: str) -> Verdict:
     return checked.verdict
 
 
-def on_done(disp: "Dispatcher", project: str, task_id: str) -> None:
+def on_done(disp: Dispatcher, project: str, task_id: str) -> None:
     """A task reached done/: if a blocked task waits on it, the index needs a full scan."""
     if ready_index.waits_on(disp.r, project, task_id):
         ready_index.invalidate(disp.r)
 
 
-def agrees(disp: "Dispatcher", result: Plan) -> tuple[set[ReadyEntry], set[ReadyEntry]]:
+def agrees(disp: Dispatcher, result: Plan) -> tuple[set[ReadyEntry], set[ReadyEntry]]:
     """(in the index only, on disk only) against a scan's gated tasks: both empty when they agree."""
     files = {entry_of(t) for t in result.eligible} | {entry_of(t) for t, _ in result.waiting}
     index = ready_index.snapshot(disp.r)

@@ -19,18 +19,18 @@ import logging
 import os
 from pathlib import Path
 
-from dispatcher.inbox import files as aq
-from dispatcher.inbox import markers
-from dispatcher.core import defaults as d
-from dispatcher.store import attempts, events, hosts, owners
-from dispatcher.core import keys, screen
 from dispatcher.agent import pool, pool_state
+from dispatcher.agent.launcher import resume_path
+from dispatcher.core import defaults as d
+from dispatcher.core import keys, screen
+from dispatcher.core.errors import ClaimError, TmuxError
+from dispatcher.core.message import delivery_tag
 from dispatcher.flows import claim as cl
 from dispatcher.flows.ports import Ports
-from dispatcher.core.errors import ClaimError, TmuxError
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
+from dispatcher.store import attempts, events, hosts, owners
 from dispatcher.store.hook_log import HookLog
-from dispatcher.agent.launcher import resume_path
-from dispatcher.core.message import delivery_tag
 from dispatcher.store.sessions import SessionInfo, State
 
 logger = logging.getLogger(__name__)

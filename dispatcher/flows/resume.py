@@ -10,18 +10,18 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from dispatcher.inbox import files as aq
-from dispatcher.core import defaults as d
-from dispatcher.store import events
 from dispatcher.agent import pool, pool_state
+from dispatcher.core import defaults as d
+from dispatcher.core.errors import SessionError, TaskFileError
+from dispatcher.core.taskfile import Task, parse_task
 from dispatcher.flows import claim as cl
 from dispatcher.flows.launch import LaunchSpec
 from dispatcher.flows.ports import Ports
-from dispatcher.core.errors import SessionError, TaskFileError
+from dispatcher.inbox import files as aq
+from dispatcher.inbox.reader import read_task_bytes
+from dispatcher.store import events
 from dispatcher.store.hook_log import HookLog
 from dispatcher.store.sessions import SessionInfo, State
-from dispatcher.core.taskfile import Task, parse_task
-from dispatcher.inbox.reader import read_task_bytes
 
 logger = logging.getLogger(__name__)
 

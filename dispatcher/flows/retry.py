@@ -6,17 +6,17 @@ from pathlib import Path
 
 import redis
 
-from dispatcher.inbox import files as aq
-from dispatcher.inbox import markers
 from dispatcher.core import defaults as d
-from dispatcher.flows import claim as cl
-from dispatcher.store import attempts, events
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError
 from dispatcher.core.taskfile import DepRef
+from dispatcher.flows import claim as cl
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
+from dispatcher.store import attempts, events
 
 
-def retry_task(settings: Settings, r: "redis.Redis | None", ref: str) -> Path:
+def retry_task(settings: Settings, r: redis.Redis | None, ref: str) -> Path:
     """Move ``<id>.md.failed`` back to ``<id>.md``; returns the new path."""
     if ":" not in ref:
         raise ClaimError(f"{ref!r}: give the task as project:task_id")

@@ -10,12 +10,13 @@ worker consumes.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dispatcher.core.errors import DispatcherError
+from dispatcher.core.session_ref import parse
 from dispatcher.flows import runtime
 from dispatcher.store.hosts import CLUSTER_QUEUE, host_queue
-from dispatcher.core.session_ref import parse
 
 logger = logging.getLogger(__name__)
 

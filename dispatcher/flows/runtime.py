@@ -11,19 +11,19 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core import defaults as d
-from dispatcher.store import hosts, redis_conn
 from dispatcher.core.config import Settings
-from dispatcher.store.config_file import load_config
+from dispatcher.flows import recovery
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.launch import LaunchFn, launch_in_session
 from dispatcher.flows.ports import Ports
-from dispatcher.agent.tmux import Tmux
-from dispatcher.flows import recovery
+from dispatcher.store import hosts, redis_conn
+from dispatcher.store.config_file import load_config
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def settings() -> Settings:
         return _settings
 
 
-def redis_client(s: Settings | None = None) -> "redis.Redis":
+def redis_client(s: Settings | None = None) -> redis.Redis:
     return redis_conn.client(settings=s or settings())
 
 
@@ -67,7 +67,7 @@ def tmux(s: Settings | None = None) -> Tmux:
     return Tmux((s or settings()).tmux.socket_name)
 
 
-def agent_launcher(s: Settings, r: "redis.Redis", t: Tmux) -> LaunchFn:
+def agent_launcher(s: Settings, r: redis.Redis, t: Tmux) -> LaunchFn:
     """The real launch path (flows/launch.py: launch_in_session) bound to these adapters."""
     return functools.partial(launch_in_session, s, r, t)
 

@@ -8,18 +8,18 @@ from typing import Any
 
 import redis
 
-from dispatcher.store import hosts, pause
 from dispatcher.agent import pool, pool_state
-from dispatcher.store import sessions as ss
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DispatcherError
 from dispatcher.core.humanize import duration
 from dispatcher.core.report import render_counts
-from dispatcher.inbox.scanner import run_scan
 from dispatcher.core.session_ref import SessionRef
-from dispatcher.store.sessions import SessionInfo, State
-from dispatcher.agent.tmux import Tmux
+from dispatcher.inbox.scanner import run_scan
+from dispatcher.store import hosts, pause
+from dispatcher.store import sessions as ss
 from dispatcher.store.redis_conn import client
+from dispatcher.store.sessions import SessionInfo, State
 
 
 def _row(info: SessionInfo, now: float, cooldown: float, host_alive: bool = True) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def _row(info: SessionInfo, now: float, cooldown: float, host_alive: bool = True
             "cooldown": info.in_cooldown(now, cooldown), "host_alive": host_alive}
 
 
-def collect(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
+def collect(settings: Settings, r: redis.Redis | None, tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
     """Everything status shows, as plain data (also the ``--json`` output)."""
     now = time.time() if now is None else now
     me = settings.host.name

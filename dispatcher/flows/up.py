@@ -22,16 +22,16 @@ from typing import Any
 
 import redis
 
-from dispatcher.core import defaults as d
-from dispatcher.flows import deployment, runtime, upview
 from dispatcher.agent import pool
-from dispatcher.store import credentials, hosts, redis_conn
-from dispatcher.store.redis_conn import EMBEDDED_URL_FILE, client, redacted
+from dispatcher.agent.installed import INSTALL_HINT, agent_missing
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ConfigError, DeploymentError, DispatcherError, HostConflictError
 from dispatcher.core.session_ref import check_host_name
-from dispatcher.agent.installed import INSTALL_HINT, agent_missing
-from dispatcher.agent.tmux import Tmux
+from dispatcher.flows import deployment, runtime, upview
+from dispatcher.store import credentials, hosts, redis_conn
+from dispatcher.store.redis_conn import EMBEDDED_URL_FILE, client, redacted
 
 logger = logging.getLogger(__name__)
 

@@ -16,18 +16,19 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import redis
 
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core import defaults as d
-from dispatcher.store import events as ev
 from dispatcher.core.config import Settings
 from dispatcher.core.humanize import duration
-from dispatcher.agent.tmux import Tmux
 from dispatcher.flows.status import collect
+from dispatcher.store import events as ev
 from dispatcher.store.redis_conn import client
 
 logger = logging.getLogger(__name__)
@@ -222,20 +223,20 @@ class View:
 
     def __init__(self, settings: Settings, stop: threading.Event, kids: Iterable[Component] = (), *,
                  out: TextIO, tty: bool, notes: Iterable[str] = (), refresh: float = 1.0,
-                 redis_factory: Callable[[], "redis.Redis"] | None = None) -> None:
+                 redis_factory: Callable[[], redis.Redis] | None = None) -> None:
         self.settings, self.stop, self.kids, self.out, self.tty = settings, stop, list(kids), out, tty
         self.notes, self.refresh = list(notes), refresh
         self.redis_factory = redis_factory
         self.thread = threading.Thread(target=self._run, name="up-view", daemon=True)
 
-    def start(self) -> "View":
+    def start(self) -> View:
         self.thread.start()
         return self
 
     def join(self, timeout: float = 10.0) -> None:
         self.thread.join(timeout)
 
-    def _redis(self) -> "redis.Redis":
+    def _redis(self) -> redis.Redis:
         if self.redis_factory is not None:
             return self.redis_factory()
         return client(settings=self.settings, timeout=2.0)

@@ -13,8 +13,8 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ClaimError

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from dispatcher.core import defaults as d
 from dispatcher.core.listing import Project, ProjectListing
@@ -145,9 +146,8 @@ def apply_plan(result: Plan, listings: list[ProjectListing]) -> None:
             logger.info("task %s blocked: %s", task.key, reason)
             result.changes.append(("blocked", str(task.key), reason))
     for prob in result.invalid:
-        if (prob.project, prob.name + d.INVALID) in present:
-            if read_marker(prob.path, d.INVALID) == prob.reason:
-                continue
+        if (prob.project, prob.name + d.INVALID) in present and read_marker(prob.path, d.INVALID) == prob.reason:
+            continue
         _marker_op(write_marker, prob.path, d.INVALID, prob.reason)
         logger.warning("task %s:%s invalid: %s", prob.project, prob.name, prob.reason)
         result.changes.append(("invalid", f"{prob.project}:{prob.name}", prob.reason))

@@ -17,11 +17,11 @@ from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import TaskFileError, TaskGone
 from dispatcher.core.gate import DoneIndex
+from dispatcher.core.listing import is_settled
 from dispatcher.core.ready import ReadyEntry
 from dispatcher.core.taskfile import DepRef, Priority, Task, task_id_from_name
-from dispatcher.inbox.reader import load_task
-from dispatcher.core.listing import is_settled
 from dispatcher.inbox import files as aq
+from dispatcher.inbox.reader import load_task
 from dispatcher.store import settle
 
 

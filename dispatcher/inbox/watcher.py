@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -18,8 +18,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from dispatcher.core import defaults as d
-from dispatcher.store import settle
 from dispatcher.inbox.fsio import STATE_SUFFIXES
+from dispatcher.store import settle
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class InboxHandler(FileSystemEventHandler):
     without an identity (the file then settles by age).
     """
 
-    def __init__(self, on_task: Callable[[str, "list[int] | None"], object], *, polling: bool = False) -> None:
+    def __init__(self, on_task: Callable[[str, list[int] | None], object], *, polling: bool = False) -> None:
         self.on_task = on_task
         self.polling = polling
 
@@ -96,7 +96,7 @@ def make_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = 
     return observer
 
 
-def run(projects_dir: Path, on_task: Callable[[str, "list[int] | None"], object], on_overflow: Callable[[], object],
+def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], on_overflow: Callable[[], object],
         *, stop: threading.Event, polling: bool = False) -> None:
     """Watch until ``stop`` is set; a dead observer is restarted and triggers a full scan.
 

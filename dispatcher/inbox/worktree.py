@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from dispatcher.core import defaults as d
 from dispatcher.core.config import WorktreeSettings

@@ -13,7 +13,7 @@ from dispatcher.core import keys
 ATTEMPTS_TTL_S = 7 * 86400
 
 
-def count(r: "redis.Redis", project: str, task_id: str) -> int:
+def count(r: redis.Redis, project: str, task_id: str) -> int:
     """One more failed attempt of a task; the count so far (the week-long TTL restarts with each)."""
     key = keys.attempts(project, task_id)
     pipe = r.pipeline(transaction=True)
@@ -22,6 +22,6 @@ def count(r: "redis.Redis", project: str, task_id: str) -> int:
     return int(pipe.execute()[0])
 
 
-def forget(r: "redis.Redis", project: str, task_id: str) -> None:
+def forget(r: redis.Redis, project: str, task_id: str) -> None:
     """The task launched, failed for good, or was retried by hand: its next failure is the first again."""
     r.delete(keys.attempts(project, task_id))

@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 
@@ -33,7 +34,7 @@ class Event:
         return "  ".join(parts) + (f"  {self.detail}" if self.detail else "")
 
 
-def emit(r: "redis.Redis", kind: str, *, task: str = "", session: str = "", detail: str = "",
+def emit(r: redis.Redis, kind: str, *, task: str = "", session: str = "", detail: str = "",
          now: float | None = None, **extra: Any) -> None:
     """Append an event; never raises (events are for people, losing one must not stop dispatch)."""
     fields: dict[Any, Any] = {"time": f"{time.time() if now is None else now:.3f}", "kind": kind, "task": task,
@@ -58,7 +59,7 @@ return 0
 SEEN_TTL_S = d.EVENT_SEEN_TTL_S
 
 
-def announce(r: "redis.Redis", project: str, task_id: str, path: str) -> None:
+def announce(r: redis.Redis, project: str, task_id: str, path: str) -> None:
     """Log "submitted" once per version (inode) of a task file, atomically before anything else is logged.
 
     Every path that logs a task's first state (the watcher's inbox_event, a claim, a blocked,
@@ -90,13 +91,13 @@ def _event(entry_id: Any, fields: Any) -> Event:
                  fields.get("session", ""), fields.get("detail", ""))
 
 
-def recent(r: "redis.Redis", count: int = 50) -> list[Event]:
+def recent(r: redis.Redis, count: int = 50) -> list[Event]:
     """The last ``count`` events, oldest first."""
     rows: list[Any] = r.xrevrange(keys.EVENTS, count=count) or []  # type: ignore[assignment]
     return [_event(i, f) for i, f in reversed(rows)]
 
 
-def follow(r: "redis.Redis", after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
+def follow(r: redis.Redis, after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
     """Yield new events as they arrive (blocking read)."""
     last = after
     while True:
@@ -107,7 +108,7 @@ def follow(r: "redis.Redis", after: str = "$", block_ms: int = 1000) -> Iterator
                 yield _event(entry_id, fields)
 
 
-def since(r: "redis.Redis", after: str, count: int = 100) -> list[Event]:
+def since(r: redis.Redis, after: str, count: int = 100) -> list[Event]:
     """Up to ``count`` events newer than stream id ``after``, oldest first (non-blocking)."""
     rows: list[Any] = r.xrange(keys.EVENTS, min=f"({after}", count=count) or []  # type: ignore[assignment]
     return [_event(i, f) for i, f in rows]

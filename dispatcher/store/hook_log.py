@@ -15,7 +15,6 @@ import redis as redis_lib
 from dispatcher.core import keys
 from dispatcher.core.hook_report import HookReport
 
-
 _Entries = list[tuple[Any, Mapping[Any, Any]]]
 
 

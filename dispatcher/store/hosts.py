@@ -17,8 +17,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -79,7 +80,7 @@ def fingerprint(state_dir: os.PathLike[str] | str, socket_name: str) -> str:
     return f"{socket.gethostname()}:{os.path.realpath(state_dir)}:{socket_name}"
 
 
-def read_all(r: "redis.Redis") -> dict[str, HostInfo]:
+def read_all(r: redis.Redis) -> dict[str, HostInfo]:
     """Every registered host (alive or not), by name."""
     raw: dict[Any, Any] = r.hgetall(keys.HOSTS) or {}
     out: dict[str, HostInfo] = {}
@@ -92,7 +93,7 @@ def read_all(r: "redis.Redis") -> dict[str, HostInfo]:
     return out
 
 
-def alive(r: "redis.Redis", now: float, lost_after: float) -> dict[str, HostInfo]:
+def alive(r: redis.Redis, now: float, lost_after: float) -> dict[str, HostInfo]:
     """Hosts whose heartbeat is fresh."""
     return {n: h for n, h in read_all(r).items() if h.alive(now, lost_after)}
 
@@ -102,7 +103,8 @@ _PUBLISH = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local ok, old = pcall(cjson.decode, cur)
-  if ok and old['fingerprint'] ~= ARGV[2] and (tonumber(ARGV[4]) - tonumber(old['last_seen'] or 0)) < tonumber(ARGV[5]) then
+  if ok and old['fingerprint'] ~= ARGV[2]
+     and (tonumber(ARGV[4]) - tonumber(old['last_seen'] or 0)) < tonumber(ARGV[5]) then
     return cur
   end
 end
@@ -111,7 +113,7 @@ return false
 """
 
 
-def publish(r: "redis.Redis", info: HostInfo, *, now: float, lost_after: float) -> None:
+def publish(r: redis.Redis, info: HostInfo, *, now: float, lost_after: float) -> None:
     """Record a heartbeat; raise HostConflictError when a live host of another deployment has the name."""
     me = HostInfo(**{**asdict(info), "sessions": info.sessions, "last_seen": now})
     other = r.eval(_PUBLISH, 1, keys.HOSTS, me.name, me.fingerprint, me.to_json(), repr(now), repr(lost_after))
@@ -125,7 +127,7 @@ def publish(r: "redis.Redis", info: HostInfo, *, now: float, lost_after: float) 
             f"host.name in dispatcher.yaml or AQ_HOST=<name> (or stop the other one and wait {lost_after:.0f}s)")
 
 
-def forget(r: "redis.Redis", name: str) -> None:
+def forget(r: redis.Redis, name: str) -> None:
     """Remove a host from the registry (an operator retiring a machine)."""
     r.hdel(keys.HOSTS, name)
 
@@ -134,7 +136,7 @@ def forget(r: "redis.Redis", name: str) -> None:
 class Heartbeat:
     """A daemon thread publishing one host's heartbeat every ``interval`` seconds."""
 
-    r: "redis.Redis"
+    r: redis.Redis
     info: HostInfo
     interval: float
     lost_after: float
@@ -151,7 +153,7 @@ class Heartbeat:
         if self.on_beat is not None:
             self.on_beat()
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         self.beat()  # the first one in the caller: a name conflict is raised right here
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {self.info.name}", daemon=True)
         self._thread.start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import redis
 from redis.exceptions import LockError as RedisLockError
@@ -52,7 +52,7 @@ class Held:
             logger.warning("lock %s was not ours any more at release: %s", self.lock.name, exc)
 
 
-def try_acquire(r: "redis.Redis", key: str, ttl: float, owner: str = "") -> Held | None:
+def try_acquire(r: redis.Redis, key: str, ttl: float, owner: str = "") -> Held | None:
     """Take ``key`` without waiting; None if someone else holds it."""
     lock = r.lock(key, timeout=ttl, blocking=False, thread_local=False)
     if not lock.acquire(blocking=False, token=None):
@@ -63,24 +63,24 @@ def try_acquire(r: "redis.Redis", key: str, ttl: float, owner: str = "") -> Held
     return Held(lock, ttl)
 
 
-def is_held(r: "redis.Redis", key: str) -> bool:
+def is_held(r: redis.Redis, key: str) -> bool:
     """True while some live holder keeps ``key``."""
     return bool(r.exists(key))
 
 
 # The per-session lock (``HOST/NAME``): held by the worker launching into or resuming that session.
 
-def try_lock_session(r: "redis.Redis", session: str, ttl: float, owner: str = "") -> Held | None:
+def try_lock_session(r: redis.Redis, session: str, ttl: float, owner: str = "") -> Held | None:
     """Take ``session``'s lock without waiting; None if another worker holds it."""
     return try_acquire(r, keys.session_lock(session), ttl, owner)
 
 
-def session_locked(r: "redis.Redis", session: str) -> bool:
+def session_locked(r: redis.Redis, session: str) -> bool:
     """True while some worker holds ``session``'s lock."""
     return is_held(r, keys.session_lock(session))
 
 
-def sessions_locked(r: "redis.Redis", sessions: Sequence[str]) -> list[bool]:
+def sessions_locked(r: redis.Redis, sessions: Sequence[str]) -> list[bool]:
     """:func:`session_locked` for many sessions (in order) in one round trip."""
     pipe = r.pipeline(transaction=False)
     for session in sessions:

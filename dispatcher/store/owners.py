@@ -51,18 +51,18 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def take(r: "redis.Redis", project: str, task_id: str, owner: str) -> None:
+def take(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     """Record ``owner`` (a session ref) for a task just claimed; replaces any stale record or tombstone."""
     r.set(keys.owner(project, task_id), owner, ex=RECORD_TTL_S)
 
 
-def get(r: "redis.Redis", project: str, task_id: str) -> str | None:
+def get(r: redis.Redis, project: str, task_id: str) -> str | None:
     """The owner of a task, a tombstone (``fenced:…``), or None."""
     value = r.get(keys.owner(project, task_id))
     return None if value is None else _text(value)
 
 
-def get_many(r: "redis.Redis", tasks: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+def get_many(r: redis.Redis, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
     """Owners of many tasks in one round trip."""
     if not tasks:
         return {}
@@ -70,7 +70,7 @@ def get_many(r: "redis.Redis", tasks: list[tuple[str, str]]) -> dict[tuple[str, 
     return {pt: (None if v is None else _text(v)) for pt, v in zip(tasks, values)}
 
 
-def confirm(r: "redis.Redis", project: str, task_id: str, owner: str) -> str | None:
+def confirm(r: redis.Redis, project: str, task_id: str, owner: str) -> str | None:
     """Keep (or, after a flush, re-assert) ``owner``'s record; the *other* owner when it is not ours, else None."""
     result = _text(r.eval(_CONFIRM, 1, keys.owner(project, task_id), owner, RECORD_TTL_S))
     if result == "reasserted":
@@ -79,12 +79,12 @@ def confirm(r: "redis.Redis", project: str, task_id: str, owner: str) -> str | N
     return None if result == "ours" else result
 
 
-def drop(r: "redis.Redis", project: str, task_id: str, owner: str) -> None:
+def drop(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     """``owner`` released, finished or failed the task: its record becomes a ``released:`` stone."""
     r.eval(_DROP, 1, keys.owner(project, task_id), owner, f"{RELEASED}{owner}", TOMBSTONE_TTL_S)
 
 
-def fence(r: "redis.Redis", project: str, task_id: str, owner: str | None, why: str) -> bool:
+def fence(r: redis.Redis, project: str, task_id: str, owner: str | None, why: str) -> bool:
     """Take a task from ``owner`` (the record as last read; None: none): True when the tombstone was written.
 
     Compare-and-set: a record that changed since it was read (its owner re-asserted it) is left alone.

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -64,20 +64,23 @@ class Hold:
     until: float
 
 
-def current(r: "redis.Redis", now: float, account: str = d.ACCOUNT) -> Pause | None:
+def current(r: redis.Redis, now: float, account: str = d.ACCOUNT) -> Pause | None:
     """The pause of ``account`` in force at ``now``, or None."""
     found = stored(r, account)
     return found if found is not None and found.until > now else None
 
 
-def stored(r: "redis.Redis", account: str = d.ACCOUNT) -> Pause | None:
+def stored(r: redis.Redis, account: str = d.ACCOUNT) -> Pause | None:
     """The pause recorded for ``account`` whatever its age (an expired one too), or None when there is none."""
     return current_from(r.hgetall(keys.pause(account)) or {})
 
 
-def pause(r: "redis.Redis", until: float, reason: str, cause: str, *, extend_only: bool = False,
+def pause(r: redis.Redis, until: float, reason: str, cause: str, *, extend_only: bool = False,
           account: str = d.ACCOUNT) -> Pause:
-    """Pause the pool until ``until``; ``extend_only`` keeps a pause that already lasts longer. Returns the one in force."""
+    """Pause the pool until ``until``; ``extend_only`` keeps a pause that already lasts longer.
+
+    Returns the one in force.
+    """
     if cause not in CAUSES:
         raise ValueError(f"unknown pause cause {cause!r}")
     new = Pause(until, reason[:500], cause)
@@ -112,13 +115,13 @@ def current_from(raw: Any) -> Pause | None:
     return Pause(until, fields.get("reason", ""), fields.get("cause") or USAGE_LIMIT)
 
 
-def for_limit(r: "redis.Redis", limit: limits.Limit, now: float, settings: LimitSettings,
+def for_limit(r: redis.Redis, limit: limits.Limit, now: float, settings: LimitSettings,
               account: str = d.ACCOUNT) -> Pause:
     """Pause ``account`` for a limit an agent hit: the reset time, the API's wait, or the rate-limit backoff."""
     from dispatcher.core.screen import parse_reset
 
     if limit.kind == USAGE_LIMIT:
-        at = parse_reset(limit.resets, datetime.fromtimestamp(now, timezone.utc)) if limit.resets else None
+        at = parse_reset(limit.resets, datetime.fromtimestamp(now, UTC)) if limit.resets else None
         until = at.timestamp() if at is not None else now + d.USAGE_LIMIT_FALLBACK_S
         return pause(r, until, limit.describe(), USAGE_LIMIT, extend_only=True, account=account)
     held = current(r, now, account)
@@ -135,23 +138,23 @@ def for_limit(r: "redis.Redis", limit: limits.Limit, now: float, settings: Limit
     return pause(r, now + wait, limit.describe(), limit.kind, extend_only=True, account=account)
 
 
-def backoff_step(r: "redis.Redis", account: str = d.ACCOUNT) -> int:
+def backoff_step(r: redis.Redis, account: str = d.ACCOUNT) -> int:
     """Rate limits counted in a row for ``account``'s backoff (0: the next one waits the base pause)."""
     return int(r.get(keys.rate_limit_streak(account)) or 0)
 
 
-def reset_backoff(r: "redis.Redis", account: str = d.ACCOUNT) -> None:
+def reset_backoff(r: redis.Redis, account: str = d.ACCOUNT) -> None:
     """The API works again (a task finished): the next rate limit waits the base pause."""
     r.delete(keys.rate_limit_streak(account))
 
 
-def hold(r: "redis.Redis", project: str, reason: str, until: float) -> Hold:
+def hold(r: redis.Redis, project: str, reason: str, until: float) -> Hold:
     """Hold ``project``'s tasks until ``until`` (the pool keeps serving the others)."""
     r.hset(keys.HOLDS, project, json.dumps({"until": until, "reason": reason[:1000]}))
     return Hold(project, reason[:1000], until)
 
 
-def holds(r: "redis.Redis", now: float) -> dict[str, Hold]:
+def holds(r: redis.Redis, now: float) -> dict[str, Hold]:
     """Projects held at ``now`` (read only: an expired hold is ignored, and overwritten by the next one)."""
     out: dict[str, Hold] = {}
     for key, value in (r.hgetall(keys.HOLDS) or {}).items():  # type: ignore[union-attr]
@@ -165,7 +168,7 @@ def holds(r: "redis.Redis", now: float) -> dict[str, Hold]:
     return out
 
 
-def resume(r: "redis.Redis", account: str = d.ACCOUNT) -> tuple[Pause | None, list[str]]:
+def resume(r: redis.Redis, account: str = d.ACCOUNT) -> tuple[Pause | None, list[str]]:
     """Lift ``account``'s pause and every project hold (``dispatcher resume``); returns what was lifted."""
     pipe = r.pipeline(transaction=True)
     pipe.hgetall(keys.pause(account))
@@ -176,7 +179,8 @@ def resume(r: "redis.Redis", account: str = d.ACCOUNT) -> tuple[Pause | None, li
 
 
 def parse_until(text: str, now: float) -> float:
-    """``--until`` value: a duration (``90s``, ``30m``, ``2h``, ``1d``), a clock time (``14:30``) or an ISO date-time."""
+    """``--until`` value: a duration (``90s``, ``30m``, ``2h``, ``1d``), a clock time (``14:30``)
+    or an ISO date-time."""
     value = text.strip()
     m = re.fullmatch(r"(\d{1,7})\s*([smhd])", value)
     if m:

@@ -11,8 +11,9 @@ the next ``assign_next`` run a full scan first, as before the index existed.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import redis
 
@@ -85,13 +86,13 @@ class Ticket:
     done_mtimes: Mapping[str, int] = field(default_factory=dict)
 
 
-def begin(r: "redis.Redis", done_mtimes: Mapping[str, int]) -> Ticket:
+def begin(r: redis.Redis, done_mtimes: Mapping[str, int]) -> Ticket:
     """Call before a full scan lists anything; pass the ticket to :func:`publish`."""
     seq, dirty = r.mget([keys.READY_SEQ, keys.READY_DIRTY])  # type: ignore[misc]
     return Ticket(int(seq or 0), int(dirty or 0), dict(done_mtimes))
 
 
-def publish(r: "redis.Redis", entries: Iterable[ReadyEntry], waits_on: Iterable[DepRef], ticket: Ticket) -> None:
+def publish(r: redis.Redis, entries: Iterable[ReadyEntry], waits_on: Iterable[DepRef], ticket: Ticket) -> None:
     """Replace the whole index with a full scan's result, in one transaction.
 
     Single inserts made after ``ticket`` (files the scan may not have listed) are kept; the
@@ -119,12 +120,12 @@ def publish(r: "redis.Redis", entries: Iterable[ReadyEntry], waits_on: Iterable[
     pipe.execute()
 
 
-def is_complete(r: "redis.Redis") -> bool:
+def is_complete(r: redis.Redis) -> bool:
     """True when a full scan built the index and nothing invalidated it since."""
     return state(r)[0]
 
 
-def state(r: "redis.Redis") -> tuple[bool, dict[str, tuple[int, list[str]]]]:
+def state(r: redis.Redis) -> tuple[bool, dict[str, tuple[int, list[str]]]]:
     """:func:`is_complete` and :func:`awaited` in one round trip."""
     pipe = r.pipeline(transaction=False)
     pipe.mget([keys.READY_BUILT, keys.READY_DIRTY])
@@ -133,30 +134,30 @@ def state(r: "redis.Redis") -> tuple[bool, dict[str, tuple[int, list[str]]]]:
     return built is not None and int(built) == int(dirty or 0), _awaited(raw)
 
 
-def invalidate(r: "redis.Redis") -> None:
+def invalidate(r: redis.Redis) -> None:
     """The index may miss tasks (a dependency is done): the next reader runs a full scan."""
     r.incr(keys.READY_DIRTY)
 
 
-def insert(r: "redis.Redis", entry: ReadyEntry) -> None:
+def insert(r: redis.Redis, entry: ReadyEntry) -> None:
     """Add one task (a new file gated alone), kept by a full scan that overlaps it."""
     r.eval(_INSERT, 3, keys.READY_JOURNAL, keys.READY_SEQ, keys.READY_PROJECTS,  # type: ignore[no-untyped-call]
            _PREFIX, entry.project, entry.member, _JOURNAL_MAX)
 
 
-def remove(r: "redis.Redis", entry: ReadyEntry) -> None:
+def remove(r: redis.Redis, entry: ReadyEntry) -> None:
     """Drop one entry (claimed, or its file is gone or changed)."""
     remove_member(r, entry.project, entry.member)
 
 
-def remove_member(r: "redis.Redis", project: str, member: str) -> None:
+def remove_member(r: redis.Redis, project: str, member: str) -> None:
     pipe = r.pipeline(transaction=False)
     pipe.zrem(keys.ready(project), member)
     pipe.zrem(keys.READY_JOURNAL, f"{project}\n{member}")
     pipe.execute()
 
 
-def heads(r: "redis.Redis", k: int, exclude: Iterable[str] = ()) -> dict[str, tuple[list[str], bool]]:
+def heads(r: redis.Redis, k: int, exclude: Iterable[str] = ()) -> dict[str, tuple[list[str], bool]]:
     """The first ``k`` members of every project not excluded, and whether there may be more (one round trip).
 
     Members stay raw (``core/ready.py`` decodes them): the caller orders them by their bytes and
@@ -170,7 +171,7 @@ def heads(r: "redis.Redis", k: int, exclude: Iterable[str] = ()) -> dict[str, tu
     return out
 
 
-def awaited(r: "redis.Redis") -> dict[str, tuple[int, list[str]]]:
+def awaited(r: redis.Redis) -> dict[str, tuple[int, list[str]]]:
     """Per project: done/'s mtime_ns as last seen, and the IDs blocked tasks wait on there."""
     return _awaited(r.hgetall(keys.READY_WAITS_ON))  # type: ignore[arg-type]
 
@@ -186,18 +187,18 @@ def _awaited(raw: Mapping[Any, Any]) -> dict[str, tuple[int, list[str]]]:
     return out
 
 
-def saw_done_mtime(r: "redis.Redis", project: str, mtime_ns: int, ids: list[str]) -> None:
+def saw_done_mtime(r: redis.Redis, project: str, mtime_ns: int, ids: list[str]) -> None:
     """done/ changed but released nothing awaited: remember the new mtime (checked once per change)."""
     r.hset(keys.READY_WAITS_ON, project, " ".join([str(mtime_ns), *ids]))
 
 
-def waits_on(r: "redis.Redis", project: str, task_id: str) -> bool:
+def waits_on(r: redis.Redis, project: str, task_id: str) -> bool:
     """True when a blocked task (as of the last full scan) waits on ``project:task_id``."""
     value = r.hget(keys.READY_WAITS_ON, project)
     return value is not None and task_id in _s(value).split(" ")[1:]
 
 
-def snapshot(r: "redis.Redis") -> set[ReadyEntry]:
+def snapshot(r: redis.Redis) -> set[ReadyEntry]:
     """Every entry (status and tests: does the index agree with the files?)."""
     out: set[ReadyEntry] = set()
     for project in map(_s, r.smembers(keys.READY_PROJECTS)):  # type: ignore[union-attr]

@@ -75,7 +75,7 @@ def redis_py_url(url: str) -> str:
     return url
 
 
-def client(url: str | None = None, settings: Settings | None = None, *, timeout: float = 5.0) -> "redis.Redis":
+def client(url: str | None = None, settings: Settings | None = None, *, timeout: float = 5.0) -> redis.Redis:
     """A redis-py client with decoded strings and bounded socket waits."""
     target = redis_py_url(url or configured_url(settings))
     try:

@@ -13,9 +13,10 @@ record from its tmux options. Time is always the caller's (``since``,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any
 
 import redis
 
@@ -102,13 +103,13 @@ def _encode(info: SessionInfo) -> dict[Any, Any]:
     return out
 
 
-def get(r: "redis.Redis", ref: SessionRef) -> SessionInfo | None:
+def get(r: redis.Redis, ref: SessionRef) -> SessionInfo | None:
     """State of one session, or None if Redis has none (fresh or flushed)."""
     raw = r.hgetall(keys.session_state(str(ref)))
     return _decode(ref, raw) if raw else None
 
 
-def get_all(r: "redis.Redis", refs: Iterable[SessionRef]) -> dict[SessionRef, SessionInfo | None]:
+def get_all(r: redis.Redis, refs: Iterable[SessionRef]) -> dict[SessionRef, SessionInfo | None]:
     """States of many sessions in one round trip."""
     refs = list(refs)
     pipe = r.pipeline(transaction=False)
@@ -117,7 +118,7 @@ def get_all(r: "redis.Redis", refs: Iterable[SessionRef]) -> dict[SessionRef, Se
     return {ref: (_decode(ref, raw) if raw else None) for ref, raw in zip(refs, pipe.execute())}
 
 
-def put(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
+def put(r: redis.Redis, info: SessionInfo) -> SessionInfo:
     """Store the whole record of a session (replacing stale fields); for ``pool_state`` only."""
     key = keys.session_state(info.ref)
     pipe = r.pipeline(transaction=True)
@@ -127,21 +128,21 @@ def put(r: "redis.Redis", info: SessionInfo) -> SessionInfo:
     return info
 
 
-def transition(r: "redis.Redis", info: SessionInfo, state: State, *, since: float,
+def transition(r: redis.Redis, info: SessionInfo, state: State, *, since: float,
                **changes: object) -> SessionInfo:
     """Move a session to ``state``, in it since ``since`` (the caller's now, or the old ``since`` kept); store it."""
     new = replace(info, state=state, since=since, **changes)  # type: ignore[arg-type]
     return put(r, new)
 
 
-def update(r: "redis.Redis", info: SessionInfo, **changes: object) -> SessionInfo:
+def update(r: redis.Redis, info: SessionInfo, **changes: object) -> SessionInfo:
     """Change fields of a session other than its state and ``since`` (say, the idle grace timer), and store it."""
     if "state" in changes or "since" in changes:
         raise ValueError("a state change is a transition")
     return put(r, replace(info, **changes))  # type: ignore[arg-type]
 
 
-def set_idle(r: "redis.Redis", info: SessionInfo, *, now: float, failed: bool = False,
+def set_idle(r: redis.Redis, info: SessionInfo, *, now: float, failed: bool = False,
              detail: str = "") -> SessionInfo:
     """Free the session (idle since ``now``, task fields cleared); ``failed`` starts its cooldown at ``now``."""
     return transition(r, info, State.IDLE, since=now, project="", task="", model="", agent_uuid="",

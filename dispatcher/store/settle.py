@@ -13,7 +13,8 @@ import logging
 import math
 import os
 import stat
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -44,7 +45,7 @@ def parse_identity(value: Any) -> Identity | None:
     return (value[0], value[1], value[2])
 
 
-def record_closed(r: "redis.Redis", project: str, name: str, ident: Identity, settle_time: float) -> None:
+def record_closed(r: redis.Redis, project: str, name: str, ident: Identity, settle_time: float) -> None:
     """Remember that the writer of ``project/inbox/name`` was done when it had this identity.
 
     Needed only until the age rule covers the file (its mtime is at most now): it expires then.
@@ -52,7 +53,7 @@ def record_closed(r: "redis.Redis", project: str, name: str, ident: Identity, se
     r.set(keys.closed(project, name), ":".join(map(str, ident)), ex=math.ceil(settle_time) + CLOSED_MARGIN_S)
 
 
-def closed_files(r: "redis.Redis", files: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Identity]:
+def closed_files(r: redis.Redis, files: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Identity]:
     """The recorded identities of these ``(project, name)`` files (one round trip; none for no files)."""
     wanted = list(files)
     if not wanted:

@@ -9,7 +9,8 @@ whenever $FAKE_AGENT_CLAUDE_JSON, read like ~/.claude.json, does not hold
 ``"projects": {"<cwd>": {"hasTrustDialogAccepted": true}}``), boot delay
 (FAKE_AGENT_BOOT_MS), the CLI version to imitate where screens differ
 (FAKE_AGENT_VERSION=2.1.197, the default, or 2.1.332: ``/exit`` prints
-``claude --model … --resume``; an API error ends the turn without ``✻ … for Ns``), the ``❯``+NBSP input line between rules, bracketed
+``claude --model … --resume``; an API error ends the turn without
+``✻ … for Ns``), the ``❯``+NBSP input line between rules, bracketed
 paste with ``[Pasted text #N +M lines]``, a busy spinner with ``esc to
 interrupt``, ``✻ Worked for Ns``, ``/exit`` printing the resume command, and
 the hooks of a ``--settings`` file run like Claude Code runs them. Every
@@ -17,7 +18,9 @@ message received is appended as a JSON line to $FAKE_AGENT_LOG.
 
 Scripted behaviour from ``@fake: <cmd> [arg]`` lines in a message:
 ``sleep MS`` (stay busy), ``done`` (move inbox/<id>.md.dispatched to done/<id>.md),
-``fail`` (finish without doing it), ``await NAME`` (busy until the queue dir holds NAME), ``write FILE`` (a file in the cwd), ``commit`` (git add -A + commit in the cwd), ``limit`` (usage-limit text + StopFailure; a later
+``fail`` (finish without doing it), ``await NAME`` (busy until the queue dir holds NAME),
+``write FILE`` (a file in the cwd), ``commit`` (git add -A + commit in the cwd),
+``limit`` (usage-limit text + StopFailure; a later
 bare message for the same task, i.e. the resume's "continue", then completes it),
 ``hang`` (busy until interrupted), ``exit [CODE]`` (exit the process at once),
 ``error 429|529`` (the turn ends with that API error on screen + StopFailure; a later
@@ -51,7 +54,8 @@ API_ERRORS = {
     ("429", "2.1.197"): "API Error: Request rejected (429) · Fake rate limit for tests",
     ("429", NEWEST): "API Error: Request rejected (429) · Fake rate limit for tests",
     ("529", "2.1.197"): 'API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
-    ("529", NEWEST): "API Error: 529 Overloaded. This is a server-side issue, usually temporary — try again in a moment.",
+    ("529", NEWEST): "API Error: 529 Overloaded. This is a server-side issue, "
+                     "usually temporary — try again in a moment.",
 }
 HOOK_ERRORS = {"429": "rate_limit", "529": "server_error"}
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
@@ -59,7 +63,8 @@ PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 _DIRECTIVE = re.compile(r"^(?:\[[^\]\n]*\]\s*)?@fake:\s*(\w+)(?:\s+(\S+))?\s*$", re.M)
 _TAG = re.compile(r"^\[([A-Za-z0-9._-]+)\.md\]")
 _DIALOGS = {
-    "trust": ["Accessing workspace:", "{cwd}", "", "Quick safety check: Is this a project you created or one you trust?",
+    "trust": ["Accessing workspace:", "{cwd}", "",
+              "Quick safety check: Is this a project you created or one you trust?",
               "", "❯ 1. Yes, I trust this folder", "  2. No, exit", "", "Enter to confirm · Esc to cancel"],
     "apikey": ["Detected a custom API key in your environment", "ANTHROPIC_API_KEY: sk-ant-...fake",
                "Do you want to use this API key?", "  1. Yes", "❯ 2. No (recommended)", "",
@@ -182,7 +187,8 @@ class FakeAgent:
             body = ["─" * cols] + [" " + line.format(cwd=self.cwd) for line in _DIALOGS[self.dialog]]
         else:
             shown = "".join(s for s, _ in self.segments).split("\n")
-            status = ["✻ Working…"] + [f"  ❯ {q.splitlines()[0] if q else ''}" for q in self.queued] if self.busy else []
+            status = ((["✻ Working…"] + [f"  ❯ {q.splitlines()[0] if q else ''}" for q in self.queued])
+                      if self.busy else [])
             hint = "Press up to edit queued messages" if self.queued else self.input_hint
             first = hint if hint and not shown[0] else shown[0]
             footer = "  ⏵⏵ bypass permissions on (shift+tab to cycle)" + (" · esc to interrupt" if self.busy else "")
@@ -416,7 +422,7 @@ class FakeAgent:
             pass
         self.log("start")
         boot = int(os.environ.get("FAKE_AGENT_BOOT_MS", "0")) / 1000
-        os.write(1, "\x1b[H\x1b[2J Fake Claude Code starting".encode())
+        os.write(1, b"\x1b[H\x1b[2J Fake Claude Code starting")
         ready_at = time.monotonic() + boot
         while time.monotonic() < ready_at:  # input typed during boot is read (and lost) like the real CLI
             if select.select([0], [], [], max(0.0, ready_at - time.monotonic()))[0]:

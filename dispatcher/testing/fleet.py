@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from dispatcher.agent import pool
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import PoolSettings
 from dispatcher.testing import FAKE_AGENT_COMMAND
-from dispatcher.agent.tmux import Tmux
 
 
 @dataclass
@@ -77,7 +77,7 @@ class SimHost:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AQ_", "DISPATCHER_", "REDIS_URL"))}
         return {**env, "DISPATCHER_CONFIG": str(self.config), "REDIS_URL": self.redis_url}
 
-    def start(self) -> "SimHost":
+    def start(self) -> SimHost:
         """Create the pool (as ``dispatcher up`` does) and start a real worker on this host's queues."""
         self.write_config()
         pool.create(self.tmux, PoolSettings(prefix="ccl-auto-", max=self.sessions), cwd=self.projects_dir)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def server(settings: Settings, address: str, port: int, **app_kwargs: object) -> "uvicorn.Server":
+def server(settings: Settings, address: str, port: int, **app_kwargs: object) -> uvicorn.Server:
     """A uvicorn server for the page (call ``.run()``; set ``.should_exit`` to stop it)."""
     # Starlette and uvicorn load only when a page is served: the CLI imports this module for every command.
     import uvicorn

@@ -15,8 +15,9 @@ import logging
 import math
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -28,16 +29,15 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dispatcher.store import credentials
+from dispatcher.agent.tmux import Tmux
+from dispatcher.cli.client import send_task
 from dispatcher.core import defaults as d
-from dispatcher.store import events, pause
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError, DispatcherError
-from dispatcher.agent.tmux import Tmux
-from dispatcher.web import fleet
-from dispatcher.cli.client import send_task
 from dispatcher.flows.retry import retry_task
+from dispatcher.store import credentials, events, pause
 from dispatcher.store.redis_conn import client
+from dispatcher.web import fleet
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _sse(kind: str, data: str, event_id: str | None = None) -> str:
     return head + f"event: {kind}\n" + "".join(f"data: {line}\n" for line in data.splitlines()) + "\n"
 
 
-def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux | None = None,
+def create_app(settings: Settings, *, r: redis.Redis | None = None, tmux: Tmux | None = None,
                auth: tuple[str, str] | None = None, refresh: float = d.WEB_REFRESH_S) -> ASGIApp:
     """The fleet page application for ``settings`` (auth: (user, password); default from credentials)."""
     user, password = auth or credentials.load_or_create(settings.state_dir, settings.flower.basic_auth)
@@ -179,11 +179,11 @@ def create_app(settings: Settings, *, r: "redis.Redis | None" = None, tmux: Tmux
         return StreamingResponse(gen(), media_type="text/event-stream",
                                  headers={"X-Accel-Buffering": "no"})
 
-    async def _redis_or_503() -> "redis.Redis | JSONResponse":
+    async def _redis_or_503() -> redis.Redis | JSONResponse:
         live = await run_in_threadpool(snaps.redis)
         return live if live is not None else _error(503, "Redis unreachable; is 'dispatcher up' running?")
 
-    async def _body_and_redis(request: Request) -> "tuple[dict[str, Any], redis.Redis] | JSONResponse":
+    async def _body_and_redis(request: Request) -> tuple[dict[str, Any], redis.Redis] | JSONResponse:
         """A pool action's JSON body and a live Redis, or the error response that refuses the action."""
         body = await _json_body(request)
         if isinstance(body, JSONResponse):

@@ -16,17 +16,17 @@ from typing import Any
 
 import redis
 
-from dispatcher.inbox import files as aq
-from dispatcher.inbox import markers
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core import defaults as d
 from dispatcher.core import depgraph
-from dispatcher.store import events
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DispatcherError
 from dispatcher.core.plan import plan as scan_plan
-from dispatcher.inbox.scanner import read_inboxes
 from dispatcher.flows.status import collect as status_collect
-from dispatcher.agent.tmux import Tmux
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
+from dispatcher.inbox.scanner import read_inboxes
+from dispatcher.store import events
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def tasks(settings: Settings, now: float) -> tuple[dict[str, list[dict[str, Any]
     return by_project, depgraph.build(result, limit=d.WEB_GRAPH_MAX_NODES)
 
 
-def snapshot(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
+def snapshot(settings: Settings, r: redis.Redis | None, tmux: Tmux, *, now: float | None = None) -> dict[str, Any]:
     """Everything the page shows at one moment."""
     now = time.time() if now is None else now
     status = status_collect(settings, r, tmux, now=now)
@@ -126,7 +126,7 @@ def snapshot(settings: Settings, r: "redis.Redis | None", tmux: Tmux, *, now: fl
 class Snapshots:
     """One shared snapshot, recomputed at most every ``max_age`` seconds whatever the number of viewers."""
 
-    def __init__(self, settings: Settings, r: "redis.Redis | None", tmux: Tmux, max_age: float = d.WEB_REFRESH_S):
+    def __init__(self, settings: Settings, r: redis.Redis | None, tmux: Tmux, max_age: float = d.WEB_REFRESH_S):
         self.settings, self.r, self.tmux, self.max_age = settings, r, tmux, max_age
         self._lock = threading.Lock()
         self._at = 0.0
@@ -140,7 +140,7 @@ class Snapshots:
                 self._at = time.monotonic()
             return self._value
 
-    def redis(self) -> "redis.Redis | None":
+    def redis(self) -> redis.Redis | None:
         """The Redis client when it answers, else None (the page then shows what tmux and files say)."""
         if self.r is None:
             return None
@@ -152,7 +152,7 @@ class Snapshots:
         return self.r
 
 
-def recent_events(r: "redis.Redis | None", after: str | None,
+def recent_events(r: redis.Redis | None, after: str | None,
                   count: int = d.WEB_EVENTS_BACKLOG) -> list[dict[str, Any]]:
     """Events newer than stream id ``after`` (None: the last ``count``), oldest first."""
     if r is None:

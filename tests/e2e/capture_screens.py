@@ -14,8 +14,18 @@ from pathlib import Path
 
 from tests.e2e.fake_api import Error429, FakeAnthropicAPI, Overloaded529, Text
 from tests.e2e.harness import (
-    CLAUDE_VERSION, RESUME_RE, RawTmux, choose, claude_env, install_claude, is_busy, is_ready, latest_version,
-    seed_home, wait_screen, wait_until,
+    CLAUDE_VERSION,
+    RESUME_RE,
+    RawTmux,
+    choose,
+    claude_env,
+    install_claude,
+    is_busy,
+    is_ready,
+    latest_version,
+    seed_home,
+    wait_screen,
+    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

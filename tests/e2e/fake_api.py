@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -224,7 +225,7 @@ class FakeAnthropicAPI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeAnthropicAPI":
+    def start(self) -> FakeAnthropicAPI:
         if self._thread is None:
             self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-api", daemon=True)
             self._thread.start()
@@ -241,7 +242,7 @@ class FakeAnthropicAPI:
         self._httpd.server_close()
         self._thread = None
 
-    def __enter__(self) -> "FakeAnthropicAPI":
+    def __enter__(self) -> FakeAnthropicAPI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -13,9 +13,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 INSTALL_SCRIPT = HERE / "install_claude.sh"
@@ -223,7 +223,8 @@ def wait_screen(
         time.sleep(interval)  # poll interval, not synchronisation
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> None:
+def wait_until(pred: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05,
+               what: str = "condition") -> None:
     t0 = time.monotonic()
     while not pred():
         if time.monotonic() - t0 > timeout:

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
 launcher = pytest.importorskip("dispatcher.agent.launcher")
+from dispatcher.agent.launcher import LaunchRequest, launch, resume_path  # noqa: E402
+from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core import screen  # noqa: E402
 from dispatcher.core.config import AgentSettings  # noqa: E402
 from dispatcher.core.errors import DialogError  # noqa: E402
-from dispatcher.store.hook_log import HookLog  # noqa: E402
-from dispatcher.agent.launcher import LaunchRequest, launch, resume_path  # noqa: E402
 from dispatcher.core.message import build_message  # noqa: E402
-from dispatcher.agent.tmux import Tmux  # noqa: E402
-
+from dispatcher.store.hook_log import HookLog  # noqa: E402
 from tests.e2e import harness  # noqa: E402
 from tests.e2e.fake_api import BashToolUse, FakeAnthropicAPI, Text  # noqa: E402
 from tests.e2e.harness import RESUME_RE, as_delivered, cursor_line, model_family, unwrap_pasted, wait_until  # noqa: E402
@@ -78,7 +77,8 @@ def pool_session(tmux: Tmux, name: str, cwd: Path) -> None:
     tmux.new_session(name, width=W, height=H, cwd=cwd)
 
 
-def req(project_dir: Path, body: str = "Do the thing.", task_id: str = "T-1", priority: str = "default") -> LaunchRequest:
+def req(project_dir: Path, body: str = "Do the thing.", task_id: str = "T-1",
+        priority: str = "default") -> LaunchRequest:
     return LaunchRequest(project_dir=project_dir, project="proj", task_id=task_id, body=body, priority=priority)
 
 

@@ -20,8 +20,19 @@ from tests.e2e import harness
 from tests.e2e.conftest import ClaudeCLI, HookLog
 from tests.e2e.fake_api import BashToolUse, Error429, FakeAnthropicAPI, Overloaded529, Text
 from tests.e2e.harness import (
-    RESUME_RE, RawTmux, as_delivered, choose, cursor_line, has_dialog, has_ready_prompt, is_busy, is_ready,
-    model_family, unwrap_pasted, wait_screen, wait_until,
+    RESUME_RE,
+    RawTmux,
+    as_delivered,
+    choose,
+    cursor_line,
+    has_dialog,
+    has_ready_prompt,
+    is_busy,
+    is_ready,
+    model_family,
+    unwrap_pasted,
+    wait_screen,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
-
-from dispatcher.core.config import AgentSettings
-from dispatcher.agent.tmux import Tmux
-from dispatcher.testing import FAKE_AGENT_COMMAND
-
 from system_fixtures import flushed_client, wait_for
 
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.config import AgentSettings
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -57,8 +56,8 @@ def make_agent(tmp_path: Path, fake_log: Path) -> Callable[..., AgentSettings]:
 
     def make(*, env: dict[str, str] | None = None, **overrides: Any) -> AgentSettings:
         full_env = {"FAKE_AGENT_LOG": str(fake_log), **(env or {})}
-        base: dict[str, Any] = dict(command=FAKE_AGENT_COMMAND, prompt_timeout=15.0, submit_timeout=6.0, submit_retries=3,
-                                    resume_dir=tmp_path / "resume", env=full_env, hooks=True)
+        base: dict[str, Any] = dict(command=FAKE_AGENT_COMMAND, prompt_timeout=15.0, submit_timeout=6.0,
+                                    submit_retries=3, resume_dir=tmp_path / "resume", env=full_env, hooks=True)
         base.update(overrides)
         return AgentSettings(**base)
 

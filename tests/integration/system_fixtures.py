@@ -6,20 +6,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
-from dispatcher.inbox import files as aq
 from dispatcher.agent import pool
-from dispatcher.flows import runtime
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings
+from dispatcher.core.taskfile import render_task
+from dispatcher.flows import runtime
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports
-from dispatcher.core.taskfile import render_task
-from dispatcher.agent.tmux import Tmux
+from dispatcher.inbox import files as aq
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
 REDIS_BASE = "redis://127.0.0.1:6379/"
@@ -27,7 +28,7 @@ REDIS_BASE = "redis://127.0.0.1:6379/"
 SYSTEM_DBS = range(1, 14)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: "str | Callable[[], str]" = "condition",
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str | Callable[[], str] = "condition",
              step: Callable[[], Any] | None = None, poll: float = 0.05) -> Any:
     """Poll (running ``step`` each round) until ``predicate`` is truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -148,7 +149,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def disp(settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock) -> Iterator[Dispatcher]:
+def disp(settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux, clock: Clock) -> Iterator[Dispatcher]:
     """A Dispatcher running the real launch path inline (no Celery)."""
     launch = runtime.agent_launcher(settings, sys_redis, tmux_pool)
     yield Dispatcher(Ports(settings, sys_redis, tmux_pool, launch, clock=clock))

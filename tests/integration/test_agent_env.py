@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import redis
 from conftest_driver import read_log
 
-from dispatcher.core.config import AgentSettings
 from dispatcher.agent.launcher import LaunchRequest, agent_env, launch
 from dispatcher.agent.tmux import Tmux
+from dispatcher.core.config import AgentSettings
 
 
 def _request(project: Path) -> LaunchRequest:

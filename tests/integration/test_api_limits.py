@@ -8,20 +8,19 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from dispatcher.inbox import files as aq
-from dispatcher.store import events, pause
-from dispatcher.flows import monitor, runtime
-from dispatcher.core.config import Settings
-from dispatcher.flows.dispatch import Dispatcher
-from dispatcher.flows.ports import Ports
-from dispatcher.store.sessions import State
-from dispatcher.agent.tmux import Tmux
-
 from system_fixtures import Clock, add_task, done_ids, messages, wait_for
 
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.config import Settings
+from dispatcher.flows import monitor, runtime
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
+from dispatcher.inbox import files as aq
+from dispatcher.store import events, pause
+from dispatcher.store.sessions import State
 
-def _dispatcher(settings: Settings, r: "redis.Redis[str]", tmux: Tmux, clock: Clock, *, hooks: bool,
+
+def _dispatcher(settings: Settings, r: redis.Redis[str], tmux: Tmux, clock: Clock, *, hooks: bool,
                 version: str) -> tuple[Dispatcher, Settings]:
     env = {**settings.agent.env, "FAKE_AGENT_VERSION": version}
     s = settings.with_overrides(agent=replace(settings.agent, hooks=hooks, env=env))
@@ -35,7 +34,7 @@ def _dispatcher(settings: Settings, r: "redis.Redis[str]", tmux: Tmux, clock: Cl
     (True, "2.1.197", "529", "overloaded", "API overloaded (529: Overloaded)"),
 ])
 def test_api_error_pauses_the_pool_for_the_backoff_and_resumes_the_task(
-        settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock, agent_log: Path,
+        settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux, clock: Clock, agent_log: Path,
         hooks: bool, version: str, status: str, kind: str, said: str) -> None:
     d, s = _dispatcher(settings, sys_redis, tmux_pool, clock, hooks=hooks, version=version)
     add_task(s, "p", "API", f"@fake: error {status}")

@@ -6,26 +6,25 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
 from celery.contrib.testing.worker import start_worker
+from system_fixtures import add_task, done_ids, messages, tags_received, wait_for
 
-from dispatcher.flows import runtime
 from dispatcher.celery_app import app
 from dispatcher.core.config import Settings
-
-from system_fixtures import add_task, done_ids, messages, tags_received, wait_for
+from dispatcher.flows import runtime
 
 
 @pytest.fixture
 def worker(settings: Settings, sys_redis, tmux_pool) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """A real Celery worker thread on the test's Redis DB, running the real launch path."""
-    import workers.scan  # noqa: F401  (registers the tasks and the fan-out enqueue)
     import workers.assign  # noqa: F401
     import workers.monitor  # noqa: F401
+    import workers.scan  # noqa: F401  (registers the tasks and the fan-out enqueue)
 
     url = settings.redis_url or ""
     app.conf.update(broker_url=url, result_backend=url)
@@ -223,7 +222,8 @@ def test_two_worker_processes_watcher_and_repeated_calls_never_double_book(
                               start_new_session=True) for i in range(2)]
     stop = threading.Event()
     watcher = threading.Thread(target=run, args=(settings.projects_dir,
-                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]), lambda: None),
+                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]),
+                                                 lambda: None),
                                kwargs={"stop": stop}, daemon=True)
     try:
         wait_for(lambda: len(app.control.inspect(timeout=1).ping() or {}) == 2, timeout=60, what="2 workers up")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import redis
+from system_fixtures import add_task
 
 from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
@@ -16,8 +17,6 @@ from dispatcher.flows.dispatch import Outcome, Status
 from dispatcher.inbox import markers
 from dispatcher.store import attempts, owners
 
-from system_fixtures import add_task
-
 REF = "h1/ccl-auto-0"
 
 
@@ -26,7 +25,7 @@ def _task(settings: Settings, task_id: str) -> Task:
     return Task(id=task_id, project="alpha", path=path)
 
 
-def test_take_renames_records_and_locks(settings: Settings, sys_redis: "redis.Redis[str]") -> None:
+def test_take_renames_records_and_locks(settings: Settings, sys_redis: redis.Redis[str]) -> None:
     task = _task(settings, "T1")
     claim = cl.take(sys_redis, settings, task, REF)
     assert claim is not None
@@ -42,7 +41,7 @@ def test_take_renames_records_and_locks(settings: Settings, sys_redis: "redis.Re
     assert not cl.claim_is_live(claim.path)
 
 
-def test_release_moves_the_file_then_drops_the_record(settings: Settings, sys_redis: "redis.Redis[str]") -> None:
+def test_release_moves_the_file_then_drops_the_record(settings: Settings, sys_redis: redis.Redis[str]) -> None:
     task = _task(settings, "T2")
     claim = cl.take(sys_redis, settings, task, REF)
     assert claim is not None
@@ -53,7 +52,7 @@ def test_release_moves_the_file_then_drops_the_record(settings: Settings, sys_re
     assert owners.is_stone(record) and owners.host_of(record) is None
 
 
-def test_fail_keeps_the_reason_and_drops_the_record(settings: Settings, sys_redis: "redis.Redis[str]") -> None:
+def test_fail_keeps_the_reason_and_drops_the_record(settings: Settings, sys_redis: redis.Redis[str]) -> None:
     task = _task(settings, "T3")
     claim = cl.take(sys_redis, settings, task, REF)
     assert claim is not None
@@ -65,7 +64,7 @@ def test_fail_keeps_the_reason_and_drops_the_record(settings: Settings, sys_redi
     assert cl.retry(failed) == task.path and markers.read_failure(task.path) == ""
 
 
-def test_project_at_its_limit_is_not_claimed(settings: Settings, sys_redis: "redis.Redis[str]") -> None:
+def test_project_at_its_limit_is_not_claimed(settings: Settings, sys_redis: redis.Redis[str]) -> None:
     one = settings.with_overrides(max_parallel=1)
     first = cl.take(sys_redis, one, _task(one, "A"), REF)
     assert first is not None
@@ -77,7 +76,7 @@ def test_project_at_its_limit_is_not_claimed(settings: Settings, sys_redis: "red
         first.close()
 
 
-def test_attempts_count_and_forget(sys_redis: "redis.Redis[str]") -> None:
+def test_attempts_count_and_forget(sys_redis: redis.Redis[str]) -> None:
     assert [attempts.count(sys_redis, "alpha", "T1") for _ in range(3)] == [1, 2, 3]
     assert attempts.count(sys_redis, "alpha", "T2") == 1  # per task
     attempts.forget(sys_redis, "alpha", "T1")

@@ -15,7 +15,7 @@ from dispatcher.store.hosts import CLUSTER_QUEUE
 
 
 def test_scan_with_an_explicit_config_asks_that_deployment_for_a_full_scan(tmp_path: Path,
-                                                                          sys_redis: "redis.Redis[str]",
+                                                                          sys_redis: redis.Redis[str],
                                                                           sys_redis_url: str) -> None:
     deployment, elsewhere = tmp_path / "deployment", tmp_path / "elsewhere"
     deployment.mkdir()

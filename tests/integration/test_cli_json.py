@@ -13,10 +13,10 @@ import redis
 import yaml
 from click.testing import CliRunner
 
-from dispatcher.store import events
-from dispatcher.core.config import Settings
-from dispatcher.cli.main import cli
 from dispatcher.agent.tmux import Tmux
+from dispatcher.cli.main import cli
+from dispatcher.core.config import Settings
+from dispatcher.store import events
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def config(settings: Settings, tmp_path: Path) -> Path:
     return path
 
 
-def test_events_json(config: Path, sys_redis: "redis.Redis[str]") -> None:
+def test_events_json(config: Path, sys_redis: redis.Redis[str]) -> None:
     events.emit(sys_redis, "failed", task="web:T1", session="ccl-auto-0", detail="idle, not done")
     out = CliRunner().invoke(cli, ["--config", str(config), "events", "--json"])
     assert out.exit_code == 0, out.output

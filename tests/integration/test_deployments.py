@@ -6,17 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
+from system_fixtures import wait_for
 
+from dispatcher.agent.tmux import Tmux
 from dispatcher.store.config_file import load_config
 from dispatcher.testing import FAKE_AGENT_COMMAND
-from dispatcher.agent.tmux import Tmux
-
-from system_fixtures import wait_for
 
 
 def _deployment(root: Path, redis_url: str | None = None, **tmux: str) -> tuple[Path, dict[str, str]]:

@@ -6,23 +6,22 @@ import threading
 from pathlib import Path
 
 import redis
+from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
-from dispatcher.core.session_ref import SessionRef
-from dispatcher.inbox import files as aq
-from dispatcher.inbox.fsio import with_suffix
-from dispatcher.flows import claim as cl
-from dispatcher.core import keys
-from dispatcher.flows import monitor, recovery
 from dispatcher.agent import pool_state
-from dispatcher.store import sessions as ss
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core import keys
 from dispatcher.core.config import Settings
+from dispatcher.core.session_ref import SessionRef
+from dispatcher.flows import claim as cl
+from dispatcher.flows import monitor, recovery
 from dispatcher.flows.claim import FileClaim
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports
+from dispatcher.inbox import files as aq
+from dispatcher.inbox.fsio import with_suffix
+from dispatcher.store import sessions as ss
 from dispatcher.store.sessions import State
-from dispatcher.agent.tmux import Tmux
-
-from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
 
 def run_until_done(d: Dispatcher, settings: Settings, expected: dict[str, set[str]], timeout: float = 90.0) -> None:
@@ -105,7 +104,7 @@ def test_fifty_tasks_three_projects_each_exactly_once_in_priority_order(
     assert all(t.split(":")[1] in {"T3", "T7", "T11", "T15"} for t in first), first
 
 
-def test_racing_dispatchers_never_double_book(settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux,
+def test_racing_dispatchers_never_double_book(settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux,
                                               agent_log: Path) -> None:
     """Four dispatchers (own Redis connections) fan out at once on one inbox: no task twice, no session twice."""
     from dispatcher.flows import runtime
@@ -264,7 +263,7 @@ def test_abandoned_launch_whose_agent_got_the_task_is_promoted_not_rerun(
     assert tags_received(agent_log) == ["alpha:P1"]
 
 
-def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys_redis: "redis.Redis[str]",
+def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys_redis: redis.Redis[str],
                                                          tmux_pool: Tmux) -> None:
     queued: list[str] = []
     d = Dispatcher(Ports(settings, sys_redis, tmux_pool, lambda spec: None), enqueue_assign=queued.append)
@@ -282,12 +281,13 @@ def test_a_burst_of_events_queues_one_assign_per_session(settings: Settings, sys
 
 
 def test_missing_agent_executable_pauses_the_pool_instead_of_failing_tasks(
-        settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock) -> None:
-    from dispatcher.flows import runtime
+        settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux, clock: Clock) -> None:
     from dispatcher.core.config import AgentSettings
+    from dispatcher.flows import runtime
 
     broken = settings.with_overrides(agent=AgentSettings(command="no-such-claude-xyz --model {model} {resume}"))
-    d = Dispatcher(Ports(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool), clock=clock))
+    d = Dispatcher(Ports(broken, sys_redis, tmux_pool, runtime.agent_launcher(broken, sys_redis, tmux_pool),
+                         clock=clock))
     path = add_task(broken, "alpha", "M1")
     outcome = d.assign_next("ccl-auto-0")
     assert outcome.status == "paused" and "not found on PATH" in outcome.detail
@@ -326,7 +326,7 @@ def test_submitted_is_the_first_event_of_a_task_however_the_events_race(disp: Di
 
 
 def test_a_file_waits_to_settle_unless_the_watcher_saw_its_writer_done(
-        settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, agent_log: Path, clock: Clock) -> None:
+        settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux, agent_log: Path, clock: Clock) -> None:
     from dispatcher.flows import runtime
     from dispatcher.store import settle
 

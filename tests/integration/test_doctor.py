@@ -14,8 +14,8 @@ import pytest
 import redis
 import yaml
 
-from dispatcher.flows import doctor
 from dispatcher.core import keys
+from dispatcher.flows import doctor
 from dispatcher.store.config_file import load_config
 from dispatcher.testing import FAKE_AGENT_COMMAND
 
@@ -97,12 +97,12 @@ def test_unreachable_redis(tmp_path: Path) -> None:
     assert "hook round trip" not in checks
 
 
-def test_hook_round_trip_fails_when_agents_cannot_reach_redis(sys_redis: "redis.Redis[str]") -> None:
+def test_hook_round_trip_fails_when_agents_cannot_reach_redis(sys_redis: redis.Redis[str]) -> None:
     check = doctor.check_hook(sys_redis, "redis://127.0.0.1:1/0")
     assert check.status == "fail" and "REDIS_URL" in check.fix
 
 
-def test_host_heartbeats_and_skew(sys_redis: "redis.Redis[str]") -> None:
+def test_host_heartbeats_and_skew(sys_redis: redis.Redis[str]) -> None:
     now = time.time()
     sys_redis.hset(keys.HOSTS, mapping={"alpha": json.dumps({"last_seen": now - 3}),
                                         "beta": json.dumps({"last_seen": now - 900}),

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import redis
 from conftest_driver import read_log, wait_until
 
-from dispatcher.core import screen
-from dispatcher.core.config import AgentSettings
 from dispatcher.agent.hook_settings import write_settings
-from dispatcher.store.hook_log import HookLog
 from dispatcher.agent.launcher import LaunchRequest, launch, redis_url_of
 from dispatcher.agent.tmux import Tmux
+from dispatcher.core import screen
+from dispatcher.core.config import AgentSettings
+from dispatcher.store.hook_log import HookLog
 
 
 def start(tmux: Tmux, cwd: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:

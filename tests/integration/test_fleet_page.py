@@ -13,13 +13,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dispatcher.inbox import files as aq
-from dispatcher.flows import claim as cl
-from dispatcher.core.config import Settings
-from dispatcher.flows.dispatch import Dispatcher
-
 from system_fixtures import add_task
 from web_fixtures import PASSWORD, USER, FleetServer, browser, fleet_server, page  # noqa: F401
+
+from dispatcher.core.config import Settings
+from dispatcher.flows import claim as cl
+from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.inbox import files as aq
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import redis
 from conftest_driver import read_log, wait_until
 
+from dispatcher.agent.launcher import LaunchRequest, build_argv, config_dir_of, launch, redis_url_of, resume_path
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core import keys
 from dispatcher.core.config import AgentSettings
 from dispatcher.core.errors import DialogError, LaunchError, PromptTimeout, SubmitError
 from dispatcher.store.hook_log import HookLog
-from dispatcher.agent.launcher import LaunchRequest, build_argv, config_dir_of, launch, redis_url_of, resume_path
-from dispatcher.agent.tmux import Tmux
 
 W, H = 200, 50
 
@@ -31,7 +32,8 @@ def startup_lock_key(agent: AgentSettings) -> str:
     return keys.startup_lock("", config_dir_of(dict(agent.env)))
 
 
-def request(project: Path, body: str = "Do the thing.", task_id: str = "T1", priority: str = "default") -> LaunchRequest:
+def request(project: Path, body: str = "Do the thing.", task_id: str = "T1",
+            priority: str = "default") -> LaunchRequest:
     return LaunchRequest(project_dir=project, project="proj", task_id=task_id, body=body, priority=priority)
 
 
@@ -148,8 +150,9 @@ def test_agent_dying_at_start_is_a_launch_error(tmux: Tmux, rdb: redis.Redis, pr
     assert "boom: no such model" in str(err.value)
 
 
-def test_resume_file_consumed_once_and_only_on_success(tmux: Tmux, rdb: redis.Redis, project: Path, tmp_path: Path,
-                                                       make_agent: Callable[..., AgentSettings], fake_log: Path) -> None:
+def test_resume_file_consumed_once_and_only_on_success(tmux: Tmux, rdb: redis.Redis, project: Path,
+                                                       tmp_path: Path, make_agent: Callable[..., AgentSettings],
+                                                       fake_log: Path) -> None:
     new_session(tmux, "s", tmp_path)
     rid = str(uuid.uuid4())
     failing = make_agent(prompt_timeout=1.0, env={"FAKE_AGENT_BOOT_MS": "60000"})

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher.inbox import files as aq
-from dispatcher.flows import blocked, monitor
-from dispatcher.store import events
+from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
+
 from dispatcher.core import keys
-from dispatcher.store import sessions as ss
 from dispatcher.core.config import Settings
+from dispatcher.flows import blocked, monitor
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports
 from dispatcher.flows.retry import retry_task
+from dispatcher.inbox import files as aq
+from dispatcher.store import events
+from dispatcher.store import sessions as ss
 from dispatcher.store.sessions import State
-
-from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
 
 def step(d: Dispatcher) -> None:

@@ -9,29 +9,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import redis
+from system_fixtures import wait_for
 
-from dispatcher.store import events, hosts
-from dispatcher.store import sessions as ss
-from dispatcher.store.sessions import State
 from dispatcher.core.session_ref import SessionRef
-from dispatcher.store.hosts import host_queue
 from dispatcher.core.taskfile import render_task
 from dispatcher.inbox import files as aq
-
-from dispatcher.testing.fleet import SimHost, delivered, agent_entries, start_beat, stop_proc
-from system_fixtures import wait_for
+from dispatcher.store import events, hosts
+from dispatcher.store import sessions as ss
+from dispatcher.store.hosts import host_queue
+from dispatcher.store.sessions import State
+from dispatcher.testing.fleet import SimHost, agent_entries, delivered, start_beat, stop_proc
 
 #: Tasks of the big fleet run (the issue asks for 300; AQ_FLEET_TASKS lowers it on a slow machine).
 FLEET_TASKS = int(os.environ.get("AQ_FLEET_TASKS", "300"))
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, sys_redis: "redis.Redis[str]") -> Iterator[Callable[..., SimHost]]:
+def fleet(tmp_path: Path, sys_redis: redis.Redis[str]) -> Iterator[Callable[..., SimHost]]:
     """Factory of simulated hosts sharing this test's Redis DB and projects dir; all stopped afterwards."""
     made: list[SimHost] = []
     projects = tmp_path / "projects"
@@ -69,7 +68,7 @@ def socket_host(hosts_: list[SimHost]) -> dict[str, str]:
 
 @pytest.mark.timeout(900)
 def test_three_hosts_share_the_work_exactly_once_in_dependency_order(fleet: Callable[..., SimHost],
-                                                                     sys_redis: "redis.Redis[str]") -> None:
+                                                                     sys_redis: redis.Redis[str]) -> None:
     """300 tasks, 4 projects, cross-project chains: each delivered once, on the host owning the session."""
     hs = [fleet(f"h{i}", sessions=3).start() for i in range(3)]
     projects = hs[0].projects_dir
@@ -106,7 +105,7 @@ def test_three_hosts_share_the_work_exactly_once_in_dependency_order(fleet: Call
 
 @pytest.mark.timeout(600)
 def test_a_lost_host_s_tasks_run_elsewhere_and_it_is_fenced_when_it_returns(
-        fleet: Callable[..., SimHost], sys_redis: "redis.Redis[str]") -> None:
+        fleet: Callable[..., SimHost], sys_redis: redis.Redis[str]) -> None:
     hs = [fleet(f"h{i}", sessions=2, lost_after=6.0).start() for i in range(3)]
     projects = hs[0].projects_dir
     keys = []
@@ -149,13 +148,13 @@ def test_a_lost_host_s_tasks_run_elsewhere_and_it_is_fenced_when_it_returns(
         stop_proc(beat)
 
 
-def _h2_fenced(r: "redis.Redis[str]", host: SimHost) -> bool:
+def _h2_fenced(r: redis.Redis[str], host: SimHost) -> bool:
     return any(e.kind == "fenced" and e.session.startswith(f"{host.name}/") for e in events.recent(r, 5000))
 
 
 
 def test_a_message_for_a_stopped_host_waits_for_it(fleet: Callable[..., SimHost],
-                                                   sys_redis: "redis.Redis[str]") -> None:
+                                                   sys_redis: redis.Redis[str]) -> None:
     """assign_next("h1/ccl-auto-0") while h1 is down sits in h1's queue; h0 never launches it in its name."""
     h0, h1 = fleet("h0").start(), fleet("h1")
     h1.write_config()
@@ -181,7 +180,7 @@ def test_a_message_for_a_stopped_host_waits_for_it(fleet: Callable[..., SimHost]
 
 
 def test_two_beats_schedule_once_and_a_standby_takes_over(fleet: Callable[..., SimHost],
-                                                          sys_redis: "redis.Redis[str]") -> None:
+                                                          sys_redis: redis.Redis[str]) -> None:
     h0, h1 = fleet("h0"), fleet("h1")
     h0.write_config(), h1.write_config()
     beats = [start_beat(h0, "beat-a"), start_beat(h1, "beat-b")]
@@ -203,7 +202,7 @@ def test_two_beats_schedule_once_and_a_standby_takes_over(fleet: Callable[..., S
 
 
 def test_a_second_deployment_cannot_take_a_live_host_s_name(fleet: Callable[..., SimHost],
-                                                            sys_redis: "redis.Redis[str]") -> None:
+                                                            sys_redis: redis.Redis[str]) -> None:
     h0 = fleet("same").start()
     wait_for(lambda: "same" in hosts.read_all(sys_redis), timeout=30, what="first host's heartbeat")
     twin = fleet("same")  # same name, another state dir and tmux socket: another deployment

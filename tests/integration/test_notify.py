@@ -6,18 +6,18 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
-
-from dispatcher.store import events
-from dispatcher.flows import notify
-from dispatcher.core.config import NotifySettings
-
 from system_fixtures import wait_for
+
+from dispatcher.core.config import NotifySettings
+from dispatcher.flows import notify
+from dispatcher.store import events
 
 WRITER = """
 import json, os, sys
@@ -67,7 +67,7 @@ def hook() -> Iterator[Hook]:
 class Follower:
     """``notify.follow`` in a thread, stopped at the end."""
 
-    def __init__(self, settings: NotifySettings, r: "redis.Redis[str]", consumer: str = "test",
+    def __init__(self, settings: NotifySettings, r: redis.Redis[str], consumer: str = "test",
                  clock: Any = time.time) -> None:
         self.stop = threading.Event()
         notify.ensure_group(r)  # events emitted from now on are notified
@@ -84,7 +84,7 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_command_gets_the_event_as_json_on_stdin(tmp_path: Path, sys_redis: "redis.Redis[str]") -> None:
+def test_command_gets_the_event_as_json_on_stdin(tmp_path: Path, sys_redis: redis.Redis[str]) -> None:
     script, out = tmp_path / "writer.py", tmp_path / "notes.jsonl"
     script.write_text(WRITER)
     cfg = NotifySettings(command=f"{sys.executable} {script} '{out}'")
@@ -102,7 +102,7 @@ def test_command_gets_the_event_as_json_on_stdin(tmp_path: Path, sys_redis: "red
         f.close()
 
 
-def test_webhook_posts_json_and_a_slow_or_failing_one_blocks_nothing(tmp_path: Path, sys_redis: "redis.Redis[str]",
+def test_webhook_posts_json_and_a_slow_or_failing_one_blocks_nothing(tmp_path: Path, sys_redis: redis.Redis[str],
                                                                       hook: Hook) -> None:
     cfg = NotifySettings(webhook=hook.url, timeout=1.0)
     f = Follower(cfg, sys_redis)
@@ -122,7 +122,7 @@ def test_webhook_posts_json_and_a_slow_or_failing_one_blocks_nothing(tmp_path: P
         f.close()
 
 
-def test_rate_limited_per_kind_and_minute(tmp_path: Path, sys_redis: "redis.Redis[str]") -> None:
+def test_rate_limited_per_kind_and_minute(tmp_path: Path, sys_redis: redis.Redis[str]) -> None:
     script, out = tmp_path / "writer.py", tmp_path / "notes.jsonl"
     script.write_text(WRITER)
     cfg = NotifySettings(command=f"{sys.executable} {script} {out}", per_minute=3)
@@ -141,7 +141,7 @@ def test_rate_limited_per_kind_and_minute(tmp_path: Path, sys_redis: "redis.Redi
         f.close()
 
 
-def test_two_followers_notify_each_event_once(tmp_path: Path, sys_redis: "redis.Redis[str]") -> None:
+def test_two_followers_notify_each_event_once(tmp_path: Path, sys_redis: redis.Redis[str]) -> None:
     script, out = tmp_path / "writer.py", tmp_path / "notes.jsonl"
     script.write_text(WRITER)
     cfg = NotifySettings(command=f"{sys.executable} {script} {out}", per_minute=100)

@@ -8,17 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
+from system_fixtures import Clock, add_task
 
+from dispatcher.core import keys
+from dispatcher.core.config import Settings
+from dispatcher.flows import monitor, recovery
+from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.inbox import files as aq
 from dispatcher.inbox import markers
 from dispatcher.store import events, hosts, owners
-from dispatcher.core import keys
-from dispatcher.flows import monitor, recovery
-from dispatcher.core.config import Settings
-from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.store.sessions import State
-
-from system_fixtures import Clock, add_task
 
 
 def _inbox(settings: Settings, project: str = "alpha") -> Path:
@@ -26,7 +25,7 @@ def _inbox(settings: Settings, project: str = "alpha") -> Path:
 
 
 def test_a_flush_loses_no_owner_the_working_host_reasserts_it(disp: Dispatcher, settings: Settings,
-                                                              sys_redis: "redis.Redis[str]", clock: Clock) -> None:
+                                                              sys_redis: redis.Redis[str], clock: Clock) -> None:
     add_task(settings, "alpha", "F1", "@fake: hang")
     assert disp.assign_next("ccl-auto-0").status == "dispatched"
     ref = str(disp.ref("ccl-auto-0"))
@@ -41,7 +40,7 @@ def test_a_flush_loses_no_owner_the_working_host_reasserts_it(disp: Dispatcher, 
 
 
 def test_a_claim_no_live_host_reasserts_is_taken_back_after_host_lost_after(
-        disp: Dispatcher, settings: Settings, sys_redis: "redis.Redis[str]", clock: Clock) -> None:
+        disp: Dispatcher, settings: Settings, sys_redis: redis.Redis[str], clock: Clock) -> None:
     path = add_task(settings, "alpha", "O1")
     path.rename(path.with_name("O1.md.dispatched"))  # dispatched by a deployment whose records are gone
     assert recovery.recover_cluster(disp.ports) == []
@@ -57,7 +56,7 @@ def test_a_claim_no_live_host_reasserts_is_taken_back_after_host_lost_after(
 
 
 def test_a_lost_host_s_claims_go_back_within_one_scan_and_it_is_fenced(
-        disp: Dispatcher, settings: Settings, sys_redis: "redis.Redis[str]", clock: Clock) -> None:
+        disp: Dispatcher, settings: Settings, sys_redis: redis.Redis[str], clock: Clock) -> None:
     far = hosts.HostInfo(name="far", fingerprint="elsewhere", sessions=("ccl-auto-0",))
     hosts.publish(sys_redis, far, now=clock() - settings.host_lost_after - 1, lost_after=settings.host_lost_after)
     launching = add_task(settings, "alpha", "X1")
@@ -77,7 +76,7 @@ def test_a_lost_host_s_claims_go_back_within_one_scan_and_it_is_fenced(
 
 
 def test_a_live_host_s_claims_are_left_alone(disp: Dispatcher, settings: Settings,
-                                             sys_redis: "redis.Redis[str]", clock: Clock) -> None:
+                                             sys_redis: redis.Redis[str], clock: Clock) -> None:
     near = hosts.HostInfo(name="near", fingerprint="elsewhere", sessions=("ccl-auto-0",))
     hosts.publish(sys_redis, near, now=clock(), lost_after=settings.host_lost_after)
     path = add_task(settings, "alpha", "N1")
@@ -89,7 +88,7 @@ def test_a_live_host_s_claims_are_left_alone(disp: Dispatcher, settings: Setting
 
 
 def test_a_session_whose_task_was_given_away_stops_its_agent(disp: Dispatcher, settings: Settings,
-                                                             sys_redis: "redis.Redis[str]") -> None:
+                                                             sys_redis: redis.Redis[str]) -> None:
     add_task(settings, "alpha", "G1", "@fake: hang")
     assert disp.assign_next("ccl-auto-0").status == "dispatched"
     agent_pid = disp.tmux.pane_info("ccl-auto-0").pid
@@ -104,7 +103,7 @@ def test_a_session_whose_task_was_given_away_stops_its_agent(disp: Dispatcher, s
 
 
 def test_take_back_after_too_many_attempts_fails_the_task(disp: Dispatcher, settings: Settings,
-                                                          sys_redis: "redis.Redis[str]", clock: Clock) -> None:
+                                                          sys_redis: redis.Redis[str], clock: Clock) -> None:
     path = add_task(settings, "alpha", "A1")
     path.rename(path.with_name("A1.md.dispatched"))
     sys_redis.set(keys.attempts("alpha", "A1"), settings.max_launch_attempts - 1)

@@ -11,20 +11,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dispatcher.inbox import files as aq
-from dispatcher.core import keys
-from dispatcher.flows import monitor, runtime, status
+from system_fixtures import Clock, add_task, done_ids, messages, wait_for
+
 from dispatcher.agent import pool
-from dispatcher.store import sessions as ss
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core import keys
 from dispatcher.core.config import Settings
+from dispatcher.flows import monitor, runtime, status
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.launch import LaunchSpec
 from dispatcher.flows.ports import Ports
 from dispatcher.flows.resume import resume_session
+from dispatcher.inbox import files as aq
+from dispatcher.store import sessions as ss
 from dispatcher.store.sessions import State
-from dispatcher.agent.tmux import Tmux
-
-from system_fixtures import Clock, add_task, done_ids, messages, wait_for
 
 
 def _log_entries(log: Path) -> list[dict[str, Any]]:
@@ -67,7 +67,8 @@ def test_finished_task_leaves_an_idle_shell_not_the_last_agent(disp: Dispatcher,
 def test_failed_launch_leaves_an_idle_shell_not_the_last_agent(settings: Settings, sys_redis, tmux_pool: Tmux,
                                                                clock: Clock, agent_log: Path) -> None:
     # The bypass dialog: a launch failure (the trust dialog holds the project instead: test_trust.py).
-    s = settings.with_overrides(agent=replace(settings.agent, env={**settings.agent.env, "FAKE_AGENT_DIALOG": "bypass"}))
+    s = settings.with_overrides(agent=replace(settings.agent,
+                                              env={**settings.agent.env, "FAKE_AGENT_DIALOG": "bypass"}))
     d = Dispatcher(Ports(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock))
     path = add_task(s, "p", "D1")
     assert d.assign_next("ccl-auto-0").status == "launch-failed"
@@ -78,7 +79,8 @@ def test_failed_launch_leaves_an_idle_shell_not_the_last_agent(settings: Setting
 def test_dialog_failure_note_has_the_last_screen_lines(settings: Settings, sys_redis, tmux_pool: Tmux,
                                                       clock: Clock) -> None:
     s = settings.with_overrides(max_launch_attempts=1,
-                                agent=replace(settings.agent, env={**settings.agent.env, "FAKE_AGENT_DIALOG": "bypass"}))
+                                agent=replace(settings.agent,
+                                              env={**settings.agent.env, "FAKE_AGENT_DIALOG": "bypass"}))
     d = Dispatcher(Ports(s, sys_redis, tmux_pool, runtime.agent_launcher(s, sys_redis, tmux_pool), clock=clock))
     add_task(s, "p", "D2")
     assert d.assign_next("ccl-auto-0").status == "launch-failed"

@@ -7,17 +7,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from dispatcher.inbox import files as aq
-from dispatcher.inbox import markers
-from dispatcher.store import events
-from dispatcher.flows import monitor
-from dispatcher.inbox import worktree
+from system_fixtures import add_task, done_ids, wait_for
+
 from dispatcher.core.config import ProjectSettings, Settings, WorktreeSettings
+from dispatcher.flows import monitor
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers, worktree
 from dispatcher.inbox.scanner import run_scan
-
-from system_fixtures import add_task, done_ids, wait_for
+from dispatcher.store import events
 
 WORK = "@fake: sleep 300\n@fake: done"
 

@@ -11,23 +11,22 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
+from system_fixtures import Clock
 
-from dispatcher.core import limits
-from dispatcher.store import pause
+from dispatcher.agent.tmux import Tmux
 from dispatcher.cli.main import cli
+from dispatcher.core import limits
 from dispatcher.core.config import LimitSettings, Settings
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports
-from dispatcher.agent.tmux import Tmux
-
-from system_fixtures import Clock
+from dispatcher.store import pause
 
 RATE = limits.classify("API Error: Request rejected (429) · Slow down")
 OVER = limits.classify("API Error: 529 Overloaded.")
 LIMITS = LimitSettings(rate_limit_pause=60, rate_limit_max_pause=200)
 
 
-def test_rate_limits_back_off_doubling_to_the_cap_and_start_over_after_a_finish(sys_redis: "redis.Redis[str]") -> None:
+def test_rate_limits_back_off_doubling_to_the_cap_and_start_over_after_a_finish(sys_redis: redis.Redis[str]) -> None:
     assert RATE is not None and OVER is not None
     now = 1_000_000.0
     waits = []
@@ -46,7 +45,7 @@ def test_rate_limits_back_off_doubling_to_the_cap_and_start_over_after_a_finish(
 
 
 def test_a_wait_the_api_names_is_used_and_a_limit_never_shortens_a_longer_pause(
-        sys_redis: "redis.Redis[str]") -> None:
+        sys_redis: redis.Redis[str]) -> None:
     now = 1_000_000.0
     told = limits.classify("API Error: Request rejected (429) · retry after 15 seconds")
     assert told is not None and pause.for_limit(sys_redis, told, now, LIMITS).until == now + 15
@@ -57,7 +56,7 @@ def test_a_wait_the_api_names_is_used_and_a_limit_never_shortens_a_longer_pause(
     assert kept.cause == pause.OPERATOR and kept.until == now + 5000
 
 
-def test_a_usage_limit_keeps_its_reset_time(sys_redis: "redis.Redis[str]") -> None:
+def test_a_usage_limit_keeps_its_reset_time(sys_redis: redis.Redis[str]) -> None:
     usage = limits.classify("You've hit your limit · resets 2pm (UTC)")
     assert usage is not None
     now = 1_000_000.0  # 1970-01-12 13:46:40 UTC
@@ -103,7 +102,7 @@ def config(settings: Settings, tmp_path: Path) -> Path:
     return path
 
 
-def test_operator_pause_and_resume_from_the_cli(config: Path, settings: Settings, sys_redis: "redis.Redis[str]",
+def test_operator_pause_and_resume_from_the_cli(config: Path, settings: Settings, sys_redis: redis.Redis[str],
                                                 tmux_pool: Tmux, clock: Clock) -> None:
     runner = CliRunner()
     d = Dispatcher(Ports(settings, sys_redis, tmux_pool, lambda spec: None, clock=clock))
@@ -132,7 +131,7 @@ def test_operator_pause_and_resume_from_the_cli(config: Path, settings: Settings
     assert bad.exit_code != 0 and "--until" in bad.output
 
 
-def test_stored_shows_a_pause_whatever_its_age_current_only_one_in_force(sys_redis: "redis.Redis[str]") -> None:
+def test_stored_shows_a_pause_whatever_its_age_current_only_one_in_force(sys_redis: redis.Redis[str]) -> None:
     assert pause.stored(sys_redis) is None and pause.stored(sys_redis, "work") is None
     pause.pause(sys_redis, 1_000.0, "lunch", pause.OPERATOR, account="work")
     assert pause.stored(sys_redis) is None  # per account

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
 from dispatcher.celery_app import app
 from dispatcher.core.config import Settings
@@ -21,8 +22,6 @@ from dispatcher.inbox.ready_check import Verdict
 from dispatcher.inbox.scanner import run_scan
 from dispatcher.store import ready_index
 from dispatcher.store.hosts import host_queue
-
-from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
 
 
 def drive_by_index(d: Dispatcher, settings: Settings, expected: dict[str, set[str]], timeout: float = 120.0) -> None:

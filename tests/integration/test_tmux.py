@@ -9,9 +9,9 @@ import pytest
 from conftest_driver import wait_until
 
 from dispatcher.agent import pool
+from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import PoolSettings
 from dispatcher.core.errors import SessionError, TmuxError
-from dispatcher.agent.tmux import Tmux
 
 CAT = ["cat"]
 

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import redis
 from click.testing import CliRunner
+from system_fixtures import Clock, add_task, done_ids, wait_for
 
-from dispatcher.inbox import files as aq
+from dispatcher.agent.tmux import Tmux
+from dispatcher.cli.main import cli
 from dispatcher.core import defaults as d
 from dispatcher.core import keys
-from dispatcher.flows import monitor, runtime, status
-from dispatcher.store import pause
-from dispatcher.cli.main import cli
 from dispatcher.core.config import Settings
+from dispatcher.core.report import plan_json, render_plan
+from dispatcher.flows import monitor, runtime, status
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.ports import Ports
-from dispatcher.core.report import plan_json, render_plan
+from dispatcher.inbox import files as aq
 from dispatcher.inbox.scanner import run_scan
-from dispatcher.agent.tmux import Tmux
-
-from system_fixtures import Clock, add_task, done_ids, wait_for
+from dispatcher.store import pause
 
 
 def _trust(claude_json: Path, *folders: Path) -> None:
@@ -33,7 +32,7 @@ def _trust(claude_json: Path, *folders: Path) -> None:
 
 
 def test_untrusted_project_is_held_while_the_pool_serves_the_others(
-        settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux, clock: Clock, agent_log: Path,
+        settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux, clock: Clock, agent_log: Path,
         tmp_path: Path) -> None:
     claude_json = tmp_path / "claude.json"
     good, bad = settings.projects_dir / "good", settings.projects_dir / "bad"

@@ -12,21 +12,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
 import yaml
-
-from dispatcher.inbox import files as aq
-from dispatcher.store import pause
-from dispatcher.core.taskfile import render_task
-from dispatcher.agent.tmux import Tmux
-from dispatcher.testing import FAKE_AGENT_COMMAND
-
 from system_fixtures import wait_for
 
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.taskfile import render_task
+from dispatcher.inbox import files as aq
+from dispatcher.store import pause
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 
 def _task(root: Path, project: str, task_id: str, body: str, depends_on: tuple[str, ...] = (),

@@ -12,16 +12,15 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
+from system_fixtures import wait_for
 
 from dispatcher.agent.tmux import Tmux
 from dispatcher.testing import FAKE_AGENT_COMMAND
-
-from system_fixtures import wait_for
 
 
 def _free_port() -> int:

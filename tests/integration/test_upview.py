@@ -13,20 +13,19 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
-from dispatcher.inbox import files as aq
-from dispatcher.flows import upview
-from dispatcher.store.config_file import load_config
-from dispatcher.core.taskfile import render_task
-from dispatcher.testing import FAKE_AGENT_COMMAND
-from dispatcher.agent.tmux import Tmux
-
 from system_fixtures import wait_for
+
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.taskfile import render_task
+from dispatcher.flows import upview
+from dispatcher.inbox import files as aq
+from dispatcher.store.config_file import load_config
+from dispatcher.testing import FAKE_AGENT_COMMAND
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -149,7 +148,8 @@ def test_rotate_copy_truncates_and_the_writer_goes_on(tmp_path: Path) -> None:
     assert not upview.rotate(log, max_bytes=1000, backups=2)
     log.write_bytes(b"y" * 1500)
     assert upview.rotate(log, max_bytes=1000, backups=2)
-    assert (tmp_path / "worker-0.log.2").stat().st_size == 2001 and (tmp_path / "worker-0.log.1").read_bytes()[:1] == b"y"
+    assert ((tmp_path / "worker-0.log.2").stat().st_size == 2001
+            and (tmp_path / "worker-0.log.1").read_bytes()[:1] == b"y")
 
 
 def test_log_names_are_validated(tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ from typing import Any
 
 import pytest
 import redis
-
-from dispatcher.inbox import files as aq
-from dispatcher.flows import claim as cl
-from dispatcher.store import events, pause
-from dispatcher.core.config import Settings
-from dispatcher.agent.tmux import Tmux
-
 from system_fixtures import add_task, wait_for
 from web_fixtures import PASSWORD, USER, FleetServer, fleet_server  # noqa: F401
+
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.config import Settings
+from dispatcher.flows import claim as cl
+from dispatcher.inbox import files as aq
+from dispatcher.store import events, pause
 
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
@@ -95,12 +94,14 @@ def _failed_task(settings: Settings, project: str, task_id: str) -> Path:
 
 
 def test_actions_refuse_cross_site_requests(fleet_server: FleetServer, settings: Settings,
-                                            sys_redis: "redis.Redis[str]") -> None:
+                                            sys_redis: redis.Redis[str]) -> None:
     failed = _failed_task(settings, "alpha", "F1")
     host = fleet_server.url.split("//")[1]
     for headers in ({}, {"X-AQ-CSRF": "0"}, {"X-AQ-CSRF": "1", "Origin": "http://evil.example"},
-                    {"X-AQ-CSRF": "1", "Origin": f"http://{host}.evil.example"}, {"X-AQ-CSRF": "1", "Origin": "null"},
-                    {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "cross-site"}, {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "same-site"}):
+                    {"X-AQ-CSRF": "1", "Origin": f"http://{host}.evil.example"},
+                    {"X-AQ-CSRF": "1", "Origin": "null"},
+                    {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "cross-site"},
+                    {"X-AQ-CSRF": "1", "Sec-Fetch-Site": "same-site"}):
         for path, body in (("/api/retry", {"task": "alpha:F1"}), ("/api/pause", {}), ("/api/resume", {})):
             assert call(fleet_server, path, method="POST", body=body, headers=headers)[0] == 403, (path, headers)
     assert failed.exists() and pause.stored(sys_redis) is None
@@ -131,7 +132,7 @@ def test_retry_validates_the_task(fleet_server: FleetServer, settings: Settings)
 
 
 def test_retry_requeues_a_failed_task(fleet_server: FleetServer, settings: Settings,
-                                      sys_redis: "redis.Redis[str]") -> None:
+                                      sys_redis: redis.Redis[str]) -> None:
     failed = _failed_task(settings, "alpha", "F1")
     status, _, body = call(fleet_server, "/api/retry", method="POST", body={"task": "alpha:F1"}, headers=ACTION)
     assert status == 200, body
@@ -139,7 +140,7 @@ def test_retry_requeues_a_failed_task(fleet_server: FleetServer, settings: Setti
     assert ("retried", "alpha:F1") in [(e.kind, e.task) for e in events.recent(sys_redis, 20)]
 
 
-def test_pause_and_resume(fleet_server: FleetServer, sys_redis: "redis.Redis[str]") -> None:
+def test_pause_and_resume(fleet_server: FleetServer, sys_redis: redis.Redis[str]) -> None:
     status, _, body = call(fleet_server, "/api/pause", method="POST", body={"until": "yesterday"}, headers=ACTION)
     assert status == 400 and b"duration" in body
     status, _, body = call(fleet_server, "/api/pause", method="POST", body={"until": "30m", "reason": "lunch"},
@@ -157,7 +158,7 @@ def test_pause_and_resume(fleet_server: FleetServer, sys_redis: "redis.Redis[str
     assert kinds[-2:] == ["paused", "unpaused"]
 
 
-def test_stream_sends_snapshots_and_events(fleet_server: FleetServer, sys_redis: "redis.Redis[str]") -> None:
+def test_stream_sends_snapshots_and_events(fleet_server: FleetServer, sys_redis: redis.Redis[str]) -> None:
     events.emit(sys_redis, "failed", task="alpha:T1", detail="before connect")
     req = urllib.request.Request(fleet_server.url + "/api/stream", headers={"Authorization": AUTH})
     seen: list[str] = []

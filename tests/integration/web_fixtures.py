@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
-
-from dispatcher.core.config import Settings
-from dispatcher.agent.tmux import Tmux
-from dispatcher.web import bound_socket, server
-
 from system_fixtures import wait_for
+
+from dispatcher.agent.tmux import Tmux
+from dispatcher.core.config import Settings
+from dispatcher.web import bound_socket, server
 
 USER, PASSWORD = "operator", "correct horse battery staple"
 CHROMIUM = os.environ.get("AQ_CHROMIUM", "/usr/bin/chromium")
@@ -25,14 +25,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 class FleetServer:
     """A running fleet page: ``url``, and the credentials it wants."""
 
-    def __init__(self, settings: Settings, r: "redis.Redis[str]", tmux: Tmux) -> None:
+    def __init__(self, settings: Settings, r: redis.Redis[str], tmux: Tmux) -> None:
         self.sock = bound_socket()
         host, port = self.sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         self.server = server(settings, host, port, r=r, tmux=tmux, auth=(USER, PASSWORD), refresh=0.3)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def start(self) -> "FleetServer":
+    def start(self) -> FleetServer:
         self.thread.start()
         wait_for(lambda: self.server.started, timeout=20, what="uvicorn started")
         return self
@@ -44,7 +44,7 @@ class FleetServer:
 
 
 @pytest.fixture
-def fleet_server(settings: Settings, sys_redis: "redis.Redis[str]", tmux_pool: Tmux) -> Iterator[FleetServer]:
+def fleet_server(settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux) -> Iterator[FleetServer]:
     srv = FleetServer(settings, sys_redis, tmux_pool).start()
     yield srv
     srv.stop()

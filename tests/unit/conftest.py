@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pytest
 
-from dispatcher.inbox import files as aq
 from dispatcher.core.config import Settings
 from dispatcher.core.plan import Plan
-from dispatcher.inbox.scanner import run_scan
 from dispatcher.core.taskfile import render_task
+from dispatcher.inbox import files as aq
+from dispatcher.inbox.scanner import run_scan
 
 #: Environment variables the config layer reads: never let the developer's shell leak in.
 CONFIG_ENV_VARS = ("DISPATCHER_CONFIG", "REDIS_URL", "AQ_PROJECTS_DIR", "AQ_STATE_DIR", "FLOWER_BASIC_AUTH")

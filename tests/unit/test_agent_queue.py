@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.inbox import files as aq
-from dispatcher.inbox.fsio import with_suffix
-from dispatcher.flows import claim as cl
-from dispatcher.inbox import markers
 from dispatcher.core import defaults as d
 from dispatcher.core.errors import ClaimError, UnsafeIdError
+from dispatcher.flows import claim as cl
+from dispatcher.inbox import files as aq
+from dispatcher.inbox import markers
+from dispatcher.inbox.fsio import with_suffix
 
 
 def names(directory: Path) -> list[str]:

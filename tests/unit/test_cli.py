@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dispatcher.core import defaults as d
 from dispatcher.cli.main import EXIT_CONFIG, EXIT_INVALID, cli
+from dispatcher.core import defaults as d
 from dispatcher.core.taskfile import DepRef, Priority
 from dispatcher.inbox.reader import load_task
 

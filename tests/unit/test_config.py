@@ -8,8 +8,8 @@ import pytest
 
 from dispatcher.core import defaults as d
 from dispatcher.core.config import LimitSettings, Settings
-from dispatcher.store.config_file import find_config_path, load_config
 from dispatcher.core.errors import ConfigError
+from dispatcher.store.config_file import find_config_path, load_config
 
 
 def write_config(tmp_path: Path, text: str, name: str = "dispatcher.yaml") -> Path:

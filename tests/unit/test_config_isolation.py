@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dispatcher.cli.examples import write_example
 from dispatcher.core import defaults as d
 from dispatcher.core.config import AgentSettings, Settings
 from dispatcher.store.config_file import load_config
-from dispatcher.cli.examples import write_example
 
 
 def test_default_resume_dir_is_under_state_dir(tmp_path: Path) -> None:

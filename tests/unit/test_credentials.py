@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.store import credentials
 from dispatcher.core.errors import ConfigError
+from dispatcher.store import credentials
 
 
 def test_generated_once_private_and_reused(tmp_path: Path) -> None:
@@ -42,5 +42,6 @@ def test_check_header() -> None:
     good = "Basic " + base64.b64encode(b"u:p w").decode()
     assert credentials.check_header(good, "u", "p w")
     for bad in (None, "", "Basic", "basic " + good[6:], "Basic " + base64.b64encode(b"u:p").decode(),
-                "Basic " + base64.b64encode(b"up w").decode(), "Basic ===", "Basic " + base64.b64encode(b"\xff:\xfe").decode()):
+                "Basic " + base64.b64encode(b"up w").decode(), "Basic ===",
+                "Basic " + base64.b64encode(b"\xff:\xfe").decode()):
         assert not credentials.check_header(bad, "u", "p w")

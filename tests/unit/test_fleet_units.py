@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dispatcher.core.errors import SessionError
+from dispatcher.core.session_ref import SessionRef, parse
+from dispatcher.flows.routing import queue_for
 from dispatcher.inbox.fsinfo import fs_type
 from dispatcher.store.hosts import CLUSTER_QUEUE, HostInfo
-from dispatcher.flows.routing import queue_for
-from dispatcher.core.session_ref import SessionRef, parse
 
 
 def test_a_bare_name_is_on_the_local_host_and_a_qualified_one_names_its_host() -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.inbox import files as aq
 from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import UnsafeIdError
 from dispatcher.core.gate import DoneIndex, GateStatus, check, find_cycles, format_path
-from dispatcher.inbox.scanner import run_scan
 from dispatcher.core.taskfile import DepRef, Task, parse_task
+from dispatcher.inbox import files as aq
+from dispatcher.inbox.scanner import run_scan
 
 
 def blocked_marker(proj, task_id: str) -> Path:

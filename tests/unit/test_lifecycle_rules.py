@@ -273,5 +273,5 @@ def test_the_rules_import_only_core_and_the_standard_library(module: Any) -> Non
     tree = ast.parse(inspect.getsource(module))
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    allowed = ("dispatcher.core", "__future__", "dataclasses", "enum", "typing")
+    allowed = ("dispatcher.core", "__future__", "collections.abc", "dataclasses", "enum", "typing")
     assert all(name.startswith(allowed) for name in imported), imported

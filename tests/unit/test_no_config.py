@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 import dispatcher.cli.commands  # noqa: F401  (registers the runtime subcommands)
-from dispatcher.core import defaults as d
 from dispatcher.cli.main import EXIT_CONFIG, cli
-from dispatcher.store.config_file import load_config
+from dispatcher.core import defaults as d
 from dispatcher.core.errors import ConfigError
+from dispatcher.store.config_file import load_config
 from dispatcher.store.redis_conn import configured_url
 
 FIX = ("--config", d.CONFIG_ENV, "cd ")

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.core import defaults as d
 from dispatcher.cli.main import cli
+from dispatcher.core import defaults as d
 from dispatcher.core.errors import TaskFileError
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.taskfile import DepRef, Priority, is_safe_segment, parse_task, render_task

@@ -9,8 +9,8 @@ import time
 
 from dispatcher.core import defaults as d
 from dispatcher.core.config import ProjectSettings
-from dispatcher.inbox import markers
 from dispatcher.core.report import plan_json, render_graph, render_plan
+from dispatcher.inbox import markers
 
 
 def test_eligible_tasks_across_projects_come_out_in_dispatch_order(make_project, scan, keys):

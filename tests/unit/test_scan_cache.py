@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dispatcher.inbox import files as aq
 from dispatcher.core.config import Settings
-from dispatcher.inbox.scanner import ParseCache, read_inboxes
 from dispatcher.core.taskfile import Task, render_task
+from dispatcher.inbox import files as aq
+from dispatcher.inbox.scanner import ParseCache, read_inboxes
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -106,8 +106,10 @@ def test_busy_spinner_far_above_a_bottom_pinned_box() -> None:
     # 2.1.332 keeps the box at the bottom: the spinner can be many blank lines above it, and after a
     # long paste 2.1.197 shows "paste again to expand" instead of "esc to interrupt".
     filler = "\n" * 30 + " " * 150 + "◐ medium · /effort\n"
-    assert screen.is_busy("❯ hi\n✽ Incubating…\n  ⎿  Tip: plan first\n" + filler + box(footer="  paste again to expand"))
-    assert screen.is_busy("❯ hi\n✻ API error · retrying in 2s · attempt 1/10\n" + filler + box(footer="  paste again to expand"))
+    assert screen.is_busy("❯ hi\n✽ Incubating…\n  ⎿  Tip: plan first\n" + filler
+                          + box(footer="  paste again to expand"))
+    assert screen.is_busy("❯ hi\n✻ API error · retrying in 2s · attempt 1/10\n" + filler
+                          + box(footer="  paste again to expand"))
     assert screen.turn_finished("❯ hi\n● Answer\n✻ Churned for 1s · done 9:44 AM\n" + filler + box())
 
 
@@ -135,7 +137,8 @@ def test_usage_limit_texts(line: str, resets: str) -> None:
 
 def test_parse_reset() -> None:
     now = datetime(2026, 1, 10, 15, 30, tzinfo=ZoneInfo("America/Toronto"))
-    assert screen.parse_reset("2pm (America/Toronto)", now) == datetime(2026, 1, 11, 14, 0, tzinfo=ZoneInfo("America/Toronto"))
+    assert screen.parse_reset("2pm (America/Toronto)", now) == datetime(2026, 1, 11, 14, 0,
+                                                                        tzinfo=ZoneInfo("America/Toronto"))
     at = screen.parse_reset("8pm (America/New_York)", now)
     assert at is not None and at.hour == 20 and at.day == 10
     assert screen.parse_reset("12am", now) == datetime(2026, 1, 11, 0, 0, tzinfo=ZoneInfo("America/Toronto"))

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from dispatcher.inbox import files as aq
-from dispatcher.flows import claim as cl
 from dispatcher.core import defaults as d
-from dispatcher.store import settle
 from dispatcher.core.report import render_plan
+from dispatcher.flows import claim as cl
+from dispatcher.inbox import files as aq
 from dispatcher.inbox.scanner import run_scan
 from dispatcher.inbox.watcher import InboxHandler, make_observer
+from dispatcher.store import settle
 
 
 def mtime_of(path: Path) -> float:

@@ -343,7 +343,8 @@ def _only_invalid(plan, name: str) -> str:
     ("---\ntitle: x\n\tpriority: high\n---\n", "line 3"),
     ("---\npriority: someday\n---\n", "unknown priority 'someday'"),
     ("---\n- a list\n---\n", "must be a mapping"),
-    ("---\ntitle: x\na: " + "[" * 5000 + "]" * 5000 + "\n---\n", "line 3: invalid YAML frontmatter: nested more than 20"),
+    ("---\ntitle: x\na: " + "[" * 5000 + "]" * 5000 + "\n---\n",
+     "line 3: invalid YAML frontmatter: nested more than 20"),
 ])
 def test_hostile_file_gets_an_invalid_marker_with_the_reason(make_project, scan, content, needle):
     proj = make_project("web", tasks={"x": content})

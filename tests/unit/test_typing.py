@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(300)
 def test_mypy_is_clean() -> None:
-    out = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary", "dispatcher", "workers", "celeryconfig.py"],
+    out = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary",
+                          "dispatcher", "workers", "celeryconfig.py"],
                          cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -9,8 +9,8 @@ import pytest
 
 from dispatcher.core import defaults as d
 from dispatcher.core.config import FlowerSettings, Settings
-from dispatcher.store.redis_conn import redacted
 from dispatcher.flows.up import children, flower_credentials
+from dispatcher.store.redis_conn import redacted
 
 
 def test_flower_password_is_generated_once_and_kept_private(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.inbox import worktree
 from dispatcher.core.config import WorktreeSettings
 from dispatcher.core.errors import WorktreeError
+from dispatcher.inbox import worktree
 
 
 def git(cwd: Path, *args: str) -> str:
