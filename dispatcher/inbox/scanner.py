@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
@@ -88,7 +89,9 @@ def read_inboxes(settings: Settings) -> tuple[list[ProjectListing], list[Loaded]
                 continue
             path = inbox / name
             try:
-                task = load_task(path, project, settings.max_task_bytes)
+                # A plan never needs the body (the claim re-reads and re-parses what it renamed), and bodies
+                # are most of a cached task: 100,000 pending tasks cost ~40 MB less of every worker's memory.
+                task = replace(load_task(path, project, settings.max_task_bytes), body="")
                 loaded.append(Loaded(project, path, task=task, mtime=task.mtime))
                 _cache.put(key, entry.identity, task)
             except TaskGone:
