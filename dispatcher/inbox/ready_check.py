@@ -55,10 +55,17 @@ def _exists(path: str) -> bool:
     return True
 
 
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def dep_done(settings: Settings, dep: DepRef) -> bool:
     """Is ``dep`` in its project's done/? One stat, or one listing for a timestamped copy (``T1-….md``)."""
     proj = aq.project(settings.projects_dir, dep.project)
-    if _exists(str(proj.done / (dep.task_id + d.TASK_SUFFIX))):
+    if _is_regular(str(proj.done / (dep.task_id + d.TASK_SUFFIX))):  # the gate's rule: a symlink or dir is not done
         return True
     if not proj.done.is_dir():
         return False

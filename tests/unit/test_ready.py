@@ -100,6 +100,15 @@ def test_recheck_checks_the_dependencies_again(make_project, settings) -> None:
     assert recheck(settings, _entry(proj.task_path("T2"), "web", has_deps=True)).verdict is Verdict.STALE
 
 
+def test_only_a_regular_file_in_done_meets_a_dependency_as_in_the_gate(make_project, settings) -> None:
+    lib = make_project("lib", done=["L1.md"])
+    (lib.done / "L2.md").mkdir()  # a directory, or a symlink, named like a finished task is not one
+    (lib.done / "L3.md").symlink_to(lib.done / "L1.md")
+    proj = make_project("web", tasks={f"T{n}": {"depends_on": (f"lib:L{n}",)} for n in (1, 2, 3)})
+    verdicts = [recheck(settings, _entry(proj.task_path(f"T{n}"), "web", has_deps=True)).verdict for n in (1, 2, 3)]
+    assert verdicts == [Verdict.READY, Verdict.STALE, Verdict.STALE]
+
+
 def test_a_new_file_is_judged_alone_or_left_to_a_full_scan(make_project, settings) -> None:
     proj = make_project("web", tasks={"T1": {}, "T2": {"depends_on": ("web:T9",)}, "T3": "---\npriority: [\n",
                                       "T4": {}})
