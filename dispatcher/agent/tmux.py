@@ -110,6 +110,11 @@ def _command_args(argv: Sequence[str] | None) -> list[str]:
     return ["--", shlex.quote(argv[0])] if len(argv) == 1 else ["--", *argv]
 
 
+def version(binary: str = "tmux", timeout: float = 15.0) -> str:
+    """``tmux -V`` (no server involved); raises OSError or TimeoutExpired when it cannot run."""
+    return subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=timeout, check=False).stdout.strip()
+
+
 def pid_alive(pid: int) -> bool:
     """True while process ``pid`` runs (a zombie has closed its sockets: not alive)."""
     try:

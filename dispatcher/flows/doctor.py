@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from dispatcher.agent.installed import INSTALL_HINT, agent_missing
+from dispatcher.agent.tmux import version as tmux_version
 from dispatcher.core import defaults as d
 from dispatcher.core import keys
 from dispatcher.core.config import Settings
@@ -61,7 +62,7 @@ def check_tmux() -> Check:
     if shutil.which("tmux") is None:
         return Check("tmux", FAIL, "tmux is not installed", "apt-get install tmux (or your system's package)")
     try:
-        out = _run(["tmux", "-V"]).stdout.strip()
+        out = tmux_version()
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check("tmux", FAIL, f"tmux -V failed: {exc}", "reinstall tmux")
     m = re.search(r"(\d+)\.(\d+)", out)
