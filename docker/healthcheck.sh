@@ -64,7 +64,7 @@ def check_redis() -> None:
 
 def check_worker() -> None:
     try:
-        from dispatcher.core.config import load_config
+        from dispatcher.store.config_file import load_config
 
         sock = load_config().tmux.socket_name
     except Exception as exc:  # noqa: BLE001
