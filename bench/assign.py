@@ -139,6 +139,7 @@ import workers.assign, workers.scan, workers.monitor  # what a worker imports
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.flows.ports import Ports
 from dispatcher.agent import pool_state
 from dispatcher.store import ready_index
 from pathlib import Path
@@ -152,7 +153,7 @@ s = Settings(projects_dir=root, state_dir=root.parent / "state-rss", redis_url=u
              pool=PoolSettings(prefix="ccl-auto-", start_index=0, max=1, cooldown=0.0),
              tmux=TmuxSettings(socket_name=socket), agent=AgentSettings(command=sys.argv[6]))
 r = redis.Redis.from_url(url, decode_responses=True)
-d = Dispatcher(s, r, Tmux(socket), lambda spec: None)
+d = Dispatcher(Ports(s, r, Tmux(socket), lambda spec: None))
 r.incr("aq:ready:dirty")  # make the first assign_next scan and write the index, as after a start or flush
 for i in range(n):
     out = d.assign_next("ccl-auto-0")

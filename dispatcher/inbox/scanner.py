@@ -89,8 +89,8 @@ def read_inboxes(settings: Settings) -> tuple[list[ProjectListing], list[Loaded]
                 continue
             path = inbox / name
             try:
-                # A plan never needs the body (the claim re-reads and re-parses what it renamed), and bodies
-                # are most of a cached task: 100,000 pending tasks cost ~40 MB less of every worker's memory.
+                # A plan never needs the body (the claim re-reads and re-parses what it renamed): the cache need
+                # not hold every pending task's text in every worker (a real task body is often several KB).
                 task = replace(load_task(path, project, settings.max_task_bytes), body="")
                 loaded.append(Loaded(project, path, task=task, mtime=task.mtime))
                 _cache.put(key, entry.identity, task)
