@@ -173,3 +173,33 @@ def add_task(settings: Settings, project: str, task_id: str, body: str = "@fake:
 def done_ids(settings: Settings, project: str) -> set[str]:
     done = aq.project(settings.projects_dir, project).done
     return {p.name[:-3] for p in done.glob("*.md")}
+
+
+def add_fifty_tasks(settings: Settings, base: float) -> dict[str, set[str]]:
+    """48 tasks over p1-p3 with every priority (older first), plus a chain C2 → C1 → p1:T0; ids by project."""
+    expected: dict[str, set[str]] = {"p1": set(), "p2": set(), "p3": set()}
+    prios = ["low", "default", "high", "critical"]
+    n = 0
+    for i in range(16):
+        for proj in expected:
+            if n == 48:
+                break
+            add_task(settings, proj, f"T{i}", priority=prios[i % 4], mtime=base + n)
+            expected[proj].add(f"T{i}")
+            n += 1
+    # A chain across projects: C2 waits on C1, C1 on p1:T0.
+    add_task(settings, "p2", "C1", depends_on=("p1:T0",), priority="critical")
+    add_task(settings, "p3", "C2", depends_on=("p2:C1",), priority="critical")
+    expected["p2"].add("C1")
+    expected["p3"].add("C2")
+    return expected
+
+
+def assert_fifty_once_in_order(agent_log: Path) -> None:
+    """Each of the fifty delivered once, the chain in order, and the first wave (3 sessions) all critical."""
+    got = tags_received(agent_log)
+    assert len(got) == len(set(got)) == 50, "every task exactly once"
+    order = {t: i for i, t in enumerate(got)}
+    assert order["p1:T0"] < order["p2:C1"] < order["p3:C2"]
+    first = got[:3]
+    assert all(t.split(":")[1] in {"T3", "T7", "T11", "T15"} for t in first), first

@@ -6,7 +6,16 @@ import threading
 from pathlib import Path
 
 import redis
-from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
+from system_fixtures import (
+    Clock,
+    add_fifty_tasks,
+    add_task,
+    assert_fifty_once_in_order,
+    done_ids,
+    messages,
+    tags_received,
+    wait_for,
+)
 
 from dispatcher.agent import pool_state
 from dispatcher.agent.tmux import Tmux
@@ -78,30 +87,9 @@ def test_blocked_task_is_not_dispatched_until_its_dep_is_done(disp: Dispatcher, 
 
 def test_fifty_tasks_three_projects_each_exactly_once_in_priority_order(
         disp: Dispatcher, settings: Settings, agent_log: Path, clock: Clock) -> None:
-    base = clock() - 1000
-    expected: dict[str, set[str]] = {"p1": set(), "p2": set(), "p3": set()}
-    prios = ["low", "default", "high", "critical"]
-    n = 0
-    for i in range(16):
-        for proj in expected:
-            if n == 48:
-                break
-            add_task(settings, proj, f"T{i}", priority=prios[i % 4], mtime=base + n)
-            expected[proj].add(f"T{i}")
-            n += 1
-    # A chain across projects: C2 waits on C1, C1 on p1:T0.
-    add_task(settings, "p2", "C1", depends_on=("p1:T0",), priority="critical")
-    add_task(settings, "p3", "C2", depends_on=("p2:C1",), priority="critical")
-    expected["p2"].add("C1")
-    expected["p3"].add("C2")
+    expected = add_fifty_tasks(settings, clock() - 1000)
     run_until_done(disp, settings, expected, timeout=240)
-    got = tags_received(agent_log)
-    assert len(got) == len(set(got)) == 50, "every task exactly once"
-    order = {t: i for i, t in enumerate(got)}
-    assert order["p1:T0"] < order["p2:C1"] < order["p3:C2"]
-    # The first wave goes out strictly by priority: the 3 sessions start with critical tasks.
-    first = got[:3]
-    assert all(t.split(":")[1] in {"T3", "T7", "T11", "T15"} for t in first), first
+    assert_fifty_once_in_order(agent_log)  # the 3 sessions start with critical tasks, the chain in order
 
 
 def test_racing_dispatchers_never_double_book(settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux,

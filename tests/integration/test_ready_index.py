@@ -10,7 +10,16 @@ import sys
 from pathlib import Path
 
 import yaml
-from system_fixtures import Clock, add_task, done_ids, messages, tags_received, wait_for
+from system_fixtures import (
+    Clock,
+    add_fifty_tasks,
+    add_task,
+    assert_fifty_once_in_order,
+    done_ids,
+    messages,
+    tags_received,
+    wait_for,
+)
 
 from dispatcher.celery_app import app
 from dispatcher.core.config import Settings
@@ -58,27 +67,9 @@ def test_candidates_come_in_the_plan_order(disp: Dispatcher, settings: Settings,
 def test_fifty_tasks_through_the_index_each_exactly_once_in_priority_order(
         disp: Dispatcher, settings: Settings, agent_log: Path, clock: Clock) -> None:
     """test_dispatch's fifty-task run, driven by assign_next alone (the index; scans only when it says so)."""
-    base = clock() - 1000
-    expected: dict[str, set[str]] = {"p1": set(), "p2": set(), "p3": set()}
-    prios = ["low", "default", "high", "critical"]
-    n = 0
-    for i in range(16):
-        for proj in expected:
-            if n == 48:
-                break
-            add_task(settings, proj, f"T{i}", priority=prios[i % 4], mtime=base + n)
-            expected[proj].add(f"T{i}")
-            n += 1
-    add_task(settings, "p2", "C1", depends_on=("p1:T0",), priority="critical")
-    add_task(settings, "p3", "C2", depends_on=("p2:C1",), priority="critical")
-    expected["p2"].add("C1")
-    expected["p3"].add("C2")
+    expected = add_fifty_tasks(settings, clock() - 1000)
     drive_by_index(disp, settings, expected, timeout=240)
-    got = tags_received(agent_log)
-    assert len(got) == len(set(got)) == 50, "every task exactly once"
-    order = {t: i for i, t in enumerate(got)}
-    assert order["p1:T0"] < order["p2:C1"] < order["p3:C2"]
-    assert all(t.split(":")[1] in {"T3", "T7", "T11", "T15"} for t in got[:3]), got[:3]
+    assert_fifty_once_in_order(agent_log)
     assert indexed(disp) == set(), "every dispatched entry left the index"
 
 
