@@ -154,27 +154,24 @@ s = Settings(projects_dir=root, state_dir=root.parent / "state-rss", redis_url=u
              tmux=TmuxSettings(socket_name=socket), agent=AgentSettings(command=sys.argv[6]))
 r = redis.Redis.from_url(url, decode_responses=True)
 d = Dispatcher(Ports(s, r, Tmux(socket), lambda spec: None))
+def dispatch(times):
+    # assign_next `times` times; each task moved to done/ and the session freed, as an agent and the monitor would.
+    for _ in range(times):
+        out = d.assign_next("ccl-auto-0")
+        assert out.status == "dispatched", out
+        p, _, t = out.task.partition(":")
+        inbox = root / p / ".agent-queue" / "inbox"
+        os.rename(inbox / (t + ".md.dispatched"), inbox.parent / "done" / (t + ".md"))
+        pool_state.set_idle(r, d.tmux, d.session_info("ccl-auto-0"), now=time.time(), detail="bench")
 r.incr("aq:ready:dirty")  # make the first assign_next scan and write the index, as after a start or flush
-for i in range(n):
-    out = d.assign_next("ccl-auto-0")
-    assert out.status == "dispatched", out
-    p, _, t = out.task.partition(":")
-    inbox = root / p / ".agent-queue" / "inbox"
-    os.rename(inbox / (t + ".md.dispatched"), inbox.parent / "done" / (t + ".md"))
-    pool_state.set_idle(r, d.tmux, d.session_info("ccl-auto-0"), now=time.time(), detail="bench")
+dispatch(n)
 now, peak = rss()
 # What the index path itself needs: the same process without the scan's parse cache, after 50 more dispatches.
 import gc
 from dispatcher.inbox.scanner import clear_cache
 clear_cache()
 gc.collect()
-for i in range(50):
-    out = d.assign_next("ccl-auto-0")
-    assert out.status == "dispatched", out
-    p, _, t = out.task.partition(":")
-    inbox = root / p / ".agent-queue" / "inbox"
-    os.rename(inbox / (t + ".md.dispatched"), inbox.parent / "done" / (t + ".md"))
-    pool_state.set_idle(r, d.tmux, d.session_info("ccl-auto-0"), now=time.time(), detail="bench")
+dispatch(50)
 print(json.dumps({"base": base, "rss": now, "peak": peak, "no_cache": rss()[0],
                   "indexed": len(ready_index.snapshot(r))}))
 """

@@ -61,7 +61,7 @@ def inbox_event(disp: Dispatcher, path: str, closed: Any, rescan_in: RescanIn,
         if now_ident is not None and now_ident[2] > 0:
             rescan_when_settled(disp, now_ident[1] / 1e9 + disp.settings.settle_time, rescan_in)
     disp.announce(project, task_id, path)
-    verdict = ready.on_new_file(disp, project, path)  # into the ready index when it can be judged alone
+    verdict = ready.on_new_file(disp, project, path, ident)  # into the ready index when it can be judged alone
     outcomes = disp.fan_out()
     if verdict is Verdict.NEEDS_SCAN and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=d.SCAN_PENDING_TTL_S):
         # Blocked, invalid or marked: one queued full_scan judges and marks the file (assign_next no longer scans).

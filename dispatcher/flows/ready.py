@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dispatcher.core import defaults as d
+from dispatcher.core.listing import Identity
 from dispatcher.core.ready import ReadyEntry, decode, entry_of, members_in_order
 from dispatcher.core.taskfile import DepRef, Task, is_safe_segment
 from dispatcher.inbox import files as aq
@@ -68,7 +68,9 @@ def is_complete(disp: Dispatcher) -> bool:
     if not complete:
         return False
     for project, (seen, ids) in awaited.items():
-        now = _mtime_ns(disp.settings.projects_dir / project / d.QUEUE_DIR / d.DONE)
+        if not is_safe_segment(project):  # read back from Redis: never a path before it is validated
+            continue
+        now = _mtime_ns(aq.project(disp.settings.projects_dir, project).done)
         if now == seen:
             continue
         if any(ready_check.dep_done(disp.settings, DepRef(project, i)) for i in ids if is_safe_segment(i)):
@@ -123,10 +125,14 @@ def forget_if_claimed(disp: Dispatcher, task: Task) -> None:
         ready_index.remove(disp.r, entry_of(task))
 
 
-def on_new_file(disp: Dispatcher, project: str, path: str) -> Verdict:
-    """A task file the watcher reported: index it when it can be judged alone; else say why not."""
-    name = os.path.basename(path)
-    closed = settle.closed_files(disp.r, [(project, name)]).get((project, name))
+def on_new_file(disp: Dispatcher, project: str, path: str, closed: Identity | None = None) -> Verdict:
+    """A task file the watcher reported: index it when it can be judged alone; else say why not.
+
+    ``closed``: the identity its writer closed it with, when the caller has it (else it is looked up).
+    """
+    if closed is None:
+        name = os.path.basename(path)
+        closed = settle.closed_files(disp.r, [(project, name)]).get((project, name))
     checked = ready_check.check_new(disp.settings, project, path, now=disp.clock(), closed=closed)
     if checked.verdict in (Verdict.READY, Verdict.BUSY) and checked.task is not None:
         ready_index.insert(disp.r, entry_of(checked.task))
