@@ -342,9 +342,9 @@ class Dispatcher:
         info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock())
         attempts.forget(self.r, task.project, task.id)
         warm.remember(self, task.project, task.priority.value)
-        events.emit(self.r, "launched", task=key, session=info.ref,
-                    detail=f"model {model}" + (" (warm agent)" if spec.warm is not None else ""))
-        return Outcome(Status.DISPATCHED, session=session, task=key, detail=f"model {model}")
+        how = f"model {model}" + (" (warm agent)" if spec.warm is not None else "")
+        events.emit(self.r, "launched", task=key, session=info.ref, detail=how)
+        return Outcome(Status.DISPATCHED, session=session, task=key, detail=how)
 
     def _worktree_failed(self, task: Task, claim: cl.Claim, info: SessionInfo, exc: WorktreeError) -> Outcome:
         """No worktree for the task: it fails with the reason (kept, retryable); the session stays free."""
