@@ -73,3 +73,58 @@ def test_warm_agent_of_another_model_is_replaced(tmux, rdb, make_agent, home, pr
     assert len(fake_api.turns()) == 1
     starts = [r for r in HookLog(rdb).read("s") if r.event == "SessionStart"]
     assert [s.payload["session_id"] for s in starts] == [tag.uuid, fresh]
+
+
+def test_dispatch_with_prewarm_pastes_into_the_warm_agent(tmux, rdb, make_agent, home, project_dir,
+                                                          fake_api: FakeAnthropicAPI, tmp_path):
+    """The whole path: a warm pass boots the agent in a free session, a task file arrives, assign_next pastes."""
+    from dataclasses import replace
+
+    import redis
+
+    from dispatcher.agent import pool
+    from dispatcher.core.config import PoolSettings, Settings, TmuxSettings
+    from dispatcher.core.taskfile import render_task
+    from dispatcher.flows import runtime, warm
+    from dispatcher.flows.dispatch import Dispatcher
+    from dispatcher.flows.ports import Ports
+    from dispatcher.inbox import files as aq
+
+    projects = project_dir.parent  # the project's name is its directory's: hostile characters are refused
+    proj_dir = projects / "proj"
+    proj_dir.mkdir()
+    home = harness_home(home, proj_dir)
+    agent = replace(make_agent(home), prewarm=True)
+    settings = Settings(projects_dir=projects, pool=PoolSettings(prefix="ccl-auto-", max=1),
+                        tmux=TmuxSettings(socket_name=tmux.socket_name), agent=agent, state_dir=tmp_path / "state",
+                        redis_url=f"unix://{rdb.socket_file}?db=0", settle_time=0.0, finish_grace=600.0)
+    pool.create(tmux, settings.pool, cwd=projects)
+    r = redis.Redis(unix_socket_path=rdb.socket_file, decode_responses=True)  # the dispatcher reads strings
+    disp = Dispatcher(Ports(settings, r, tmux, runtime.agent_launcher(settings, r, tmux)))
+    proj = aq.project(projects, "proj")
+    aq.ensure_dirs(proj)
+    warm.remember(disp, "proj", "default")
+    assert warm.warm_free(disp) == ["ccl-auto-0: warm for proj (sonnet)"]
+    tag = read_tag(tmux, "ccl-auto-0")
+    assert tag is not None and disp.session_info("ccl-auto-0").state.value == "idle"
+    assert "ccl-auto-0" in disp.free_sessions() and not fake_api.turns()
+    aq.write_task_atomically(proj, "W1", render_task(title="W1", priority="default", body="Say hi."))
+    outcome = disp.assign_next("ccl-auto-0")
+    assert outcome.status == "dispatched" and "warm agent" in outcome.detail, outcome
+    turn = fake_api.wait_for_request(lambda q: q.is_turn and "[W1.md]" in q.last_user_text(), 20)
+    assert len(fake_api.turns()) == 1 and f"Primary working directory: {proj_dir}" in turn.context_text
+    submit = HookLog(rdb).latest(str(disp.ref("ccl-auto-0")), "UserPromptSubmit")  # hooks name HOST/NAME
+    assert submit is not None and submit.payload["session_id"] == tag.uuid
+    info = disp.session_info("ccl-auto-0")
+    assert info.state.value == "working" and info.task == "W1" and info.agent_uuid == tag.uuid
+
+
+def harness_home(home: Path, project: Path) -> Path:
+    """``home`` with ``project`` trusted too (the fixture trusts only the awkwardly named project dir)."""
+    import json
+
+    cfg_path = home / ".claude.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.setdefault("projects", {})[str(project)] = {"hasTrustDialogAccepted": True, "allowedTools": []}
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return home
