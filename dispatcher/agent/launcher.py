@@ -15,7 +15,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from uuid import uuid4
 
@@ -380,26 +380,31 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
     """
     agent = agent_settings
     ref = ref or session
-    if not tmux.has_session(session):
-        raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
-    if not Path(request.project_dir).is_dir():
-        raise LaunchError(f"project directory {request.project_dir} does not exist")
-    prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)
-    model, resume_id, argv, env = prep.model, prep.resume_id, prep.argv, prep.env
     hooks = HookLog(redis) if agent.hooks else None
-    after_id = hooks.last_id(ref) if hooks is not None else "0-0"
-
+    prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)
     started = clock()
     why_cold = "no warm agent"
     if warm is not None:
-        # Checked by the dispatch too (flows/launch.fitting_warm); again here, just before the paste.
+        # The dispatch compared fingerprints; the pane itself is checked here, just before the paste
+        # (a warm agent's tag on the pane also proves the session exists).
         why_cold = ("its model or environment does not fit the task" if warm.key != prep.key
                     else warm_unusable(tmux, session, warm, hooks, ref))
+        if why_cold:
+            logger.info("%s: warm agent not used (%s): cold start", session, why_cold)
+            if agent.hooks and request.session_uuid == warm.uuid:
+                # That id may have a conversation now (someone typed into it): the cold agent gets its own.
+                request = replace(request, session_uuid=str(uuid4()))
+                prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)
+    if why_cold:
+        if not tmux.has_session(session):
+            raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
+        if not Path(request.project_dir).is_dir():
+            raise LaunchError(f"project directory {request.project_dir} does not exist")
+    model, resume_id, argv, env = prep.model, prep.resume_id, prep.argv, prep.env
+    after_id = hooks.last_id(ref) if hooks is not None else "0-0"
     # From here on the pane's agent belongs to this task, whichever it is.
     warm_tag.clear_tag(tmux, session)
     if why_cold:
-        if warm is not None:
-            logger.info("%s: warm agent not used (%s): cold start", session, why_cold)
         _start(tmux, session, argv, request, env, _startup_lock(redis, agent, ref, env), agent, clock)
     else:
         logger.info("%s: warm agent takes %s:%s", session, request.project, request.task_id)

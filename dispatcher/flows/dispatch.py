@@ -328,7 +328,7 @@ class Dispatcher:
                                      project=task.project, task=task.id, model=model, agent_uuid=spec.agent_uuid,
                                      detail="", idle_since=0.0, hooks_after=HookLog(self.r).last_id(info.ref))
         try:
-            self.launch(spec)
+            launched = self.launch(spec)
         except DialogError as exc:
             if exc.dialog == TRUST_DIALOG:
                 return self._project_untrusted(task, claim, info)
@@ -339,10 +339,11 @@ class Dispatcher:
             claim.promote()
         except ClaimError as exc:  # a quick agent already moved it to done/: the monitor will see that
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
-        info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock())
+        replaced = {"agent_uuid": launched} if launched and launched != spec.agent_uuid else {}
+        info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock(), **replaced)
         attempts.forget(self.r, task.project, task.id)
         warm.remember(self, task.project, task.priority.value)
-        how = f"model {model}" + (" (warm agent)" if spec.warm is not None else "")
+        how = f"model {model}" + (" (warm agent)" if spec.warm is not None and not replaced else "")
         events.emit(self.r, "launched", task=key, session=info.ref, detail=how)
         return Outcome(Status.DISPATCHED, session=session, task=key, detail=how)
 

@@ -21,7 +21,6 @@ from dispatcher.core import defaults as d
 from dispatcher.core.config import Settings
 from dispatcher.core.taskfile import Task
 from dispatcher.store import redis_conn
-from dispatcher.store.hook_log import HookLog
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +47,13 @@ class LaunchSpec:
 
 
 class LaunchFn(Protocol):
-    """Start ``spec``'s task in its session; raises a LaunchError subclass (or OSError) on failure."""
+    """Start ``spec``'s task in its session; raises a LaunchError subclass (or OSError) on failure.
 
-    def __call__(self, spec: LaunchSpec) -> None: ...
+    Returns the Claude session id of the agent that got the task when it is not ``spec.agent_uuid``'s
+    (a warm agent found unusable at the last moment was replaced), else None or that id.
+    """
+
+    def __call__(self, spec: LaunchSpec) -> str | None: ...
 
 
 def request_for(spec: LaunchSpec) -> launcher.LaunchRequest:
@@ -62,10 +65,10 @@ def request_for(spec: LaunchSpec) -> launcher.LaunchRequest:
     )
 
 
-def launch_in_session(settings: Settings, r: redis.Redis, tmux: Tmux, spec: LaunchSpec) -> None:
+def launch_in_session(settings: Settings, r: redis.Redis, tmux: Tmux, spec: LaunchSpec) -> str | None:
     """The real launch: start the agent in ``spec.session`` and deliver the task (agent/launcher.py)."""
-    launcher.launch(tmux, spec.session, request_for(spec), settings.agent, r, state_dir=settings.state_dir,
-                    redis_url=_hook_url(settings), ref=spec.ref, warm=spec.warm)
+    return launcher.launch(tmux, spec.session, request_for(spec), settings.agent, r, state_dir=settings.state_dir,
+                    redis_url=_hook_url(settings), ref=spec.ref, warm=spec.warm).agent_uuid or None
 
 
 def _hook_url(settings: Settings) -> str:
@@ -77,18 +80,14 @@ def fitting_warm(settings: Settings, r: redis.Redis, tmux: Tmux, spec: LaunchSpe
 
     The agent was started with its own Claude session id, so the spec takes that id: the fingerprint
     of the launch is computed with it, and the session's record names the agent that really runs.
-    An agent typed into, gone or not at its prompt is not taken (the launcher checks that again
-    just before pasting): the cold start then gets a Claude session id of its own.
+    Whether the agent is still there, pristine and at its prompt is the launcher's check, just before
+    the paste; if not, it starts a cold agent with an id of its own and says which (the launch's result).
     """
     tag = warm.read_tag(tmux, spec.session)
     if tag is None or spec.queue_dir is not None:  # a worktree's launch never fits an agent started before it
         return spec
     if not tag_fits(settings, r, spec.session, spec.ref, tag, spec.task.project, spec.task.priority.value,
                     spec.project_dir):
-        return spec
-    why = launcher.warm_unusable(tmux, spec.session, tag, HookLog(r) if settings.agent.hooks else None, spec.ref)
-    if why:
-        logger.info("%s: warm agent not used: %s", spec.session, why)
         return spec
     return replace(spec, agent_uuid=tag.uuid if settings.agent.hooks else spec.agent_uuid, warm=tag)
 

@@ -154,6 +154,11 @@ def test_a_warm_agent_typed_into_is_not_used(disp: Dispatcher, settings: Setting
     fresh = [row for row in log_rows(agent_log, "message") if row["text"].startswith("[T2.md]")]
     assert len(fresh) == 1 and fresh[0]["session_id"] != tag.uuid
     assert "hello from an operator" not in fresh[0]["text"]
+    # The cold agent got a Claude session id of its own (the typed-into one may hold a conversation),
+    # and the session's record names it: a resume resumes the agent that has the task.
+    assert fresh[0]["argv"][fresh[0]["argv"].index("--session-id") + 1] == fresh[0]["session_id"]
+    info = ss.get(disp.r, disp.ref(name))
+    assert info is not None and info.agent_uuid == fresh[0]["session_id"]
 
 
 WARM_CHILD = """
