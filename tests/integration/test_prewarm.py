@@ -129,6 +129,8 @@ def test_warm_agents_count_as_free_not_working(disp: Dispatcher, settings: Setti
     data = status.collect(settings, disp.r, tmux_pool, now=disp.clock())
     assert data["hosts"][0]["working"] == 0 if data["hosts"] else True
     assert all(row["state"] == "idle" and not row["task"] for row in data["sessions"])
+    assert [row["warm"] for row in data["sessions"] if row["session"] == name] == ["alpha (sonnet)"]
+    assert "warm agent for alpha (sonnet)" in status.render(data)
     # max_parallel is 1: the warm agent in alpha does not hold alpha's slot.
     add_task(settings, "alpha", "T2", body="@fake: await GO")
     add_task(settings, "beta", "B1", body="@fake: await GO")
