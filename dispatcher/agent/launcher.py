@@ -22,7 +22,7 @@ from uuid import uuid4
 import redis as redis_lib
 
 from dispatcher.agent import warm as warm_tag
-from dispatcher.agent.hook_settings import write_settings
+from dispatcher.agent.hook_settings import settings_path, write_settings
 from dispatcher.agent.tmux import Tmux
 from dispatcher.agent.warm import WarmTag
 from dispatcher.core import keys, screen
@@ -301,10 +301,15 @@ class _Prepared:
 
 
 def _prepare(session: str, request: LaunchRequest, agent: AgentSettings, redis: redis_lib.Redis, state_dir: Path,
-             redis_url: str | None, ref: str) -> _Prepared:
+             redis_url: str | None, ref: str, *, write: bool = True) -> _Prepared:
+    """``write``: (re)write the hooks' settings file; False only reads it (comparing fingerprints, every pass)."""
     model = agent.model_for(request.priority)
     resume_id = read_resume_id(agent, session)
-    settings_file = write_settings(Path(state_dir), session) if agent.hooks else None
+    settings_file = None
+    if agent.hooks:
+        settings_file = settings_path(Path(state_dir), session)
+        if write or not settings_file.exists():
+            settings_file = write_settings(Path(state_dir), session)
     argv = build_argv(agent.command, model=model, resume_id=resume_id, settings_file=settings_file,
                       session_uuid=request.session_uuid if agent.hooks else None)
     env = agent_env(ref, request, agent, redis_url or redis_url_of(redis))
@@ -321,7 +326,7 @@ def _startup_lock(redis: redis_lib.Redis, agent: AgentSettings, ref: str,
 def launch_key(session: str, request: LaunchRequest, agent: AgentSettings, redis: redis_lib.Redis, *,
                state_dir: Path, redis_url: str | None = None, ref: str | None = None) -> str:
     """The fingerprint :func:`launch` would start ``request``'s agent with (compare with a :class:`WarmTag`)."""
-    return _prepare(session, request, agent, redis, state_dir, redis_url, ref or session).key
+    return _prepare(session, request, agent, redis, state_dir, redis_url, ref or session, write=False).key
 
 
 def start_warm(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: AgentSettings,

@@ -159,6 +159,10 @@ def warm_session(disp: Dispatcher, name: str, project: str, priority: str) -> st
             pool.reset_pane(disp.tmux, name, disp.settings)
             warm_hints.back_off(disp.r, ref, max(disp.settings.pool.cooldown, 1.0))
             return ""
-        return f"{name}: warm for {project} ({tag.model})"
     finally:
         held.release()
+    # A task that came while the start held the session found it busy: offer it the session now.
+    waiting = ready_index.heads(disp.r, 1, exclude=sorted(pause.holds(disp.r, disp.clock())))
+    if any(members for members, _ in waiting.values()):
+        disp.request_assign(disp.ref(name))
+    return f"{name}: warm for {project} ({tag.model})"

@@ -24,9 +24,10 @@ from dispatcher.agent import pool_state, warm
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import Settings
 from dispatcher.core.defaults import WARM_LOCK_TTL_S
-from dispatcher.flows import monitor, status
+from dispatcher.flows import monitor, runtime, status
 from dispatcher.flows import warm as warming
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.inbox import files as aq
 from dispatcher.store import sessions as ss
 from dispatcher.store.sessions import State
 
@@ -52,6 +53,12 @@ def by_agent(log: Path) -> dict[str, list[str]]:
     for row in log_rows(log, "message"):
         out.setdefault(row["session_id"], []).append(row["text"])
     return out
+
+
+def with_settings(disp: Dispatcher, changed: Settings) -> Dispatcher:
+    """The same adapters under other settings (the launcher bound to them too, as a restarted worker's is)."""
+    return Dispatcher(replace(disp.ports, settings=changed,
+                              launch=runtime.agent_launcher(changed, disp.r, disp.tmux)))
 
 
 def run_to_done(disp: Dispatcher, settings: Settings, project: str, task_id: str) -> None:
@@ -109,7 +116,7 @@ def test_a_warm_agent_that_does_not_fit_is_replaced_by_a_cold_start(
         priority = "critical"  # opus, not the warm agent's sonnet
     else:  # the same deployment restarted with another agent.env: the warm agent's environment is stale
         changed = replace(settings, agent=replace(settings.agent, env={**settings.agent.env, "EXTRA": "1"}))
-        disp = Dispatcher(replace(disp.ports, settings=changed))
+        disp = with_settings(disp, changed)
     add_task(settings, "alpha", "T2", priority=priority)
     assert disp.assign_next(name).status == "dispatched"
     run_to_done(disp, settings, "alpha", "T2")
@@ -170,6 +177,7 @@ from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings
 from dispatcher.flows import runtime, warm
 from dispatcher.flows.dispatch import Dispatcher
+from dispatcher.inbox import files as aq
 from dispatcher.flows.ports import Ports
 a = json.loads(sys.argv[1])
 from pathlib import Path
@@ -220,8 +228,32 @@ def test_worker_killed_while_warming_leaves_no_stuck_session(disp: Dispatcher, s
     assert [r["text"][:8] for r in log_rows(agent_log, "message")].count("[B1.md] ") == 1
 
 
+def test_a_task_that_comes_while_warming_gets_the_warm_agent(disp: Dispatcher, settings: Settings, agent_log: Path,
+                                                             tmux_pool: Tmux) -> None:
+    """The start holds the session (busy for dispatch); when it is over the waiting task is offered the session."""
+    import threading
+
+    slow = replace(settings, agent=replace(settings.agent, env={**settings.agent.env, "FAKE_AGENT_BOOT_MS": "1500"}))
+    disp = with_settings(disp, slow)
+    for name in ("ccl-auto-1", "ccl-auto-2"):  # one session: the task has nowhere else to go
+        tmux_pool.kill_session(name)
+    aq.ensure_dirs(aq.project(settings.projects_dir, "alpha"))
+    starting = threading.Thread(target=warming.warm_session, args=(disp, "ccl-auto-0", "alpha", "default"))
+    starting.start()
+    try:
+        wait_for(lambda: log_rows(agent_log, "start"), what="warm agent booting")
+        add_task(settings, "alpha", "T1")
+        disp.plan()  # what the watcher's inbox_event does: index it, and offer it to the free sessions
+        assert disp.fan_out() == [] and disp.assign_next("ccl-auto-0").status == "busy"
+    finally:
+        starting.join(timeout=30)
+    (start,) = log_rows(agent_log, "start")
+    msgs = wait_for(lambda: log_rows(agent_log, "message"), what="T1 delivered")
+    assert [m["session_id"] for m in msgs] == [start["session_id"]] and msgs[0]["text"].startswith("[T1.md]")
+
+
 def test_warming_is_off_by_default(disp: Dispatcher, settings: Settings, agent_log: Path) -> None:
-    off = Dispatcher(replace(disp.ports, settings=replace(settings, agent=replace(settings.agent, prewarm=False))))
+    off = with_settings(disp, replace(settings, agent=replace(settings.agent, prewarm=False)))
     add_task(settings, "alpha", "T1")
     assert off.assign_next("ccl-auto-0").status == "dispatched"
     run_to_done(off, settings, "alpha", "T1")
