@@ -12,8 +12,8 @@ Redis DB (flushed before and after). Per round, interleaved so drift hits all ro
   ready prompt (10 ms) → paste → Enter; time from the respawn to the API's receipt of the turn;
 - floor, hand warm: the same on an agent booted beforehand and idle ``--idle`` s (paste → Enter only);
 - dispatch cold (``agent.prewarm: false``) and warm (true): write ``<id>.md`` atomically, then
-  ``Dispatcher.assign_next`` inline (as inbox_event does, without Celery's queue hop or the
-  watcher's inotify latency); time from the rename to the API's receipt of the turn. Between
+  ``inbox_event`` inline, its ``assign_next`` run at once (the watcher's and Celery's path without
+  inotify's latency or the queue hop); time from the rename to the API's receipt of the turn. Between
   tasks the agent's task goes to done/ and the monitor recycles the session, as in production;
   with warming on it re-warms the session (the round waits until that agent is ready and has idled
   ``--idle`` s: an idle machine; right after its prompt shows the CLI still does start-up work).
@@ -47,12 +47,13 @@ from dispatcher.core import screen  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
 from dispatcher.core.message import build_message  # noqa: E402
 from dispatcher.core.taskfile import render_task  # noqa: E402
-from dispatcher.flows import runtime  # noqa: E402
+from dispatcher.flows import passes, runtime  # noqa: E402
 from dispatcher.flows import warm as warming  # noqa: E402
 from dispatcher.flows.dispatch import Dispatcher  # noqa: E402
 from dispatcher.flows.monitor import monitor_all  # noqa: E402
 from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.inbox import files as aq  # noqa: E402
+from dispatcher.store import events  # noqa: E402
 from dispatcher.store.sessions import State  # noqa: E402
 from tests.e2e import harness  # noqa: E402
 from tests.e2e.fake_api import FakeAnthropicAPI  # noqa: E402
@@ -114,7 +115,12 @@ class Bench:
 
     def _dispatcher(self, prewarm: bool) -> Dispatcher:
         s = replace(self.settings, agent=replace(self.settings.agent, prewarm=prewarm))
-        return Dispatcher(Ports(s, self.r, self.tmux, runtime.agent_launcher(s, self.r, self.tmux)))
+        box: list[Dispatcher] = []
+        # Celery's path without its queue hop: fan_out "enqueues" assign_next, which runs at once.
+        disp = Dispatcher(Ports(s, self.r, self.tmux, runtime.agent_launcher(s, self.r, self.tmux)),
+                          enqueue_assign=lambda ref: box[0].assign_next(ref))
+        box.append(disp)
+        return disp
 
     def close(self) -> None:
         self.tmux.kill_server()
@@ -157,13 +163,14 @@ class Bench:
         self.n += 1
         task_id = f"D{self.n}"
         text = render_task(title=task_id, priority="default", body="Say hi.")
-        aq.write_task_atomically(self.proj, task_id, text)
+        path = aq.write_task_atomically(self.proj, task_id, text)
         t0 = time.time()
-        outcome = disp.assign_next(SESSION)
-        if outcome.status != "dispatched":
-            raise RuntimeError(f"not dispatched: {outcome}")
+        passes.inbox_event(disp, str(path), None, rescan_in=lambda _delay: None, scan_soon=lambda: None)
         took = self._turn_time(f"[{task_id}.md]") - t0
-        was_warm = "warm agent" in outcome.detail
+        launched = [e for e in events.recent(self.r, 20) if e.kind == "launched" and e.task == f"proj:{task_id}"]
+        if not launched:
+            raise RuntimeError(f"{task_id} was not launched")
+        was_warm = "warm agent" in launched[-1].detail
         os.replace(self.proj.task_path(task_id, ".dispatched"), aq.done_path(self.proj, task_id))
         poll(lambda: disp.session_info(SESSION).state is State.IDLE, 60, "session recycled",
              step=lambda: monitor_all(disp), every=0.05)
