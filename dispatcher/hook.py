@@ -22,7 +22,7 @@ from typing import IO
 from dispatcher.core import keys
 from dispatcher.core.defaults import HOOK_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from dispatcher.core.defaults import HOOK_SOCKET_TIMEOUT_S as SOCKET_TIMEOUT_S
-from dispatcher.core.hook_report import parse_payload
+from dispatcher.core.hook_payload import parse_payload
 
 logger = logging.getLogger("dispatcher.hook")
 

@@ -5,7 +5,7 @@
 # Written into the per-launch settings by dispatcher/agent/hook_settings.py. It XADDs one capped entry to the
 # session's hook stream (keys.session_hooks) with the Python hook's fields: event, session, task, time, payload.
 # The payload is stdin as it came (NUL bytes dropped, cut at PAYLOAD_CAP bytes on a character boundary): the
-# reader, store/hook_log.py, parses, validates and cuts it (core/hook_report.parse_payload), treating it as hostile.
+# reader, store/hook_log.py, parses, validates and cuts it (core/hook_payload.py), treating it as hostile.
 # Why bash: a Python start alone costs ~40 ms, this whole call ~5 ms (docs/decisions.md, "Hook client").
 #
 # Never fails nor blocks the agent: exit status 0 always, nothing on stdout (Claude adds a UserPromptSubmit

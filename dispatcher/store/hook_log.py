@@ -1,4 +1,4 @@
-"""Reading the hook reports of pool sessions back from Redis (the stream ``python -m dispatcher.hook`` writes).
+"""Reading the hook reports of pool sessions back from Redis (the stream dispatcher/hook.sh or hook.py writes).
 
 The launcher waits on it to confirm a prompt was delivered; the session monitor reads it for Stop and limits.
 """
@@ -12,7 +12,8 @@ from typing import Any, cast
 import redis as redis_lib
 
 from dispatcher.core import keys
-from dispatcher.core.hook_report import HookReport, parse_payload
+from dispatcher.core.hook_payload import parse_payload
+from dispatcher.core.hook_report import HookReport
 
 _Entries = list[tuple[Any, Mapping[Any, Any]]]
 
