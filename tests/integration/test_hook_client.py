@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from dispatcher.agent.hook_settings import HOOK_SCRIPT, bash_for_hooks, hook_command
+from dispatcher.agent.hook_settings import HOOK_SCRIPT, bash_for_hooks, hook_command, write_settings
 from dispatcher.core import keys
 from dispatcher.core.hook_report import HookReport
 from dispatcher.store import redis_conn
@@ -60,8 +60,12 @@ def raw_payload(rdb: redis.Redis, session: str) -> bytes:
     return rows[0][1][b"payload"]  # type: ignore[no-any-return]
 
 
-def test_settings_choose_the_bash_client_for_tcp_urls_only() -> None:
+def test_settings_choose_the_bash_client_for_tcp_urls_only(tmp_path: Path) -> None:
     assert HOOK_SCRIPT.is_file()
+    for url, client in (("redis://h:1/0", [BASH, "-p", str(HOOK_SCRIPT), "Stop", sys.executable]),
+                        ("unix:///r.sock", [sys.executable, "-m", "dispatcher.hook", "Stop"])):
+        settings = json.loads(write_settings(tmp_path, "s", redis_url=url).read_text(encoding="utf-8"))
+        assert shlex.split(settings["hooks"]["Stop"][0]["hooks"][0]["command"]) == client
     assert bash_for_hooks("redis://127.0.0.1:6379/0") == BASH
     assert bash_for_hooks(None) == BASH  # hook.sh decides at run time
     assert bash_for_hooks("unix:///tmp/redis.sock?db=2") is None
