@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Claude Code hook client in bash: the fast twin of dispatcher/hook.py (``python -m dispatcher.hook``).
 #
 #   bash -p hook.sh <Event> <python>    payload on stdin; AQ_SESSION, AQ_TASK, AQ_REDIS_URL in the environment
@@ -58,13 +59,13 @@ url_re='^redis://([^/?#]*)(/[^?#]*)?$'
 [[ $url =~ $url_re ]] || fallback "URL form left to Python"
 netloc=${BASH_REMATCH[1]}
 db=${BASH_REMATCH[2]}
-userinfo=
+userinfo=''
 if [[ $netloc == *@* ]]; then
     userinfo=${netloc%@*}
     netloc=${netloc##*@}
 fi
 host=${netloc%%:*}
-port=
+port=''
 [[ $netloc == *:* ]] && port=${netloc#*:}
 [[ $host == *[![:alnum:]._-]* || $port == *[![:digit:]]* || ${#port} -gt 5 ]] && fallback "URL form left to Python"
 host=${host:-127.0.0.1}
@@ -72,10 +73,10 @@ port=${port:-6379}
 
 # urllib.parse.unquote: %XX becomes byte XX, any other '%' stays.
 unquote() {
-    local rest=$1 out= byte
+    local rest=$1 out='' byte
     local re='^([^%]*)%([0-9A-Fa-f][0-9A-Fa-f])(.*)$'
     while [[ $rest =~ $re ]]; do
-        printf -v byte "\\x${BASH_REMATCH[2]}"
+        printf -v byte '%b' "\\x${BASH_REMATCH[2]}"
         out+=${BASH_REMATCH[1]}$byte
         rest=${BASH_REMATCH[3]}
     done
@@ -83,7 +84,7 @@ unquote() {
 }
 
 # The commands, as RESP arrays of bulk strings, into one buffer sent in one go.
-request= replies=0
+request='' replies=0
 resp() {
     local arg
     request+="*$#"$'\r\n'
@@ -149,7 +150,7 @@ resp XADD "$KEY_PREFIX$session" MAXLEN '~' "$MAXLEN" '*' \
 command -p cat <<<"${request%$'\n'}" >&"$redis"
 
 # One reply per command: +OK, -ERR …, or the new entry's id as a bulk string.
-error=
+error=''
 for ((i = 0; i < replies; i++)); do
     if ! IFS= read -r -t "$REPLY_TIMEOUT_S" -u "$redis" line; then
         error=${error:-"no reply from Redis in ${REPLY_TIMEOUT_S}s"}
