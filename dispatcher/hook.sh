@@ -107,13 +107,14 @@ db=${db#"${db%%[!/]*}"}
 db=${db%"${db##*[!/]}"}
 [[ -n $db && $db != 0 ]] && resp SELECT "$db"
 
-# The watchdog: a connect into a black hole has no timeout of its own. Its stdio is closed so that the
-# agent, waiting for the hook's pipes to close, never waits for it.
-( sleep "$WATCHDOG_S" && kill -TERM $$ ) </dev/null >/dev/null 2>&1 &
-watchdog=$!
+# The watchdog: a connect into a black hole, or a stdin never closed, has no timeout of its own. It waits
+# (builtin read, no process to exec) on a pipe only this script writes to: when the script ends, the pipe
+# closes and the watchdog ends too, at once; if the pipe is still open after WATCHDOG_S, it ends the script.
+# Its stderr is closed so that the agent, waiting for the hook's pipes to close, never waits for it.
+exec {watchdog}> >(exec 2>/dev/null; IFS= read -r -t "$WATCHDOG_S" _; (($? > 128)) && kill -TERM $$)
 
 if ! { exec {redis}<>"/dev/tcp/$host/$port"; } 2>/dev/null; then
-    kill "$watchdog" 2>/dev/null
+    exec {watchdog}>&-  # Python is not to inherit the watchdog's pipe (nor be killed by it)
     fallback "cannot connect to $host:$port from bash"
 fi
 
@@ -162,7 +163,6 @@ for ((i = 0; i < replies; i++)); do
         '$'[0-9]*) IFS= read -r -t "$REPLY_TIMEOUT_S" -u "$redis" line ;;
     esac
 done
-exec {redis}>&-
-kill "$watchdog" 2>/dev/null
+exec {redis}>&- {watchdog}>&-
 [[ -n $error ]] && printf 'dispatcher hook %s: not reported: %s\n' "$event" "$error" >&2
 exit 0
