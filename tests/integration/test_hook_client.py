@@ -273,3 +273,12 @@ def test_stdin_never_closed_never_blocks_the_agent(sys_redis_url: str) -> None:
         assert proc.wait(timeout=CLAUDE_KILLS_AFTER_S) == 0  # stdin still open: the watchdog ended the call
         assert proc.stdout is not None and proc.stdout.read() == b""
     assert time.monotonic() - started < CLAUDE_KILLS_AFTER_S - 1
+
+
+def test_a_shell_that_is_not_bash_hands_over_to_the_python_hook(rdb: redis.Redis, sys_redis_url: str) -> None:
+    # The part before the version check must parse in any sh (or an old bash), then leave it to Python.
+    proc = subprocess.run(["/bin/sh", str(HOOK_SCRIPT), "Stop", sys.executable], input=b'{"a":1}',
+                          env=hook_env(sys_redis_url), capture_output=True, timeout=CLAUDE_KILLS_AFTER_S, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+    assert only_report(rdb, "s").event == "Stop"
+    assert raw_payload(rdb, "s") == b'{"a": 1}'  # re-encoded: the Python hook wrote it, not bash (raw)
