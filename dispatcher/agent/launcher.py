@@ -297,10 +297,11 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
         raise LaunchError(f"project directory {request.project_dir} does not exist")
     model = agent.model_for(request.priority)
     resume_id = read_resume_id(agent, session)
-    settings_file = write_settings(Path(state_dir), session) if agent.hooks else None
+    url = redis_url or redis_url_of(redis)
+    settings_file = write_settings(Path(state_dir), session, redis_url=url) if agent.hooks else None
     argv = build_argv(agent.command, model=model, resume_id=resume_id, settings_file=settings_file,
                       session_uuid=request.session_uuid if agent.hooks else None)
-    env = agent_env(ref, request, agent, redis_url or redis_url_of(redis))
+    env = agent_env(ref, request, agent, url)
     hooks = HookLog(redis) if agent.hooks else None
     after_id = hooks.last_id(ref) if hooks is not None else "0-0"
     lock = (redis.lock(keys.startup_lock(host, config_dir_of(env)), timeout=STARTUP_LOCK_TTL_S, sleep=0.02,
