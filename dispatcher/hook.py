@@ -22,23 +22,10 @@ from typing import IO
 from dispatcher.core import keys
 from dispatcher.core.defaults import HOOK_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from dispatcher.core.defaults import HOOK_SOCKET_TIMEOUT_S as SOCKET_TIMEOUT_S
+from dispatcher.core.hook_payload import parse_payload
 
 logger = logging.getLogger("dispatcher.hook")
 
-
-
-def _payload(raw: str) -> dict[str, object]:
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return {"raw": raw[:4096]}
-    if not isinstance(data, dict):
-        return {"raw": raw[:4096]}
-    prompt = data.get("prompt")
-    if isinstance(prompt, str) and len(prompt) > MAX_PAYLOAD_BYTES // 2:
-        data["prompt"] = prompt[: MAX_PAYLOAD_BYTES // 2]
-        data["prompt_truncated"] = True
-    return data
 
 
 def _resp(*parts: str) -> bytes:
@@ -99,9 +86,7 @@ def report(event: str, raw: str, env: Mapping[str, str]) -> str | None:
     if not session or not url:
         logger.warning("dispatcher hook %s: AQ_SESSION/AQ_REDIS_URL not set, nothing reported", event)
         return None
-    body = json.dumps(_payload(raw), ensure_ascii=False)
-    if len(body) > MAX_PAYLOAD_BYTES:
-        body = json.dumps({"raw": body[:4096], "truncated": True})
+    body = json.dumps(parse_payload(raw), ensure_ascii=False)
     # Plain RESP over a socket, not redis-py: importing redis-py costs more than the whole report,
     # and UserPromptSubmit hooks sit in the agent's critical path.
     xadd = ("XADD", keys.session_hooks(session), "MAXLEN", "~", str(keys.HOOKS_MAXLEN), "*",

@@ -305,14 +305,15 @@ def _prepare(session: str, request: LaunchRequest, agent: AgentSettings, redis: 
     """``write``: (re)write the hooks' settings file; False only reads it (comparing fingerprints, every pass)."""
     model = agent.model_for(request.priority)
     resume_id = read_resume_id(agent, session)
+    url = redis_url or redis_url_of(redis)
     settings_file = None
     if agent.hooks:
         settings_file = settings_path(Path(state_dir), session)
         if write or not settings_file.exists():
-            settings_file = write_settings(Path(state_dir), session)
+            settings_file = write_settings(Path(state_dir), session, redis_url=url)
     argv = build_argv(agent.command, model=model, resume_id=resume_id, settings_file=settings_file,
                       session_uuid=request.session_uuid if agent.hooks else None)
-    env = agent_env(ref, request, agent, redis_url or redis_url_of(redis))
+    env = agent_env(ref, request, agent, url)
     return _Prepared(model, resume_id, settings_file, argv, env, Path(request.project_dir))
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from dispatcher.agent.hook_settings import bash_for_hooks, hook_command
 from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.agent.tmux import version as tmux_version
 from dispatcher.core import defaults as d
@@ -177,14 +178,15 @@ def check_redis(r: redis.Redis) -> list[Check]:
 
 
 def check_hook(r: redis.Redis, url: str) -> Check:
-    """A hook report (``python -m dispatcher.hook``, as agents run it) reaches Redis."""
+    """A hook report reaches Redis, sent by the command agents run (hook_settings: bash or Python client)."""
     session = f"doctor-{uuid.uuid4().hex[:12]}"
     token = uuid.uuid4().hex
     env = {**os.environ, "AQ_SESSION": session, "AQ_TASK": "doctor", "AQ_REDIS_URL": url}
     hooks = HookLog(r)
+    command = hook_command("Notification", sys.executable, bash_for_hooks(url))
     try:
-        proc = _run([sys.executable, "-m", "dispatcher.hook", "Notification"], env=env,
-                    stdin=json.dumps({"doctor": token}))
+        # Through a shell, as Claude Code runs hook commands.
+        proc = _run(["/bin/sh", "-c", command], env=env, stdin=json.dumps({"doctor": token}))
         reports = hooks.read(session)
     except (OSError, subprocess.TimeoutExpired, redis.RedisError) as exc:
         return Check("hook round trip", FAIL, f"{exc}", "check REDIS_URL is reachable from the agents' shell")

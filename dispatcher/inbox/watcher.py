@@ -53,6 +53,8 @@ class InboxHandler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
+            if event.event_type in ("created", "moved"):
+                self._new_directory(os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path))
             return
         path = os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path)
         if not is_inbox_task(path):
@@ -65,6 +67,28 @@ class InboxHandler(FileSystemEventHandler):
             closed = None  # a hint: dispatch if (and when) the file is settled
         else:
             return
+        self._enqueue(path, closed)
+
+    def _new_directory(self, path: str) -> None:
+        """A directory appeared (``mkdir -p``, a project moved or cloned in): report the tasks already in it.
+
+        Files that were there before inotify watched the directory come only as watchdog's simulated
+        "created" events, which look like a writer opening a file and are ignored above. So a new
+        inbox is listed instead, each task a hint: nobody saw its writer close it, so it settles by
+        age. Every new inbox gets its own directory event (real, or simulated for the inside of a
+        directory that was moved or made in one go), so other directories are not looked into.
+        """
+        if os.path.basename(path) != d.INBOX or os.path.basename(os.path.dirname(path)) != d.QUEUE_DIR:
+            return
+        try:
+            with os.scandir(path) as entries:
+                found = [e.path for e in entries if is_inbox_task(e.path) and e.is_file(follow_symlinks=False)]
+        except OSError:  # it went away again
+            return
+        for task in sorted(found):
+            self._enqueue(task, None)
+
+    def _enqueue(self, path: str, closed: list[int] | None) -> None:
         try:
             self.on_task(path, closed)
         except Exception:  # the broker may be down: the periodic scan will catch up

@@ -43,21 +43,38 @@ def load_or_create(state_dir: Path, configured: str | None = None) -> tuple[str,
         return parse(configured, "FLOWER_BASIC_AUTH")
     target = path(state_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(target):
+        _create(target, f"{DEFAULT_USER}:{secrets.token_urlsafe(18)}")
+    if target.is_symlink() or not target.is_file():
+        raise ConfigError(f"{target}: not a regular file; remove it to generate new credentials")
+    mode = target.stat().st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(target, 0o600)  # a password others may read is no password
+        logger.warning("%s was mode %o; now 0600", target, mode)
+    return parse(target.read_text(encoding="utf-8"), str(target))
+
+
+def _create(target: Path, value: str) -> None:
+    """Publish ``value`` at ``target`` whole, unless someone else already did.
+
+    The web page and Flower start together: creating the file in place (O_EXCL, then write) let the
+    loser of the race read it empty. A private temp file linked into place appears complete or not
+    at all, and ``link`` fails rather than replace a file another process published first.
+    """
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        if target.is_symlink() or not target.is_file():
-            raise ConfigError(f"{target}: not a regular file; remove it to generate new credentials") from None
-        mode = target.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(target, 0o600)  # a password others may read is no password
-            logger.warning("%s was mode %o; now 0600", target, mode)
-        return parse(target.read_text(encoding="utf-8"), str(target))
-    value = f"{DEFAULT_USER}:{secrets.token_urlsafe(18)}"
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(value + "\n")
-    logger.warning("generated web credentials in %s (user %s)", target, DEFAULT_USER)
-    return parse(value, str(target))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return  # another process won; its file is read by the caller
+        logger.warning("generated web credentials in %s (user %s)", target, DEFAULT_USER)
+    finally:
+        os.unlink(tmp)
 
 
 def check_header(header: str | None, user: str, password: str) -> bool:

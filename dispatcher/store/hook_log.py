@@ -1,11 +1,10 @@
-"""Reading the hook reports of pool sessions back from Redis (the stream ``python -m dispatcher.hook`` writes).
+"""Reading the hook reports of pool sessions back from Redis (the stream dispatcher/hook.sh or hook.py writes).
 
 The launcher waits on it to confirm a prompt was delivered; the session monitor reads it for Stop and limits.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -13,6 +12,7 @@ from typing import Any, cast
 import redis as redis_lib
 
 from dispatcher.core import keys
+from dispatcher.core.hook_payload import parse_payload
 from dispatcher.core.hook_report import HookReport
 
 _Entries = list[tuple[Any, Mapping[Any, Any]]]
@@ -24,16 +24,14 @@ def _text(value: Any) -> str:
 
 def _report(entry_id: Any, fields: Mapping[Any, Any]) -> HookReport:
     f = {_text(k): _text(v) for k, v in fields.items()}
-    try:
-        payload = json.loads(f.get("payload", "{}"))
-    except ValueError:
-        payload = {"raw": f.get("payload", "")}
+    # Hostile: the bash hook client stores the agent's stdin as it came (dispatcher/hook.sh).
+    payload = parse_payload(f.get("payload", ""))
     try:
         at = float(f.get("time", "0"))
     except ValueError:
         at = 0.0
     return HookReport(id=_text(entry_id), event=f.get("event", ""), session=f.get("session", ""),
-                      task=f.get("task", ""), time=at, payload=payload if isinstance(payload, dict) else {})
+                      task=f.get("task", ""), time=at, payload=payload)
 
 
 class HookLog:

@@ -76,10 +76,15 @@ def redis_py_url(url: str) -> str:
 
 
 def client(url: str | None = None, settings: Settings | None = None, *, timeout: float = 5.0) -> redis.Redis:
-    """A redis-py client with decoded strings and bounded socket waits."""
+    """A redis-py client with decoded strings and bounded socket waits.
+
+    Bytes that are not UTF-8 decode to U+FFFD instead of raising: some values are outside input stored
+    as it came (the bash hook client's payloads, dispatcher/hook.sh), and one bad entry must not make a
+    whole stream unreadable.
+    """
     target = redis_py_url(url or configured_url(settings))
     try:
-        return redis.Redis.from_url(target, decode_responses=True, socket_timeout=timeout,
+        return redis.Redis.from_url(target, decode_responses=True, encoding_errors="replace", socket_timeout=timeout,
                                     socket_connect_timeout=timeout, health_check_interval=30)
     except ValueError as exc:
         raise ConfigError(f"redis_url {target!r} is not a valid Redis URL: {exc}") from None

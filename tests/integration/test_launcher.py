@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import threading
 import time
 import uuid
@@ -13,6 +15,7 @@ import pytest
 import redis
 from conftest_driver import read_log, wait_until
 
+from dispatcher.agent.hook_settings import HOOK_SCRIPT, settings_path
 from dispatcher.agent.launcher import LaunchRequest, build_argv, config_dir_of, launch, redis_url_of, resume_path
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core import keys
@@ -55,6 +58,10 @@ def test_launch_delivers_with_hook_and_model(tmux: Tmux, rdb: redis.Redis, make_
     result = launch(tmux, "ccl-auto-0", req, make_agent(), rdb, state_dir=tmp_path / "state")
     assert result.confirmed_by == "hook" and result.model == "opus" and result.enter_presses == 1
     assert result.agent_uuid == req.session_uuid and not result.resumed
+    # Confirmed by the bash hook client: the settings name hook.sh for this redis:// URL.
+    hooks = json.loads(settings_path(tmp_path / "state", "ccl-auto-0").read_text(encoding="utf-8"))["hooks"]
+    assert shlex.split(hooks["UserPromptSubmit"][0]["hooks"][0]["command"])[1:4] == \
+        ["-p", str(HOOK_SCRIPT), "UserPromptSubmit"]
     [msg] = read_log(fake_log)
     assert msg["text"].startswith("[T1.md] Do the thing.\n\nIMPORTANT")
     assert msg["model"] == "opus" and msg["cwd"] == str(project) and msg["session_id"] == req.session_uuid

@@ -45,3 +45,32 @@ def test_check_header() -> None:
                 "Basic " + base64.b64encode(b"up w").decode(), "Basic ===",
                 "Basic " + base64.b64encode(b"\xff:\xfe").decode()):
         assert not credentials.check_header(bad, "u", "p w")
+
+
+def _race(state_dir: str, go, out) -> None:  # type: ignore[no-untyped-def]
+    go.wait()
+    try:
+        out.put(("ok", credentials.load_or_create(Path(state_dir))))
+    except Exception as exc:  # reported to the test, which fails on it
+        out.put(("error", repr(exc)))
+
+
+def test_processes_starting_at_once_all_get_the_one_generated_password(tmp_path: Path) -> None:
+    """`up --web` starts the fleet page and Flower together: whoever loses the race to create the file must
+    read a complete one, never an empty or half-written file (then a ConfigError, or a page with no password)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_no in range(12):
+        state = tmp_path / f"state{round_no}"
+        go, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_race, args=(str(state), go, out)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        go.set()
+        results = [out.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        assert all(kind == "ok" for kind, _ in results), results
+        assert len({tuple(value) for _, value in results}) == 1, results
+        assert (state / "web-auth").read_text().strip() == ":".join(results[0][1])

@@ -187,3 +187,22 @@ def test_watcher_enqueues_an_atomic_rename_with_its_identity_and_our_own_moves_a
 
     wait_until(lambda: len([c for c in calls if c[0] == "B.md"]) == 2, what="B.md released")
     assert [c for c in calls if c[0] == "B.md"][1] == ("B.md", None) and released.name == "B.md"
+
+
+def test_watcher_reports_the_tasks_of_a_project_moved_in_whole(watched, tmp_path):
+    """`mv ~/work/newproj ~/projects/` (or a clone finished elsewhere): its inbox already holds tasks.
+
+    inotify reports only the directory; watchdog then simulates "created" events for what it finds
+    inside, which look like a writer opening a file and are ignored. The new inbox is listed instead
+    and each task goes out as a hint (it settles by age: nobody saw its writer close it)."""
+    inbox, calls = watched
+    outside = aq.project(tmp_path / "elsewhere", "newproj")
+    aq.ensure_dirs(outside)
+    (outside.inbox / "D.md").write_text("---\ntitle: moved in\n---\nwork\n")
+    (outside.inbox / ".E.md.tmp").write_text("half")  # not a task name
+    os.rename(tmp_path / "elsewhere" / "newproj", inbox.parent.parent.parent / "newproj")
+
+    wait_until(lambda: [c for c in calls if c[0] == "D.md"], what="D.md reported")
+    _sync(inbox, calls, "S2")
+    assert [c for c in calls if c[0] == "D.md"] == [("D.md", None)]
+    assert not [c for c in calls if "E.md" in c[0]]
