@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.agent.launcher import LaunchRequest, launch, start_warm
+from dispatcher.agent.launcher import LaunchRequest, launch, redis_url_of, start_warm
 from dispatcher.agent.warm import read_tag
 from dispatcher.core import screen
 from dispatcher.store.hook_log import HookLog
@@ -97,9 +97,9 @@ def test_dispatch_with_prewarm_pastes_into_the_warm_agent(tmux, rdb, make_agent,
     agent = replace(make_agent(home), prewarm=True)
     settings = Settings(projects_dir=projects, pool=PoolSettings(prefix="ccl-auto-", max=1),
                         tmux=TmuxSettings(socket_name=tmux.socket_name), agent=agent, state_dir=tmp_path / "state",
-                        redis_url=f"unix://{rdb.socket_file}?db=0", settle_time=0.0, finish_grace=600.0)
+                        redis_url=redis_url_of(rdb), settle_time=0.0, finish_grace=600.0)
     pool.create(tmux, settings.pool, cwd=projects)
-    r = redis.Redis(unix_socket_path=rdb.socket_file, decode_responses=True)  # the dispatcher reads strings
+    r = redis.Redis.from_url(redis_url_of(rdb), decode_responses=True)  # the dispatcher reads strings
     disp = Dispatcher(Ports(settings, r, tmux, runtime.agent_launcher(settings, r, tmux)))
     proj = aq.project(projects, "proj")
     aq.ensure_dirs(proj)
