@@ -15,14 +15,16 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from uuid import uuid4
 
 import redis as redis_lib
 
-from dispatcher.agent.hook_settings import write_settings
+from dispatcher.agent import warm as warm_tag
+from dispatcher.agent.hook_settings import settings_path, write_settings
 from dispatcher.agent.tmux import Tmux
+from dispatcher.agent.warm import WarmTag
 from dispatcher.core import keys, screen
 from dispatcher.core.config import AgentSettings
 from dispatcher.core.defaults import PASTE_SHOW_S, POLL_INTERVAL_S, STARTUP_LOCK_TTL_S
@@ -67,6 +69,7 @@ class LaunchResult:
     ready_after: float  # seconds from start to a ready prompt
     submit_after: float  # seconds from a ready prompt to confirmed submission
     hook_id: str | None = None
+    warm: bool = False  # a pre-warmed agent took the task (no start)
 
 
 def resume_path(agent: AgentSettings, session: str) -> Path:
@@ -281,34 +284,136 @@ def _wait_paste_shown(tmux: Tmux, session: str, deadline: float, clock: Callable
     logger.warning("%s: pasted text did not show in the input box; pressing Enter anyway", session)
 
 
-def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: AgentSettings,
-           redis: redis_lib.Redis, *, state_dir: Path, clock: Callable[[], float] = time.monotonic,
-           redis_url: str | None = None, ref: str | None = None) -> LaunchResult:
-    """Start an agent in ``session`` and submit ``request``'s message; raise a LaunchError subclass on failure.
+@dataclass(frozen=True)
+class _Prepared:
+    """How an agent for ``request`` is started in a session: model, argv, environment, cwd."""
 
-    ``ref`` (``HOST/NAME``) names the session in hook reports and the start-up lock's host; default ``session``.
+    model: str
+    resume_id: str | None
+    settings_file: Path | None
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+    @property
+    def key(self) -> str:
+        return warm_tag.fingerprint(self.argv, self.env, self.cwd, self.settings_file)
+
+
+def _prepare(session: str, request: LaunchRequest, agent: AgentSettings, redis: redis_lib.Redis, state_dir: Path,
+             redis_url: str | None, ref: str, *, write: bool = True) -> _Prepared:
+    """``write``: (re)write the hooks' settings file; False only reads it (comparing fingerprints, every pass)."""
+    model = agent.model_for(request.priority)
+    resume_id = read_resume_id(agent, session)
+    url = redis_url or redis_url_of(redis)
+    settings_file = None
+    if agent.hooks:
+        settings_file = settings_path(Path(state_dir), session)
+        if write or not settings_file.exists():
+            settings_file = write_settings(Path(state_dir), session, redis_url=url)
+    argv = build_argv(agent.command, model=model, resume_id=resume_id, settings_file=settings_file,
+                      session_uuid=request.session_uuid if agent.hooks else None)
+    env = agent_env(ref, request, agent, url)
+    return _Prepared(model, resume_id, settings_file, argv, env, Path(request.project_dir))
+
+
+def _startup_lock(redis: redis_lib.Redis, agent: AgentSettings, ref: str,
+                  env: Mapping[str, str]) -> redis_lib.lock.Lock | None:
+    host = ref.split("/", 1)[0] if "/" in ref else ""
+    return (redis.lock(keys.startup_lock(host, config_dir_of(env)), timeout=STARTUP_LOCK_TTL_S, sleep=0.02,
+                       thread_local=False) if agent.startup_lock else None)
+
+
+def launch_key(session: str, request: LaunchRequest, agent: AgentSettings, redis: redis_lib.Redis, *,
+               state_dir: Path, redis_url: str | None = None, ref: str | None = None) -> str:
+    """The fingerprint :func:`launch` would start ``request``'s agent with (compare with a :class:`WarmTag`)."""
+    return _prepare(session, request, agent, redis, state_dir, redis_url, ref or session, write=False).key
+
+
+def start_warm(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: AgentSettings,
+               redis: redis_lib.Redis, *, state_dir: Path, clock: Callable[[], float] = time.monotonic,
+               redis_url: str | None = None, ref: str | None = None) -> WarmTag:
+    """Boot an agent for ``request``'s project and model in ``session`` and tag it warm; type nothing into it.
+
+    ``request`` names no task (its ``task_id`` is ignored); the agent waits at its prompt until a
+    dispatch whose launch fits it pastes a task (:func:`launch` with ``warm``). A session with a
+    resume id waiting is never warmed: that conversation goes to the task it belongs to.
     """
     agent = agent_settings
     ref = ref or session
-    host = ref.split("/", 1)[0] if "/" in ref else ""
     if not tmux.has_session(session):
         raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
     if not Path(request.project_dir).is_dir():
         raise LaunchError(f"project directory {request.project_dir} does not exist")
-    model = agent.model_for(request.priority)
-    resume_id = read_resume_id(agent, session)
-    url = redis_url or redis_url_of(redis)
-    settings_file = write_settings(Path(state_dir), session, redis_url=url) if agent.hooks else None
-    argv = build_argv(agent.command, model=model, resume_id=resume_id, settings_file=settings_file,
-                      session_uuid=request.session_uuid if agent.hooks else None)
-    env = agent_env(ref, request, agent, url)
+    prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)
+    if prep.resume_id is not None:
+        raise LaunchError(f"{session} has a conversation to resume: not warmed")
+    env = {**prep.env, "AQ_TASK": ""}  # it belongs to no task: its hook reports name none
     hooks = HookLog(redis) if agent.hooks else None
     after_id = hooks.last_id(ref) if hooks is not None else "0-0"
-    lock = (redis.lock(keys.startup_lock(host, config_dir_of(env)), timeout=STARTUP_LOCK_TTL_S, sleep=0.02,
-                       thread_local=False) if agent.startup_lock else None)
+    warm_tag.clear_tag(tmux, session)
+    _start(tmux, session, prep.argv, request, env, _startup_lock(redis, agent, ref, env), agent, clock)
+    tag = WarmTag(prep.key, request.session_uuid if agent.hooks else "-", request.project, prep.model, after_id)
+    warm_tag.write_tag(tmux, session, tag)
+    logger.info("%s: warm agent ready (%s, %s)", session, request.project, prep.model)
+    return tag
 
+
+def warm_unusable(tmux: Tmux, session: str, warm: WarmTag, hooks: HookLog | None, ref: str) -> str:
+    """Why the pane's warm agent cannot take a task ('' when it can: still there, pristine, at its prompt)."""
+    current = warm_tag.read_tag(tmux, session)
+    if current is None or current.key != warm.key or current.uuid != warm.uuid:
+        return "the pane no longer holds that agent"
+    snap = tmux.snapshot(session)
+    if snap.info.dead or not screen.prompt_ready(snap.text):
+        return "it is not at a ready prompt"
+    if screen.input_text(snap.text):
+        return "its input box is not empty"
+    if hooks is not None and any(r.event == "UserPromptSubmit"
+                                 for r in hooks.read(ref, after_id=warm.hooks_after, count=1000)):
+        return "it was given a prompt already"
+    return ""
+
+
+def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: AgentSettings,
+           redis: redis_lib.Redis, *, state_dir: Path, clock: Callable[[], float] = time.monotonic,
+           redis_url: str | None = None, ref: str | None = None, warm: WarmTag | None = None) -> LaunchResult:
+    """Start an agent in ``session`` and submit ``request``'s message; raise a LaunchError subclass on failure.
+
+    ``ref`` (``HOST/NAME``) names the session in hook reports and the start-up lock's host; default ``session``.
+    ``warm``: the session's warm tag as the dispatch saw it; its agent is used (no start, only the paste)
+    when it still fits and is pristine, else it is replaced by a cold start.
+    """
+    agent = agent_settings
+    ref = ref or session
+    hooks = HookLog(redis) if agent.hooks else None
+    prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)
     started = clock()
-    _start(tmux, session, argv, request, env, lock, agent, clock)
+    why_cold = "no warm agent"
+    if warm is not None:
+        # The dispatch compared fingerprints; the pane itself is checked here, just before the paste
+        # (a warm agent's tag on the pane also proves the session exists).
+        why_cold = ("its model or environment does not fit the task" if warm.key != prep.key
+                    else warm_unusable(tmux, session, warm, hooks, ref))
+        if why_cold:
+            logger.info("%s: warm agent not used (%s): cold start", session, why_cold)
+            if agent.hooks and request.session_uuid == warm.uuid:
+                # That id may have a conversation now (someone typed into it): the cold agent gets its own.
+                request = replace(request, session_uuid=str(uuid4()))
+                prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)
+    if why_cold:
+        if not tmux.has_session(session):
+            raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
+        if not Path(request.project_dir).is_dir():
+            raise LaunchError(f"project directory {request.project_dir} does not exist")
+    model, resume_id, argv, env = prep.model, prep.resume_id, prep.argv, prep.env
+    after_id = hooks.last_id(ref) if hooks is not None else "0-0"
+    # From here on the pane's agent belongs to this task, whichever it is.
+    warm_tag.clear_tag(tmux, session)
+    if why_cold:
+        _start(tmux, session, argv, request, env, _startup_lock(redis, agent, ref, env), agent, clock)
+    else:
+        logger.info("%s: warm agent takes %s:%s", session, request.project, request.task_id)
     ready = clock()
 
     msg_tag = delivery_tag(request.task_id)
@@ -339,7 +444,7 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
                           resumed=resume_id is not None,
                           model=model, argv=tuple(argv), tag=msg_tag, confirmed_by=by, enter_presses=presses,
                           ready_after=ready - started, submit_after=clock() - ready,
-                          hook_id=report.id if report else None)
+                          hook_id=report.id if report else None, warm=not why_cold)
     logger.info("%s: delivered %s:%s (%s, confirmed by %s in %.3fs)", session, request.project, request.task_id,
                 model, by, result.submit_after)
     return result

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatcher.agent import warm
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import PoolSettings, Settings
 from dispatcher.core.errors import SessionError, TmuxError
@@ -87,6 +88,7 @@ def idle_shell() -> list[str]:
 
 def reset_pane(tmux: Tmux, name: str, settings: Settings) -> None:
     """Kill whatever runs in the pane and leave an idle shell (an operator attaching sees a prompt)."""
+    warm.clear_tag(tmux, name)  # first: a dispatch must never take the shell for the warm agent it replaces
     try:
         # An explicit command: a bare 'respawn-pane -k' re-runs the pane's last one, i.e. the old agent.
         tmux.respawn(name, idle_shell(), cwd=settings.projects_dir)

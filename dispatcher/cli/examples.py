@@ -38,6 +38,7 @@ agent:
   # resume_dir: ~/.claude-context  # <session>-resume-id.txt files (--resume); default <state_dir>/resume
   hooks: true                      # report Claude Code hook events to the dispatcher
   recycle: exit                    # exit the agent after each task (fresh context)
+  prewarm: false                   # keep an agent booted in free sessions: a dispatch that fits is a paste
   # env: {PATH: "$PATH:/opt/node/bin"}  # added to the agent's env; only $VAR/${VAR} expand ($$ = $)
 
 scan_interval: 60                  # full rescan period (beat), seconds

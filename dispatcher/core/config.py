@@ -102,6 +102,9 @@ class AgentSettings:
     #: of Claude Code 2.1.197/2.1.332 never harmed ~/.claude.json here (bench/claude_json_race.py); false
     #: lets them start at once, for throughput on platforms and versions you have measured.
     startup_lock: bool = True
+    #: Keep an agent booted in each free session (for the project and model the next tasks need), so a
+    #: dispatch that fits it is a paste (docs/decisions.md "Pre-warmed agents"). Off until measured.
+    prewarm: bool = False
 
     def model_for(self, priority: str) -> str:
         """Model name for a task priority (reference: critical → opus, else sonnet)."""
@@ -426,6 +429,7 @@ def from_mapping(data: Mapping[str, Any], *, base: Path, where: str, env: Mappin
         message_footer=agent_r.get("message_footer", _string, d.MESSAGE_FOOTER),
         hooks=agent_r.get("hooks", _boolean, True),
         startup_lock=agent_r.get("startup_lock", _boolean, True),
+        prewarm=agent_r.get("prewarm", _boolean, False),
         env=agent_r.get("env", _str_map, MappingProxyType({})),
         recycle=agent_r.get("recycle", _string, "exit",
                             lambda v: None if v in ("exit", "keep") else "must be 'exit' or 'keep'"),

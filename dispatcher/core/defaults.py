@@ -185,3 +185,5 @@ HOOK_MAX_PAYLOAD_BYTES: Final = 64 * 1024
 HOOK_SOCKET_TIMEOUT_S: Final = 1.0
 #: Seconds Claude Code lets one hook command run before killing it (written into the --settings file).
 HOOK_TIMEOUT_S: Final = 10
+#: TTL of the locks a warm pass holds (renewed while held): a worker killed while warming frees the session this fast.
+WARM_LOCK_TTL_S: Final = 3.0

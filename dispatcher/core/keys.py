@@ -133,3 +133,18 @@ READY_WAITS_ON: Final = PREFIX + "ready:waits-on"
 def ready(project: str) -> str:
     """Sorted set of one project's eligible tasks (members: core/ready.py, all scores 0)."""
     return f"{PREFIX}ready:p:{project}"
+
+
+def warm_recent(host: str) -> str:
+    """Sorted set of ``project priority`` dispatched on ``host`` (scored by time): what to warm when nothing waits."""
+    return f"{PREFIX}warm:recent:{host}"
+
+
+def warm_backoff(session: str) -> str:
+    """Set (with a TTL) after a warm start failed in ``session``: no new attempt until it expires."""
+    return f"{PREFIX}warm:backoff:{session}"
+
+
+def warm_pass_lock(host: str) -> str:
+    """Held while one worker pre-warms ``host``'s free sessions: passes never overlap (one agent per target)."""
+    return f"{PREFIX}lock:warm-pass:{host}"

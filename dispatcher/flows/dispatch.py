@@ -27,8 +27,8 @@ from dispatcher.core.screen import TRUST_DIALOG
 from dispatcher.core.session_ref import SessionRef, parse
 from dispatcher.core.taskfile import Task, is_safe_segment, parse_task
 from dispatcher.flows import claim as cl
-from dispatcher.flows import ready
-from dispatcher.flows.launch import LaunchSpec
+from dispatcher.flows import ready, warm
+from dispatcher.flows.launch import LaunchSpec, fitting_warm
 from dispatcher.flows.ports import Ports
 from dispatcher.inbox import files as aq
 from dispatcher.inbox import worktree
@@ -112,7 +112,8 @@ class Dispatcher:
         now = self.clock()
         out: list[SessionRef] = []
         if not self.paused_until(now):
-            out = [self.ref(n) for n, info in self.pool_infos().items() if self.is_free(info, now)]
+            out = [self.ref(n) for n in self._warm_first(
+                [n for n, info in self.pool_infos().items() if self.is_free(info, now)])]
         others = [h for n, h in hosts.alive(self.r, now, self.settings.host_lost_after).items()
                   if n != self.host and pause.current(self.r, now, h.account) is None]
         refs = [SessionRef(h.name, n) for h in others for n in h.sessions]
@@ -138,6 +139,12 @@ class Dispatcher:
         if self.paused_until(now):
             return []
         return [n for n, info in self.pool_infos().items() if self.is_free(info, now)]
+
+    def _warm_first(self, names: list[str]) -> list[str]:
+        """Free sessions holding a warm agent first: a new task goes where a paste is all it takes."""
+        if not warm.enabled(self):
+            return names
+        return sorted(names, key=lambda n: warm.read_tag(self, n) is None)
 
     # -- entry points -----------------------------------------------------------
 
@@ -165,7 +172,7 @@ class Dispatcher:
         """Give work to every free session of the fleet: assign_next per session (on its host's queue), or inline."""
         if self.enqueue_assign is not None:
             return [Outcome(Status.ENQUEUED, session=str(ref)) for ref in self.fleet_free() if self.request_assign(ref)]
-        free = self.free_sessions()  # inline (one process, no Celery): this host's sessions only
+        free = self._warm_first(self.free_sessions())  # inline (one process, no Celery): this host's only
         if not free:
             return []
         result = self.plan()
@@ -237,7 +244,9 @@ class Dispatcher:
             return self._assign(session, self.plan())
         outcome = self._assign(session, None)
         if outcome.status is Status.NO_TASK:  # the index is a hint: before saying so, ask the files
-            return self._assign(session, self.plan())
+            outcome = self._assign(session, self.plan())
+        if outcome.status is Status.NO_TASK:
+            warm.warm_free(self)  # this session is free and nothing waits: (re-)warm the free sessions
         return outcome
 
     def _assign(self, session: str, result: Plan | None) -> Outcome:
@@ -311,13 +320,15 @@ class Dispatcher:
                 return self._worktree_failed(task, claim, info, exc)
             queue_dir = (self.settings.projects_dir / task.project).resolve() / d.QUEUE_DIR
         model = self.settings.agent.model_for(task.priority.value)
-        agent_uuid = str(uuid.uuid4())
+        spec = LaunchSpec(session, task, project_dir, model, str(uuid.uuid4()), self.host, queue_dir=queue_dir)
+        if warm.enabled(self):
+            spec = fitting_warm(self.settings, self.r, self.tmux, spec)  # its agent's id, if it takes the task
+        # hooks_after: from now on; a warm agent's start-up reports are older, never this task's proof.
         info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, since=self.clock(),
-                                     project=task.project, task=task.id, model=model, agent_uuid=agent_uuid,
+                                     project=task.project, task=task.id, model=model, agent_uuid=spec.agent_uuid,
                                      detail="", idle_since=0.0, hooks_after=HookLog(self.r).last_id(info.ref))
-        spec = LaunchSpec(session, task, project_dir, model, agent_uuid, self.host, queue_dir=queue_dir)
         try:
-            self.launch(spec)
+            launched = self.launch(spec)
         except DialogError as exc:
             if exc.dialog == TRUST_DIALOG:
                 return self._project_untrusted(task, claim, info)
@@ -328,10 +339,13 @@ class Dispatcher:
             claim.promote()
         except ClaimError as exc:  # a quick agent already moved it to done/: the monitor will see that
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
-        info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock())
+        replaced = {"agent_uuid": launched} if launched and launched != spec.agent_uuid else {}
+        info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock(), **replaced)
         attempts.forget(self.r, task.project, task.id)
-        events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
-        return Outcome(Status.DISPATCHED, session=session, task=key, detail=f"model {model}")
+        warm.remember(self, task.project, task.priority.value)
+        how = f"model {model}" + (" (warm agent)" if spec.warm is not None and not replaced else "")
+        events.emit(self.r, "launched", task=key, session=info.ref, detail=how)
+        return Outcome(Status.DISPATCHED, session=session, task=key, detail=how)
 
     def _worktree_failed(self, task: Task, claim: cl.Claim, info: SessionInfo, exc: WorktreeError) -> Outcome:
         """No worktree for the task: it fails with the reason (kept, retryable); the session stays free."""

@@ -18,7 +18,7 @@ from dispatcher.core.gate import DoneIndex
 from dispatcher.core.lifecycle import Action, Evidence, Step
 from dispatcher.core.taskfile import DepRef
 from dispatcher.flows import claim as cl
-from dispatcher.flows import ready
+from dispatcher.flows import ready, warm
 from dispatcher.flows.dispatch import Dispatcher
 from dispatcher.flows.recovery import fence_session
 from dispatcher.inbox import files as aq
@@ -61,6 +61,10 @@ def monitor_all(disp: Dispatcher) -> list[str]:
             continue
         if change:
             changes.append(f"{name}: {change}")
+    try:
+        changes += warm.warm_free(disp)  # free sessions get their warm agents (agent.prewarm)
+    except Exception:  # warming is an optimisation: it must never stop the watching
+        logger.exception("warming free sessions failed")
     return changes
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.agent import pool, pool_state
+from dispatcher.agent import pool, pool_state, warm
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import DispatcherError
@@ -37,6 +37,10 @@ def collect(settings: Settings, r: redis.Redis | None, tmux: Tmux, *, now: float
     infos = (pool_state.read_all(r, tmux, me, names) if r is not None
              else {n: pool_state.rebuild(tmux, me, n) for n in names})
     rows = [_row(info, now, settings.pool.cooldown) for info in infos.values()]
+    if settings.agent.prewarm:  # a free session with a booted agent says for what (it is still free: idle)
+        for row in rows:
+            tag = warm.read_tag(tmux, row["session"]) if row["state"] == "idle" else None
+            row["warm"] = f"{tag.project} ({tag.model})" if tag is not None else ""
     host_rows: list[dict[str, Any]] = []
     registry = hosts.read_all(r) if r is not None else {}
     for name, h in sorted(registry.items()):
@@ -82,6 +86,10 @@ def _dur(seconds: float | None) -> str:
     return duration(seconds)
 
 
+def _detail(row: dict[str, Any]) -> str:
+    return f"warm agent for {row['warm']}" if row.get("warm") else row["detail"]
+
+
 def render(data: dict[str, Any]) -> str:
     """One screen of text."""
     lines = [f"agent-queue status  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(data['time']))}"]
@@ -109,7 +117,7 @@ def render(data: dict[str, Any]) -> str:
         state = row["state"] + ("*" if row["cooldown"] else "")
         name = row["ref"] if fleet else row["session"]
         lines.append(f"{name:<{width}}{state:<11}{task[:31]:<32}{(row['model'] or '-'):<8}"
-                     f"{_dur(row['for_s']):>8}  {row['detail'][:60]}")
+                     f"{_dur(row['for_s']):>8}  {_detail(row)[:60]}")
     if data.get("waiting"):
         lines += ["", "waiting:"] + [f"  {w['task']}  — waiting: {w['reason']}" for w in data["waiting"]]
     lines += ["", render_counts(data["counts"]), "", f"attach: {data['attach']}"]

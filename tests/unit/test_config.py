@@ -39,6 +39,7 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
     assert s.pool.cooldown == d.POOL_COOLDOWN_S and s.scan_interval == d.SCAN_INTERVAL_S
     assert s.blocked_timeout == d.BLOCKED_TIMEOUT_S and s.max_task_bytes == d.MAX_TASK_BYTES
     assert s.agent.model_for("critical") == "opus" and s.agent.model_for("low") == "sonnet"
+    assert s.agent.prewarm is False  # off until measured on the deployment's machine (bench/prewarm.py)
     assert s.tmux.socket_name.startswith(d.TMUX_SOCKET + "-") and s.flower.address == "127.0.0.1"
 
 
@@ -111,6 +112,7 @@ def test_absolute_and_home_paths_are_kept(tmp_path, monkeypatch):
     ("agent: {recycle: sometimes}", "agent.recycle", "'exit' or 'keep'"),
     ("agent: {hooks: 'yes'}", "agent.hooks", "true or false"),
     ("agent: {startup_lock: 'no'}", "agent.startup_lock", "true or false"),
+    ("agent: {prewarm: 'on'}", "agent.prewarm", "true or false"),
     ("scan_interval: 0", "scan_interval", "must be > 0"),
     ("scan_interval: soon", "scan_interval", "number of seconds"),
     ("projects: [web, '../etc']", "projects", "list of project names"),
