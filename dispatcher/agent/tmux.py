@@ -322,11 +322,23 @@ class Tmux:
             raise
 
     def respawn(self, name: str, argv: Sequence[str], *, cwd: str | Path,
-                env: Mapping[str, str] | None = None) -> None:
-        """Replace the pane's process with ``argv`` started in ``cwd`` (no shell involved)."""
+                env: Mapping[str, str] | None = None, remain_on_exit: bool | None = None,
+                pipe_to: Path | None = None) -> None:
+        """Replace the pane's process with ``argv`` started in ``cwd`` (no shell involved).
+
+        ``remain_on_exit``: set that option first, in the same tmux call (a launch's one call to start the agent).
+        ``pipe_to``: then copy the new process's output into that file (a FIFO: ``pipe-pane -O``), from its
+        first byte on.
+        """
         if not argv:
             raise TmuxError("respawn needs a command")
-        args: list[object] = ["respawn-pane", "-k", "-t", _pane(name), "-c", _no_format(str(cwd))]
+        args: list[object] = []
+        if remain_on_exit is not None:
+            args += ["set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if remain_on_exit else "off", SEP]
+        args += ["respawn-pane", "-k", "-t", _pane(name), "-c", _no_format(str(cwd))]
         args += _env_args(env)
         args += _command_args(argv)
+        if pipe_to is not None:
+            # A shell command (tmux runs it with sh -c) whose formats tmux expands: quoted, then '#' escaped.
+            args += [SEP, "pipe-pane", "-O", "-t", _pane(name), _no_format("exec cat > " + shlex.quote(str(pipe_to)))]
         self.run(*args)

@@ -62,7 +62,8 @@ def inbox_event(disp: Dispatcher, path: str, closed: Any, rescan_in: RescanIn,
             rescan_when_settled(disp, now_ident[1] / 1e9 + disp.settings.settle_time, rescan_in)
     disp.announce(project, task_id, path)
     verdict = ready.on_new_file(disp, project, path, ident)  # into the ready index when it can be judged alone
-    outcomes = disp.fan_out()
+    # One file, one task: one session is asked (served here when it is this host's); full_scan asks them all.
+    outcomes = disp.fan_out(limit=1)
     if verdict is Verdict.NEEDS_SCAN and disp.r.set(keys.SCAN_PENDING, "1", nx=True, ex=d.SCAN_PENDING_TTL_S):
         # Blocked, invalid or marked: one queued full_scan judges and marks the file (assign_next no longer scans).
         scan_soon()

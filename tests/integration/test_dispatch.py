@@ -344,3 +344,24 @@ def test_a_file_written_to_after_the_scan_is_given_back_not_launched(disp: Dispa
     assert outcome.status == "taken" and "changed after it was scanned" in outcome.detail
     assert path.exists() and messages(agent_log) == []
     assert disp.session_info("ccl-auto-0").state is State.IDLE
+
+
+def test_one_new_file_asks_one_session_here_and_a_busy_one_passes_the_request_on(
+        settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux) -> None:
+    """inbox_event's fan-out: one file is work for one session, served in this process when the session is
+    this host's (no assign_next message, no N-1 losers re-planning); a session that turns out busy asks another."""
+    queued: list[str] = []
+    launched: list[str] = []
+    d = Dispatcher(Ports(settings, sys_redis, tmux_pool, lambda spec: launched.append(spec.session)),
+                   enqueue_assign=queued.append)
+    add_task(settings, "alpha", "F1")
+    outcomes = d.fan_out(limit=1)
+    assert [o.status.value for o in outcomes] == ["dispatched"] and launched == ["ccl-auto-0"]
+    assert queued == []  # served here: nothing sent to the other sessions
+    assert sys_redis.get(keys.assign_pending(str(d.ref("ccl-auto-0")))) is None
+
+    add_task(settings, "alpha", "F2")
+    assert d.assign_next("ccl-auto-0").status.value == "busy"  # working on F1: it cannot take F2…
+    host = settings.host.name
+    assert queued == [f"{host}/ccl-auto-1"]  # …so the request goes to a free session
+    assert d.assign_next(queued[0]).status.value == "dispatched" and launched == ["ccl-auto-0", "ccl-auto-1"]

@@ -187,3 +187,32 @@ def test_watcher_enqueues_an_atomic_rename_with_its_identity_and_our_own_moves_a
 
     wait_until(lambda: len([c for c in calls if c[0] == "B.md"]) == 2, what="B.md released")
     assert [c for c in calls if c[0] == "B.md"][1] == ("B.md", None) and released.name == "B.md"
+
+
+def test_watcher_reports_tasks_reaching_done_once_per_burst_and_never_as_inbox_events(tmp_path):
+    """An agent moving its file to done/ queues a monitor pass at once (its session is freed without waiting
+    for the next periodic pass); a burst of agents finishing together is one report, a later one another."""
+    projects = tmp_path / "projects"
+    proj = aq.project(projects, "web")
+    aq.ensure_dirs(proj)
+    calls: list[tuple[str, list[int] | None]] = []
+    done: list[float] = []
+    handler = InboxHandler(lambda path, closed: calls.append((os.path.basename(path), closed)),
+                           on_done=lambda: done.append(time.monotonic()))
+    observer = make_observer(projects, handler)
+    observer.start()
+    try:
+        for i in range(5):
+            (proj.inbox / f"D{i}.md.dispatched").write_text("x\n")
+        for i in range(5):  # agents finishing together: inbox/<id>.md.dispatched → done/<id>.md
+            os.rename(proj.inbox / f"D{i}.md.dispatched", proj.done / f"D{i}.md")
+        wait_until(lambda: len(done) >= 1, what="done reported")
+        time.sleep(0.2)  # a second report of the same burst would come within the coalescing delay
+        assert len(done) == 1
+        (proj.done / "late.md").write_text("by hand\n")  # a file put there later (closed after writing)
+        wait_until(lambda: len(done) == 2, what="the later one reported")
+        _sync(proj.inbox, calls, "S9")
+        assert [name for name, _ in calls] == ["S9.md"]  # done/ files are never inbox events
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
