@@ -1,6 +1,6 @@
 """One hook call, as Claude Code makes it: ``python -m dispatcher.hook <Event>`` with a JSON payload on stdin.
 
-Usage: python bench/hook.py [--calls 100] [--redis redis://127.0.0.1:6379/15]
+Usage: python bench/hook.py [--calls 100] [--redis URL] (default redis://127.0.0.1:6379/15)
 Prints wall time per call (p50/p99) beside two floors measured in the same run: the bare interpreter
 (``python -c pass``) and the interpreter importing only the modules the hook needs. Every call's entry is
 checked to have reached the session's hook stream (the DB's stream key is deleted at the end).
@@ -15,10 +15,17 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
-import redis
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (str(ROOT), str(ROOT / "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from dispatcher.core import keys
+import common  # noqa: E402
+import redis  # noqa: E402
+
+from dispatcher.core import keys  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -33,11 +40,12 @@ def timed(argv: list[str], stdin: bytes, env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """Run the benchmark; print its table when run as a script (``argv`` None), return (measure, p50, p99) rows."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=100)
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/15")
-    args = ap.parse_args()
+    common.add_redis_arg(ap, "redis://127.0.0.1:6379/15")
+    args = ap.parse_args(argv)
     session = f"bench/hook-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, AQ_SESSION=session, AQ_TASK="bench:T1", AQ_REDIS_URL=args.redis)
     payload = json.dumps({"session_id": str(uuid.uuid4()), "hook_event_name": "UserPromptSubmit",
@@ -55,11 +63,16 @@ def main() -> None:
         reached = r.xlen(keys.session_hooks(session))
     finally:
         r.delete(keys.session_hooks(session))
-    print(f"hook benchmark: {args.calls} calls each, {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
-          f"{reached} of {args.calls} hook reports reached Redis")
-    print(f"{'measure':56} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, values in results.items():
-        print(f"{name:56} {pct(values, 50) * 1000:8.1f} {pct(values, 99) * 1000:8.1f}")
+        r.close()
+    out = [(name, f"{pct(values, 50) * 1000:.1f} ms", f"{pct(values, 99) * 1000:.1f} ms")
+           for name, values in results.items()]
+    if reached != args.calls:
+        out.append(("hook reports that reached Redis", f"{reached} of {args.calls}", ""))
+    if argv is None:
+        common.print_table(common.header("hook benchmark", f"{args.calls} calls each; {reached} of {args.calls} "
+                                                           "hook reports reached Redis"),
+                           out, columns=("measure", "p50", "p99"))
+    return out
 
 
 if __name__ == "__main__":
