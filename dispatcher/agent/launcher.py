@@ -240,8 +240,12 @@ def _wait(output: PaneOutput | None, clock: Callable[[], float], begun: float, d
         _pause(min(FAST_POLL_S if first else _interval(clock() - begun), left))
         return
     # With a doorbell the timer is only the safety net (a dead pane writes nothing).
+    start = clock()
     if output.wait(min(SILENT_PANE_LOOK_S, left)):
-        _pause(min(FAST_POLL_S / 5, left))  # an agent draws a screen in a few writes: let it finish the frame
+        # An agent draws a screen in a few writes: let it finish the frame. A chatty one (a spinner) is looked
+        # at no more often than the polling schedule would have: never more tmux calls than without a doorbell.
+        spacing = FAST_POLL_S if first else _interval(clock() - begun)
+        _pause(min(max(FAST_POLL_S / 5, spacing - (clock() - start)), max(0.0, deadline - clock())))
 
 
 def _pause(seconds: float) -> None:
