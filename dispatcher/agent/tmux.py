@@ -93,6 +93,17 @@ def _parse_info(line: str) -> PaneInfo:
     )
 
 
+def _user_options(out: str) -> dict[str, str]:
+    """``@key`` → value from ``show-options`` output."""
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key.startswith("@"):
+            # tmux quotes a value with spaces or quotes in it.
+            found[key] = value.strip().strip("'\"")
+    return found
+
+
 def _env_args(env: Mapping[str, str] | None) -> list[str]:
     out: list[str] = []
     for key, value in (env or {}).items():
@@ -253,14 +264,7 @@ class Tmux:
 
     def user_options(self, name: str) -> dict[str, str]:
         """The user options (``@key`` → value) set on the session named exactly ``name`` ({} for no such session)."""
-        out = self.run("show-options", "-q", "-t", _pane(name))
-        found: dict[str, str] = {}
-        for line in out.splitlines():
-            key, _, value = line.partition(" ")
-            if key.startswith("@"):
-                # tmux quotes a value with spaces or quotes in it.
-                found[key] = value.strip().strip("'\"")
-        return found
+        return _user_options(self.run("show-options", "-q", "-t", _pane(name)))
 
     def global_option(self, key: str) -> str:
         """The value of a global user option (``@key``), '' when unset."""
@@ -293,6 +297,18 @@ class Tmux:
                        "display-message", "-p", "-t", _pane(name), _INFO_FORMAT)
         text, _, info = out.rstrip("\n").rpartition("\n")
         return Snapshot(text=text, info=_parse_info(info))
+
+    def snapshot_with_options(self, name: str) -> tuple[Snapshot, dict[str, str]]:
+        """:meth:`snapshot` and :meth:`user_options` in one tmux call (the monitor's look at a working session)."""
+        mark = f"aq-mark-{uuid.uuid4().hex}"  # random: no option value or screen line can forge it
+        out = self.run("show-options", "-q", "-t", _pane(name), SEP, "display-message", "-p", mark, SEP,
+                       "capture-pane", "-p", "-t", _pane(name), SEP,
+                       "display-message", "-p", "-t", _pane(name), _INFO_FORMAT)
+        options, found, rest = out.partition(mark + "\n")
+        if not found:
+            raise TmuxError(f"tmux answered without the marker for {name!r}")
+        text, _, info = rest.rstrip("\n").rpartition("\n")
+        return Snapshot(text=text, info=_parse_info(info)), _user_options(options)
 
     def send_keys(self, name: str, *keys: str) -> None:
         """Send named keys (Enter, Escape, C-c, C-u…); never literal text."""

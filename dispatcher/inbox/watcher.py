@@ -42,28 +42,28 @@ def is_done_task(path: str) -> bool:
 
 
 class Coalesce:
-    """Call ``fn`` once ``delay`` s after the first of a burst of triggers; a trigger after that call began
-    schedules another, so nothing that happened after a call started goes unreported."""
+    """Call ``fn(items)`` once, ``delay`` s after the first of a burst of triggers, with every item of the
+    burst; a trigger after that call began schedules another, so nothing goes unreported."""
 
-    def __init__(self, fn: Callable[[], object], delay: float = DONE_COALESCE_S) -> None:
+    def __init__(self, fn: Callable[[list[str]], object], delay: float = DONE_COALESCE_S) -> None:
         self.fn, self.delay = fn, delay
         self._lock = threading.Lock()
-        self._armed = False
+        self._items: list[str] = []
 
-    def trigger(self) -> None:
+    def trigger(self, item: str) -> None:
         with self._lock:
-            if self._armed:
-                return
-            self._armed = True
+            self._items.append(item)
+            if len(self._items) > 1:
+                return  # a call is already scheduled: it takes this one along
         timer = threading.Timer(self.delay, self._fire)
         timer.daemon = True
         timer.start()
 
     def _fire(self) -> None:
         with self._lock:
-            self._armed = False
+            items, self._items = self._items, []
         try:
-            self.fn()
+            self.fn(sorted(set(items)))
         except Exception:  # the broker may be down: the periodic monitor pass will catch up
             logger.exception("could not report finished tasks")
 
@@ -84,7 +84,7 @@ class InboxHandler(FileSystemEventHandler):
     """
 
     def __init__(self, on_task: Callable[[str, list[int] | None], object], *, polling: bool = False,
-                 on_done: Callable[[], object] | None = None) -> None:
+                 on_done: Callable[[list[str]], object] | None = None) -> None:
         self.on_task = on_task
         self.polling = polling
         #: A task file reached done/: the sessions' monitor may free its session now, not a monitor interval later.
@@ -95,7 +95,7 @@ class InboxHandler(FileSystemEventHandler):
             return
         path = os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path)
         if self.on_done is not None and event.event_type in ("moved", "closed") and is_done_task(path):
-            self.on_done.trigger()
+            self.on_done.trigger(path)
             return
         if not is_inbox_task(path):
             return
@@ -139,11 +139,12 @@ def make_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = 
 
 
 def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], on_overflow: Callable[[], object],
-        *, stop: threading.Event, polling: bool = False, on_done: Callable[[], object] | None = None) -> None:
+        *, stop: threading.Event, polling: bool = False,
+        on_done: Callable[[list[str]], object] | None = None) -> None:
     """Watch until ``stop`` is set; a dead observer is restarted and triggers a full scan.
 
     ``on_task(path, closed)``: ``closed`` is the file's [inode, mtime_ns, size] when its writer
-    was done, or None for a hint. ``on_done()``: task files reached done/ (once per burst).
+    was done, or None for a hint. ``on_done(paths)``: task files reached done/ (once per burst, all of it).
     """
     projects_dir.mkdir(parents=True, exist_ok=True)
     handler = InboxHandler(on_task, polling=polling, on_done=on_done)

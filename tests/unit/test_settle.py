@@ -196,9 +196,9 @@ def test_watcher_reports_tasks_reaching_done_once_per_burst_and_never_as_inbox_e
     proj = aq.project(projects, "web")
     aq.ensure_dirs(proj)
     calls: list[tuple[str, list[int] | None]] = []
-    done: list[float] = []
+    done: list[list[str]] = []
     handler = InboxHandler(lambda path, closed: calls.append((os.path.basename(path), closed)),
-                           on_done=lambda: done.append(time.monotonic()))
+                           on_done=lambda paths: done.append([os.path.basename(p) for p in paths]))
     observer = make_observer(projects, handler)
     observer.start()
     try:
@@ -208,9 +208,10 @@ def test_watcher_reports_tasks_reaching_done_once_per_burst_and_never_as_inbox_e
             os.rename(proj.inbox / f"D{i}.md.dispatched", proj.done / f"D{i}.md")
         wait_until(lambda: len(done) >= 1, what="done reported")
         time.sleep(0.2)  # a second report of the same burst would come within the coalescing delay
-        assert len(done) == 1
+        assert done == [[f"D{i}.md" for i in range(5)]]  # one report naming every file of the burst
         (proj.done / "late.md").write_text("by hand\n")  # a file put there later (closed after writing)
         wait_until(lambda: len(done) == 2, what="the later one reported")
+        assert done[1] == ["late.md"]
         _sync(proj.inbox, calls, "S9")
         assert [name for name, _ in calls] == ["S9.md"]  # done/ files are never inbox events
     finally:
