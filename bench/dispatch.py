@@ -403,8 +403,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
                          f"p99 {ms(pct(res['ready_to_msg'], 99))}; prompt seen, paste, Enter"))
         for mode, res in results.items():
             tag = f"[4] hooks {mode}:"
+            ceiling = (os.cpu_count() or 1) / (res["cpu_per"] + res["agents_cpu_per"])
             rows.append((f"{tag} throughput, burst, agents finish at once", f"{res['throughput']:.1f} tasks/s",
-                         "≥ 20 tasks/s", f"{res['burst']} files, {args.sessions} sessions, {args.workers} workers"))
+                         "≥ 20 tasks/s", f"CPU ceiling {ceiling:.1f} tasks/s (cores / dispatcher + agent CPU per "
+                         f"task); {res['burst']} files, {args.sessions} sessions, {args.workers} workers"))
             rows.append((f"{tag} dispatcher CPU per dispatch", ms(res["cpu_per"]), "≤ 10 ms",
                          f"per process: {res['cpu_by']} (+ their tmux clients)"))
             rows.append((f"{tag}   agent side CPU per task", ms(res["agents_cpu_per"]), "",
