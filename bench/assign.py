@@ -1,6 +1,6 @@
 """assign_next CPU against queue size, and a worker's memory with a large queue indexed (issue 13 goals 1, 6).
 
-    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick]
+    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick] [--redis URL]
 
 Real Redis (DB 12, flushed before and after), a private tmux server with one pool session
 (killed at the end), real files; the launch is a no-op (this measures the dispatcher, not
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,9 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
+import common  # noqa: E402
 import redis  # noqa: E402
 
 from dispatcher.agent import pool, pool_state  # noqa: E402
@@ -177,14 +178,18 @@ print(json.dumps({"base": base, "rss": now, "peak": peak, "no_cache": rss()[0],
 """
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """Run the benchmark; print its table when run as a script (``argv`` None), return its rows either way."""
+    global REDIS_URL
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--projects", type=int, default=100)
     ap.add_argument("--pending", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--before-samples", type=int, default=5, help="old path at the big size (seconds each)")
     ap.add_argument("--quick", action="store_true", help="20 × 500, 50 samples")
-    args = ap.parse_args()
+    common.add_redis_arg(ap, REDIS_URL)
+    args = ap.parse_args(argv)
+    REDIS_URL = args.redis
     if args.quick:
         args.projects, args.pending, args.samples = 20, 500, 50
     big = args.projects * args.pending
@@ -302,15 +307,11 @@ def main() -> None:
         r.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    w0 = max(len(a) for a, _, _ in rows)
-    w1 = max(len(b) for _, b, _ in rows)
-    print(f"assign_next benchmark — {time.strftime('%Y-%m-%d %H:%M')} — {platform.node()} ({os.cpu_count()} cores, "
-          f"Python {platform.python_version()}) — no-op launch, one session, CPU = process_time")
-    print(f"{'measure':<{w0}}  {'value':>{w1}}  note")
-    print(f"{'-' * w0}  {'-' * w1}  {'-' * 40}")
-    for a, b, c in rows:
-        print(f"{a:<{w0}}  {b:>{w1}}  {c}")
-    print(f"(run took {time.monotonic() - t_start:.0f} s)")
+    if argv is None:
+        common.print_table(common.header("assign_next benchmark", "no-op launch, one session, CPU = process_time"),
+                           rows, columns=("measure", "value", "note"))
+        print(f"(run took {time.monotonic() - t_start:.0f} s)")
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,28 +1,32 @@
-"""Dispatch benchmark (issue 5 item 8): overhead, throughput and scan time, beside measured floors.
+"""Issue 13 in one table: every goal beside the floor measured in the same run.
 
-    python bench/dispatch.py [--sessions N] [--tasks M] [--quick]
+    python bench/dispatch.py [--redis URL] [--quick] [--sessions 16] [--workers 2] [--hooks on off]
+                             [--skip assign scan hook]
 
-Everything runs for real on this machine: Redis DB 11 (flushed before and after),
-a private tmux server (``tmux -L aqbench-<uuid>``, killed at the end) and the fake
-agent (``python -m dispatcher.testing.fake_agent``).  The Dispatcher is driven
-inline (``fan_out`` + ``monitor_all`` in a loop, no Celery), like the
-integration tests do; the Celery, inotify, Redis and tmux floors are measured
-separately in the same run so they can be added/compared.
+Goals 3 and 4 (dispatch overhead, throughput, dispatcher CPU) run through the REAL path, the one
+``dispatcher up`` runs: the file watcher (``dispatcher watch``) → ``inbox_event`` on a real Celery
+worker process → ``assign_next`` (fan-out) on the host's worker(s) → the launcher starts the fake
+agent in a pane of a private tmux server and submits the message. One beat schedules the monitor
+passes and scans (``dispatcher.testing.fleet``: a simulated host, its own tmux server and state dir).
 
-(a) dispatch overhead, steady: at most N tasks outstanding; a new task file is
-    written as soon as one finishes; time = file created (after the atomic
-    rename) → the fake agent logs the message as submitted (its own clock).
-    The real file watcher runs and records each moved-in file as complete, as
-    inbox_event does, so files are not held back for ``settle_time``.
-    burst: all M files written at once (includes queueing behind N sessions).
-(b) throughput: M tasks completed / (first file created → last task in done/),
-    in the burst phase, agents finish at once (``@fake: done``).
-(c) ``run_scan(settings, now=..., write=False)`` over 100 projects × 1,000
-    pending files (``--quick``: 20 × 500), then again with 10,000 (quick: 1,000)
-    files in done/.
-Reference: the Go dispatcher's launch path replayed on the same fake agent:
-``cd DIR`` + Enter, sleep 300 ms, command + Enter, poll the screen every 1 s for
-``❯``, type the message, sleep 500 ms, Enter.
+- overhead (goal 3): one task at a time (the next file when the previous one is done); time =
+  file created (after the atomic rename) → the fake agent logs the message as submitted, minus the
+  agent's own start-up (its exec, stamped by a ``bash`` wrapper with ``$EPOCHREALTIME`` → its prompt
+  drawn: interpreter start, imports, first screen), which is not the dispatcher's. Split into: file →
+  agent exec (watcher, Celery, assign_next, claim, respawn) and prompt drawn → message submitted
+  (the launcher's wait for the prompt, paste, Enter).
+- throughput (goal 4): a burst of files, all written at once, agents finish at once (``@fake: done``,
+  no busy time): tasks / (first file created → last task in done/), with ``--sessions`` pool sessions.
+- dispatcher CPU per dispatch (goal 4): user + system CPU of the worker, watcher and beat processes
+  (and their reaped children: the tmux clients they run) over the burst, / tasks. The agents, their
+  hooks and the tmux server are counted apart (the agent's side).
+- hooks on and off: with hooks, the fake agent runs the real hook commands (SessionStart,
+  UserPromptSubmit, ...) and the launcher waits for the UserPromptSubmit report as the proof.
+- goals 1, 6 (bench/assign.py), 2 (bench/scan.py) and the hook call of goal 4 (bench/hook.py) are
+  called in the same run (``--quick``: their small sizes), unless ``--skip``-ped.
+
+Floors, same run: inotify event (watchdog create → handler), Celery round trip (delay → result
+through a worker in a thread, same Redis), tmux call (``display-message -p``), Redis PING.
 """
 
 from __future__ import annotations
@@ -30,97 +34,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for p in (str(ROOT), str(ROOT / "bench")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
-import redis  # noqa: E402
+import common  # noqa: E402
+from common import Row, ms, pct, say  # noqa: E402
 
-from dispatcher.agent import pool
 from dispatcher.agent.tmux import Tmux  # noqa: E402
-from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
 from dispatcher.core.taskfile import render_task  # noqa: E402
-from dispatcher.flows import runtime  # noqa: E402
-from dispatcher.flows.dispatch import Dispatcher  # noqa: E402
-from dispatcher.flows.launch import LaunchSpec  # noqa: E402
-from dispatcher.flows.monitor import monitor_all  # noqa: E402
-from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.inbox import files as aq  # noqa: E402
-from dispatcher.inbox.scanner import clear_cache, run_scan  # noqa: E402
-from dispatcher.testing import FAKE_AGENT_COMMAND
+from dispatcher.store import hosts as fleet_hosts  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
-PROJECTS = ("alpha", "beta", "gamma")
+PROJECTS = ("alpha", "beta", "gamma", "delta")
+
+#: The fake agent behind a bash wrapper that stamps its exec time (the agent's start-up is not ours).
+AGENT_COMMAND = ("bash -c 'export FAKE_AGENT_EXEC=$EPOCHREALTIME; exec \"$0\" -m dispatcher.testing.fake_agent "
+                 "\"$@\"' " + shlex.quote(sys.executable) + " --model {model} --dangerously-skip-permissions {resume}")
 
 
-# -- helpers ----------------------------------------------------------------------
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100)."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
-    return s[k]
-
-
-def ms(x: float) -> str:
-    if x != x:  # nan
-        return "n/a"
-    if x >= 10:
-        return f"{x:,.1f} s"
-    if x >= 1:
-        return f"{x * 1000:,.0f} ms"
-    if x >= 0.001:
-        return f"{x * 1000:.2f} ms"
-    return f"{x * 1e6:.0f} µs"
-
-
-def read_log(log: Path) -> list[dict[str, Any]]:
-    if not log.exists():
-        return []
-    out = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass  # a line being written
-    return out
-
-
-def received(log: Path) -> dict[str, float]:
-    """``project:id`` → receive time of each task message (the fake agent's clock)."""
-    out: dict[str, float] = {}
-    for m in read_log(log):
-        text = m.get("text", "")
-        if m.get("event") == "message" and text.startswith("[") and ".md]" in text:
-            out.setdefault(f"{Path(m['cwd']).name}:{text[1:text.index('.md]')]}", m["time"])
-    return out
-
-
-def write_task(settings: Settings, project: str, task_id: str) -> float:
-    """Create a task file atomically; return the time it appeared."""
-    proj = aq.project(settings.projects_dir, project)
-    aq.ensure_dirs(proj)
-    text = render_task(title=task_id, body=f"Work on {task_id}.\n@fake: done")
-    aq.write_task_atomically(proj, task_id, text)
-    return time.time()
-
-
-# -- floors -------------------------------------------------------------------------
+# -- floors -------------------------------------------------------------------------------------
 
 def floor_inotify(tmp: Path, n: int = 30) -> float:
     from watchdog.events import FileSystemEventHandler
@@ -159,7 +103,7 @@ def floor_inotify(tmp: Path, n: int = 30) -> float:
     return statistics.median(lat) if lat else float("nan")
 
 
-def floor_redis(r: redis.Redis[str], n: int = 500) -> float:
+def floor_redis(r: Any, n: int = 500) -> float:
     r.ping()
     lat = []
     for _ in range(n):
@@ -178,14 +122,14 @@ def floor_tmux(t: Tmux, n: int = 30) -> float:
     return statistics.median(lat)
 
 
-def floor_celery(n: int = 30) -> tuple[float, str]:
-    """Round trip of a no-op task through a real (in-thread, solo) worker on Redis DB 11."""
+def floor_celery(url: str, n: int = 30) -> tuple[float, str]:
+    """Round trip of a no-op task through a real (in-thread, solo) worker on the bench's Redis."""
     try:
         from celery import Celery
         from celery.contrib.testing.worker import start_worker
     except ImportError as exc:
         return float("nan"), f"celery missing: {exc}"
-    app = Celery("aqbench", broker=REDIS_URL, backend=REDIS_URL)
+    app = Celery("aqbench", broker=url, backend=url)
     app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
                     worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True)
 
@@ -207,333 +151,281 @@ def floor_celery(n: int = 30) -> tuple[float, str]:
     return statistics.median(lat), ""
 
 
-# -- (a)/(b): the inline dispatcher ------------------------------------------------------
+# -- the real path ------------------------------------------------------------------------------
 
-class Timed:
-    """Wraps the real launcher to record when each launch call started and returned."""
-
-    def __init__(self, inner: Callable[[LaunchSpec], None]) -> None:
-        self.inner = inner
-        self.calls: dict[str, tuple[float, float]] = {}
-
-    def __call__(self, spec: LaunchSpec) -> None:
-        t0 = time.time()
+def read_log(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text(encoding="utf-8").splitlines():
         try:
-            self.inner(spec)
-        finally:
-            self.calls[f"{spec.task.project}:{spec.task.id}"] = (t0, time.time())
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written
+    return out
 
 
-def drive(disp: Dispatcher, settings: Settings, log: Path, ids: list[tuple[str, str]], *, window: int | None,
-          timeout: float) -> tuple[dict[str, float], dict[str, float], dict[str, float], float]:
-    """Write the tasks (all at once, or keeping ``window`` outstanding) and run fan_out + monitor_all
-    until every one is in done/. Returns created, received, finished-seen times and the end time."""
+def task_of(entry: dict[str, Any]) -> str | None:
+    """``project:id`` of a task message (not the resume's "continue")."""
+    text = entry.get("text", "")
+    if entry.get("event") == "message" and text.startswith("[") and ".md]" in text:
+        return f"{Path(entry['cwd']).name}:{text[1:text.index('.md]')]}"
+    return None
+
+
+def timeline(log: Path) -> dict[str, dict[str, float]]:
+    """Per task: the agent's exec, ready (prompt drawn), message (submitted) and done times."""
+    by_agent: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float]] = {}
+    for e in read_log(log):
+        sid = e.get("session_id", "")
+        ev = e.get("event")
+        if ev == "start":
+            by_agent[sid] = {"exec": float(e.get("exec_time") or e["time"]), "start": e["time"]}
+        elif ev == "ready" and sid in by_agent:
+            by_agent[sid]["ready"] = e["time"]
+        elif ev == "message":
+            key = task_of(e)
+            if key is not None and key not in out:
+                out[key] = {**by_agent.get(sid, {}), "message": e["time"]}
+        elif ev == "done" and e.get("task"):
+            key = f"{Path(e['cwd']).name}:{e['task']}"
+            out.setdefault(key, {})["done"] = e["time"]
+    return out
+
+
+def write_task(projects: Path, project: str, task_id: str) -> float:
+    """Create a task file atomically (temp file + rename); return the time it appeared."""
+    proj = aq.project(projects, project)
+    aq.ensure_dirs(proj)
+    aq.write_task_atomically(proj, task_id, render_task(title=task_id, body=f"Work on {task_id}.\n@fake: done"))
+    return time.time()
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float = 0.01) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(poll)
+
+
+def dispatcher_cpu(pids: list[int]) -> float:
+    return sum(common.cpu_seconds(pid, children=True) for pid in pids)
+
+
+def run_path(td: common.Teardown, url: str, *, hooks: bool, sessions: int, workers: int, latency_tasks: int,
+             burst_tasks: int, startup_lock: bool, monitor_interval: float) -> dict[str, Any]:
+    """One simulated host on the real path; the overhead phase, then the burst."""
+    from dispatcher.testing.fleet import SimHost, start_beat, start_watcher
+
+    work = td.tmpdir(f"aqdispatch-{'hooks' if hooks else 'nohooks'}-")
+    projects = work / "projects"
+    projects.mkdir()
+    log = work / "agents.jsonl"
+    r = td.redis_db(url)
+    name = f"bench-{'hooks' if hooks else 'nohooks'}"
+    host = SimHost(name=name, root=work / "host", projects_dir=projects, redis_url=url, agent_log=log,
+                   sessions=sessions, lost_after=30.0, workers=workers,
+                   agent={"command": AGENT_COMMAND, "hooks": hooks, "startup_lock": startup_lock,
+                          "env": {"FAKE_AGENT_LOG": str(log), "FAKE_AGENT_BUSY_MS": "0"}},
+                   extra={"scan_interval": 60, "monitor_interval": monitor_interval, "finish_grace": 5})
+    td.tmux_server(host.socket)
+    host.start()
+    td.add("stop host", host.stop)
+    beat = td.process(start_beat(host))
+    watcher = td.process(start_watcher(host))
+    wait_until(lambda: len(fleet_hosts.read_all(r)) == 1, 60, "the worker's heartbeat", poll=0.05)
+    # Warm up (not measured): the first dispatch builds the ready index with a full scan, imports, connects.
+    for i in range(min(sessions, 4)):
+        write_task(projects, PROJECTS[i % len(PROJECTS)], f"warm{i}")
+    wait_until(lambda: sum(1 for v in timeline(log).values() if "done" in v) >= min(sessions, 4), 120, "warm-up")
+    time.sleep(1.0)  # every session free again (a done file queues a monitor pass at once)
+
+    # goal 3: one at a time
     created: dict[str, float] = {}
-    finished: dict[str, float] = {}
-    todo = list(ids)
-    deadline = time.monotonic() + timeout
-    if window is None:
-        for proj, tid in todo:
-            created[f"{proj}:{tid}"] = write_task(settings, proj, tid)
-        todo = []
-    while len(finished) < len(ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out: {len(finished)}/{len(ids)} tasks done")
-        while todo and window is not None and len(created) - len(finished) < window:
-            proj, tid = todo.pop(0)
-            created[f"{proj}:{tid}"] = write_task(settings, proj, tid)
-        monitor_all(disp)
-        for key in created:
-            if key not in finished:
-                proj, tid = key.split(":")
-                if (aq.project(settings.projects_dir, proj).done / f"{tid}.md").exists():
-                    finished[key] = time.time()
-        disp.fan_out()
-        time.sleep(0.005)
-    return created, received(log), finished, time.time()
+    for i in range(latency_tasks):
+        key = (PROJECTS[i % len(PROJECTS)], f"L{i:04d}")
+        created[f"{key[0]}:{key[1]}"] = write_task(projects, *key)
+        wait_until(lambda: "done" in timeline(log).get(f"{key[0]}:{key[1]}", {}), 60,  # noqa: B023
+                   f"task {key} done")
+        time.sleep(0.05)  # the agent's exit and the next monitor pass are not what is measured
+    tl = timeline(log)
+    lat = {k: tl[k]["message"] - c for k, c in created.items() if "message" in tl.get(k, {})}
+    own = {k: tl[k]["ready"] - tl[k]["exec"] for k in lat if "ready" in tl[k] and "exec" in tl[k]}
+    to_exec = [tl[k]["exec"] - created[k] for k in own]
+    ready_to_msg = [tl[k]["message"] - tl[k]["ready"] for k in own]
+    overhead = [lat[k] - own[k] for k in own]
+
+    # goal 4: a burst, agents finish at once
+    time.sleep(1.0)
+    pids = [p.pid for p in host.procs] + [beat.pid, watcher.pid]
+    tmux_pid = int(host.tmux.run("display-message", "-p", "#{pid}").strip())
+    cpu0, agent0, wall0 = dispatcher_cpu(pids), common.cpu_seconds(tmux_pid, children=True), time.perf_counter()
+    by0 = [common.cpu_seconds(pid, children=True) for pid in pids]
+    spies = []
+    if os.environ.get("AQBENCH_PROFILE"):  # py-spy on every dispatcher process during the burst (flame data)
+        import subprocess
+
+        out = Path(os.environ["AQBENCH_PROFILE"])
+        out.mkdir(parents=True, exist_ok=True)
+        spies = [subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "200", "-s", "-o",
+                                   str(out / f"{'nohooks' if not hooks else 'hooks'}-{i}-{pid}.txt"), "-p", str(pid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, pid in enumerate(pids)]
+    bcreated: dict[str, float] = {}
+    for i in range(burst_tasks):
+        proj = PROJECTS[i % len(PROJECTS)]
+        bcreated[f"{proj}:B{i:04d}"] = write_task(projects, proj, f"B{i:04d}")
+    wait_until(lambda: all("done" in timeline(log).get(k, {}) for k in bcreated), 60 + 2 * burst_tasks,
+               "the burst done", poll=0.05)
+    tl = timeline(log)
+    cpu = dispatcher_cpu(pids) - cpu0
+    by = [common.cpu_seconds(pid, children=True) - b for pid, b in zip(pids, by0)]
+    for spy in spies:
+        spy.send_signal(2)
+        spy.wait(30)
+    agents_cpu = common.cpu_seconds(tmux_pid, children=True) - agent0
+    wall = time.perf_counter() - wall0
+    first, last = min(bcreated.values()), max(tl[k]["done"] for k in bcreated)
+    delivered = [e for e in read_log(log) if task_of(e)]
+    counts: dict[str, int] = {}
+    for e in delivered:
+        key = task_of(e)
+        assert key is not None
+        counts[key] = counts.get(key, 0) + 1
+    twice = sorted(k for k, n in counts.items() if n > 1)
+    return {"lat": list(lat.values()), "overhead": overhead, "own": list(own.values()), "to_exec": to_exec,
+            "ready_to_msg": ready_to_msg, "throughput": burst_tasks / (last - first), "burst": burst_tasks,
+            "cpu_per": cpu / burst_tasks, "agents_cpu_per": agents_cpu / burst_tasks, "burst_wall": wall,
+            "twice": twice, "n_lat": len(lat),
+            "cpu_by": ", ".join(f"{name} {ms(c / burst_tasks)}" for name, c in
+                                zip([f"worker{i}" for i in range(len(host.procs))] + ["beat", "watcher"], by))}
 
 
-def start_watcher(settings: Settings, r: redis.Redis[str]) -> Callable[[], None]:
-    """The real file watcher, recording what inbox_event records (the writer is done): files written
-    atomically are dispatched at once instead of waiting ``settle_time``. Returns a stop function."""
-    from dispatcher.inbox import watcher
-    from dispatcher.inbox.inbox_path import parse_inbox_path
-    from dispatcher.store import settle
+# -- the other goals' benches (called, their tables merged) -----------------------------------------
 
-    def on_task(path: str, closed: Any) -> None:
-        ident = settle.parse_identity(closed)
-        if ident is not None:
-            project, task_id = parse_inbox_path(settings.projects_dir, path)
-            settle.record_closed(r, project, f"{task_id}.md", ident, settings.settle_time)
+def other_rows(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    quick = ["--quick"] if args.quick else []
+    if "assign" not in args.skip:
+        import assign
 
-    stop = threading.Event()
-    started = threading.Event()
-    th = threading.Thread(target=watcher.run, args=(settings.projects_dir, on_task, started.set),
-                          kwargs={"stop": stop}, daemon=True)
-    th.start()
-    started.wait(30)
+        say("goals 1, 6: bench/assign.py")
+        for measure, value, note in assign.main(["--redis", args.redis, *quick]):
+            goal = ""
+            if measure.startswith("after: assign_next CPU"):
+                goal = "≤ 5 ms p50 at any size"
+            elif measure.startswith("worker RSS"):
+                goal = "≤ 150 MB"
+            rows.append((f"[1,6] {measure}", value, goal, note))
+    if "scan" not in args.skip:
+        import scan
 
-    def halt() -> None:
-        stop.set()
-        th.join(timeout=10)
+        say("goal 2: bench/scan.py")
+        sizes = ["20x500"] if args.quick else ["100x1000"]
+        for measure, value, ratio, note in scan.main(["--redis", args.redis, "--sizes", *sizes, "--runs",
+                                                      "1" if args.quick else "3"]):
+            goal = ""
+            if "run_scan cold" in measure:
+                goal = "100×1,000 ≤ 2 s"
+            elif "run_scan warm" in measure:
+                goal = "100×1,000 ≤ 0.5 s"
+            elif "scan --dry-run" in measure:
+                goal = "≤ ×5 the floor"
+            rows.append((f"[2] {measure}", value, goal, f"{ratio} {note}".strip()))
+    if "hook" not in args.skip:
+        import hook
 
-    return halt
-
-
-def settle_costs(r: redis.Redis[str], n: int = 2000) -> tuple[float, float]:
-    """Median cost of the settle bookkeeping on an atomic file's path: the record (inbox_event) and the
-    lookup (each plan pass while a file is fresh)."""
-    from dispatcher.store import settle
-
-    rec, look = [], []
-    for i in range(n):
-        t0 = time.perf_counter()
-        settle.record_closed(r, "bench", f"c{i}.md", (i, time.time_ns(), 10), 2.0)
-        t1 = time.perf_counter()
-        settle.closed_files(r, [("bench", f"c{i}.md")])
-        look.append(time.perf_counter() - t1)
-        rec.append(t1 - t0)
-    return statistics.median(rec), statistics.median(look)
+        say("goal 4: bench/hook.py")
+        for measure, p50, p99, vs in hook.main(["--redis", args.redis, "--calls", "20" if args.quick else "100"]):
+            goal = "≤ 30 ms wall" if measure.startswith("hook call") else ""
+            rows.append((f"[4] {measure} p50", p50, goal, f"p99 {p99} {vs}".strip()))
+    return rows
 
 
-# -- reference replay -------------------------------------------------------------------
+# -- main ---------------------------------------------------------------------------------------
 
-def reference(t: Tmux, tmp: Path, n: int, width: int, height: int) -> tuple[list[float], list[float], list[float]]:
-    """Replay the Go dispatcher's launch path; returns ready→submitted, total, and cd→ready lists."""
-    log = tmp / "ref-agents.jsonl"
-    proj = tmp / "refproj"
-    proj.mkdir()
-    env = f"FAKE_AGENT_LOG={shlex.quote(str(log))} FAKE_AGENT_BUSY_MS=50 PYTHONPATH={shlex.quote(str(ROOT))}"
-    cmd = f"{env} {sys.executable} -m dispatcher.testing.fake_agent --model sonnet --dangerously-skip-permissions"
-    r2s, total, boot = [], [], []
-    for i in range(n):
-        name = f"ref-{i}"
-        # A clean shell: the login rc of this machine runs `pyenv rehash`, which can hang for seconds.
-        t.new_session(name, width=width, height=height, cwd=str(tmp), command=["bash", "--norc", "--noprofile"],
-                      env={"PS1": "$ "})
-        time.sleep(0.3)  # let the shell draw its prompt (not counted)
-        t0 = time.time()
-        t.send_literal(name, f"cd {shlex.quote(str(proj))}")
-        t.send_keys(name, "Enter")
-        time.sleep(0.3)
-        t.send_literal(name, cmd)
-        t.send_keys(name, "Enter")
-        ready = None
-        for _ in range(30):
-            time.sleep(1.0)
-            if "❯" in t.capture(name):
-                ready = time.time()
-                break
-        if ready is None:
-            raise RuntimeError("reference replay: no prompt after 30 s")
-        tag = f"ref{i}"
-        t.send_literal(name, f"[{tag}.md] Work on {tag}.")
-        time.sleep(0.5)
-        t.send_keys(name, "Enter")
-        got = None
-        deadline = time.monotonic() + 10
-        while got is None and time.monotonic() < deadline:
-            got = received(log).get(f"refproj:{tag}")
-            time.sleep(0.005)
-        if got is None:
-            raise RuntimeError("reference replay: message never received")
-        r2s.append(got - ready)
-        total.append(got - t0)
-        boot.append(ready - t0)
-        t.kill_session(name)
-    return r2s, total, boot
-
-
-# -- (c): scan -------------------------------------------------------------------------
-
-FRONT = b"---\ntitle: t\npriority: default\n---\n\nBenchmark task.\n"
-
-
-def make_tree(root: Path, projects: int, pending: int) -> None:
-    for p in range(projects):
-        inbox = root / f"p{p:03d}" / ".agent-queue" / "inbox"
-        inbox.mkdir(parents=True)
-        (inbox.parent / "done").mkdir()
-        for i in range(pending):
-            fd = os.open(inbox / f"t{i:05d}.md", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, FRONT)
-            os.close(fd)
-
-
-def add_done(root: Path, projects: int, total: int) -> None:
-    per = total // projects
-    for p in range(projects):
-        done = root / f"p{p:03d}" / ".agent-queue" / "done"
-        for i in range(per):
-            fd = os.open(done / f"d{i:05d}.md", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, FRONT)
-            os.close(fd)
-
-
-def time_scan(settings: Settings, runs: int) -> tuple[float, float, int]:
-    """(first scan: every file parsed, best later scan: parse cache warm, eligible count)."""
-    times, eligible = [], 0
-    clear_cache()
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        plan = run_scan(settings, now=time.time() + 3600, write=False)
-        times.append(time.perf_counter() - t0)
-        eligible = len(plan.eligible)
-    return times[0], min(times[1:] or times), eligible
-
-
-# -- main ---------------------------------------------------------------------------------
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sessions", type=int, default=3)
-    ap.add_argument("--tasks", type=int, default=30)
-    ap.add_argument("--quick", action="store_true", help="scan 20 × 500 (+1,000 done) instead of 100 × 1,000 (+10,000)")
-    ap.add_argument("--ref-launches", type=int, default=5)
-    args = ap.parse_args()
-
-    n_proj, n_pend, n_done = (20, 500, 1000) if args.quick else (100, 1000, 10000)
-    tmp = Path(tempfile.mkdtemp(prefix="aqbench-"))
-    socket = f"aqbench-{uuid.uuid4().hex[:10]}"
-    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    r.flushdb()
-    os.environ["REDIS_URL"] = REDIS_URL
-    log = tmp / "agents.jsonl"
-    (tmp / "projects").mkdir()
-    settings = Settings(
-        projects_dir=tmp / "projects",
-        pool=PoolSettings(prefix="ccl-auto-", start_index=0, max=args.sessions, cooldown=300.0),
-        tmux=TmuxSettings(socket_name=socket),
-        agent=AgentSettings(command=FAKE_AGENT_COMMAND, prompt_timeout=20.0, submit_timeout=6.0, submit_retries=3,
-                            resume_dir=tmp / "resume",
-                            env={"FAKE_AGENT_LOG": str(log), "FAKE_AGENT_BUSY_MS": "0"}),
-        state_dir=tmp / "state",
-        finish_grace=2.0,
-        redis_url=REDIS_URL,
-    )
-    t = Tmux(socket)
-    rows: list[tuple[str, str, str]] = []
+    common.add_redis_arg(ap, REDIS_URL)
+    ap.add_argument("--sessions", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2, help="solo worker processes (dispatcher up --workers)")
+    ap.add_argument("--latency-tasks", type=int, default=40)
+    ap.add_argument("--burst-tasks", type=int, default=96)
+    ap.add_argument("--hooks", nargs="+", choices=["on", "off"], default=["off", "on"])
+    ap.add_argument("--startup-lock", choices=["on", "off"], default="off",
+                    help="agent.startup_lock (host-wide start-up lock; see docs/decisions.md)")
+    ap.add_argument("--monitor-interval", type=float, default=5.0,
+                    help="monitor_interval (the default; a task reaching done/ queues a pass at once)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["assign", "scan", "hook", "path"])
+    ap.add_argument("--quick", action="store_true", help="fewer tasks, small trees: ≤ 2 minutes")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.latency_tasks, args.burst_tasks = min(args.latency_tasks, 15), min(args.burst_tasks, 48)
+    rows: list[Row] = []
     notes: list[str] = []
     t_start = time.monotonic()
-    try:
-        pool.create(t, settings.pool, cwd=settings.projects_dir)
-
-        def say(msg: str) -> None:
-            print(f"[{time.monotonic() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-        # floors
+    with common.Teardown() as td:
+        tmp = td.tmpdir("aqbench-floors-")
+        r = td.redis_db(args.redis)
+        socket = f"aqbench-{os.getpid()}"
+        td.tmux_server(socket)
+        t = Tmux(socket)
+        t.run("new-session", "-d", "-s", "floor")
         say("floors")
-        f_inotify = floor_inotify(tmp)
-        f_redis = floor_redis(r)
-        f_tmux = floor_tmux(t)
-        f_celery, celery_why = floor_celery()
+        f_inotify, f_redis, f_tmux = floor_inotify(tmp), floor_redis(r), floor_tmux(t)
+        f_celery, celery_why = floor_celery(args.redis)
         r.flushdb()
-
-        launcher = Timed(runtime.agent_launcher(settings, r, t))
-        disp = Dispatcher(Ports(settings, r, t, launcher))
-        stop_watcher = start_watcher(settings, r)
-        m = args.tasks
-
-        # (a) steady: at most N outstanding
-        say(f"steady: {m} tasks, {args.sessions} sessions")
-        ids = [(PROJECTS[i % 3], f"s{i:04d}") for i in range(m)]
-        c1, rx1, _f1, _ = drive(disp, settings, log, ids, window=args.sessions, timeout=60 + 6 * m)
-        steady = [rx1[k] - c1[k] for k in c1 if k in rx1]
-        launch_total = [rx1[k] - launcher.calls[k][0] for k in c1 if k in rx1 and k in launcher.calls]
-        to_launch = [launcher.calls[k][0] - c1[k] for k in c1 if k in launcher.calls]
-
-        # (b) burst: all M at once
-        say(f"burst: {m} tasks, {args.sessions} sessions")
-        ids = [(PROJECTS[i % 3], f"b{i:04d}") for i in range(m)]
-        c2, rx2, f2, _end = drive(disp, settings, log, ids, window=None, timeout=60 + 6 * m)
-        burst = [rx2[k] - c2[k] for k in c2 if k in rx2]
-        t_first = min(c2.values())
-        t_last = max(f2.values())
-        thr = m / (t_last - t_first)
-        stop_watcher()
-        f_record, f_lookup = settle_costs(r)
-        launch_total += [rx2[k] - launcher.calls[k][0] for k in c2 if k in rx2 and k in launcher.calls]
-
-        # reference replay
-        say(f"reference replay: {args.ref_launches} launches")
-        ref_r2s, ref_total, ref_boot = reference(t, tmp, args.ref_launches, settings.pool.width, settings.pool.height)
-        ref_thr = args.sessions / statistics.mean(ref_total)  # N sessions, each launch back to back, agent at once
-
-        # (c) scan
-        say(f"scan: generating {n_proj} × {n_pend} files")
-        scan_root = tmp / "scan"
-        g0 = time.perf_counter()
-        make_tree(scan_root, n_proj, n_pend)
-        gen = time.perf_counter() - g0
-        ssettings = Settings(projects_dir=scan_root, state_dir=tmp / "state2", redis_url=REDIS_URL)
-        say(f"scan: generated in {gen:.1f}s; scanning")
-        scan1, warm1, elig1 = time_scan(ssettings, 3)
-        add_done(scan_root, n_proj, n_done)
-        say("scan: with done files")
-        scan2, warm2, elig2 = time_scan(ssettings, 3)
-
-        # table
-        N = args.sessions
-        rows.append(("(a) dispatch overhead, steady (≤N in flight) p50", ms(pct(steady, 50)),
-                     f"ref launch total p50 {ms(pct(ref_total, 50))} "
-                     f"→ ×{pct(ref_total, 50) / pct(steady, 50):.1f} faster"))
-        rows.append(("(a) dispatch overhead, steady p99", ms(pct(steady, 99)),
-                     f"ref launch total max {ms(max(ref_total))}"))
-        rows.append(("(a) file→submitted, burst (incl. queueing) p50", ms(pct(burst, 50)),
-                     f"{m} files at once, {N} sessions"))
-        rows.append(("(a) file→submitted, burst p99", ms(pct(burst, 99)), ""))
-        rows.append(("    steady: file created→launch call (loop+scan+claim) p50", ms(pct(to_launch, 50)), ""))
-        rows.append(("    launch call→submitted (driver only) p50", ms(pct(launch_total, 50)),
-                     f"ref cd→submitted p50 {ms(pct(ref_total, 50))}"))
-        rows.append(("(b) throughput, burst, agents finish at once", f"{thr:.2f} tasks/s",
-                     f"ref ≈ {ref_thr:.2f} tasks/s (N / launch total) → ×{thr / ref_thr:.1f}"))
-        scan_note = " (--quick)" if args.quick else ""
-        rows.append((f"(c) full scan {n_proj}×{n_pend:,} pending{scan_note}", ms(scan1),
-                     f"{scan1 / (n_proj * n_pend) * 1e6:.0f} µs/file, {elig1:,} eligible"))
-        rows.append((f"(c) same, repeated (parse cache warm){scan_note}", ms(warm1),
-                     f"{warm1 / (n_proj * n_pend) * 1e6:.0f} µs/file: listing + stat only"))
-        rows.append((f"(c) full scan + {n_done:,} done files{scan_note}", ms(scan2),
-                     f"{elig2:,} eligible; files made in {gen:.1f} s"))
-        rows.append((f"(c) same, repeated (parse cache warm){scan_note}", ms(warm2), ""))
-        rows.append(("floor: inotify event (watchdog create→handler) p50", ms(f_inotify), ""))
-        rows.append(("floor: Redis round trip (PING) p50", ms(f_redis), ""))
-        rows.append(("settle: record a closed/moved file (inbox_event) p50", ms(f_record),
-                     "added to an atomic file's path, once"))
-        rows.append(("settle: look up fresh files (each plan pass) p50", ms(f_lookup),
-                     "added while a file is fresh; no call otherwise"))
-        rows.append(("floor: tmux call (display-message -p) p50", ms(f_tmux), ""))
-        rows.append(("floor: Celery round trip (delay→get, solo) p50", ms(f_celery),
-                     celery_why or "in-thread worker, Redis broker+backend"))
-        rows.append(("ref: Go launch path ready→submitted p50", ms(pct(ref_r2s, 50)),
-                     "fixed 500 ms sleep + Enter"))
-        rows.append(("ref: Go launch path cd→ready(seen) p50", ms(pct(ref_boot, 50)),
-                     "300 ms sleep + 1 s prompt polling"))
-        rows.append(("ref: Go launch path total (cd→submitted) p50", ms(pct(ref_total, 50)),
-                     f"{len(ref_total)} launches, min {ms(min(ref_total))} max {ms(max(ref_total))}"))
-        if len(steady) < m or len(burst) < m:
-            notes.append(f"only {len(steady)}+{len(burst)} of {m}+{m} messages seen in the agent log")
-    finally:
-        try:
-            t.kill_server()
-        except Exception:
-            pass
-        r.flushdb()
-        r.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    w0 = max(len(a) for a, _, _ in rows)
-    w1 = max(len(b) for _, b, _ in rows)
-    head = (f"agent-queue dispatch benchmark — {time.strftime('%Y-%m-%d %H:%M')} — {platform.node()} "
-            f"({os.cpu_count()} cores, Python {platform.python_version()}) — N={args.sessions} sessions, "
-            f"M={args.tasks} tasks × 2 phases, 3 projects, fake agent")
-    print(head)
-    print(f"{'measure':<{w0}}  {'value':>{w1}}  floor / reference")
-    print(f"{'-' * w0}  {'-' * w1}  {'-' * 40}")
-    for a, b, c in rows:
-        print(f"{a:<{w0}}  {b:>{w1}}  {c}")
-    for n in notes:
-        print("note:", n)
-    print(f"(run took {time.monotonic() - t_start:.0f} s)")
+        floors = (f"floors: inotify {ms(f_inotify)}, Celery round trip {ms(f_celery)}, "
+                  f"tmux call {ms(f_tmux)}, Redis {ms(f_redis)}")
+        results = {}
+        if "path" not in args.skip:
+            for mode in args.hooks:
+                say(f"real path, hooks {mode}: {args.sessions} sessions, {args.workers} worker(s)")
+                with common.Teardown() as run_td:  # each mode's host stopped before the next starts
+                    results[mode] = run_path(run_td, args.redis, hooks=mode == "on", sessions=args.sessions,
+                                             workers=args.workers, latency_tasks=args.latency_tasks,
+                                             burst_tasks=args.burst_tasks, startup_lock=args.startup_lock == "on",
+                                             monitor_interval=args.monitor_interval)
+        for mode, res in results.items():
+            tag = f"[3] hooks {mode}:"
+            rows.append((f"{tag} file → submitted, above the agent's own, p50", ms(pct(res["overhead"], 50)),
+                         "≤ 25 ms", floors))
+            rows.append((f"{tag} same, p99", ms(pct(res["overhead"], 99)), "≤ 100 ms",
+                         f"{res['n_lat']} tasks one at a time"))
+            rows.append((f"{tag}   file → submitted (all) p50", ms(pct(res["lat"], 50)), "",
+                         f"p99 {ms(pct(res['lat'], 99))}"))
+            rows.append((f"{tag}   agent's own start (exec → prompt) p50", ms(pct(res["own"], 50)), "",
+                         "not the dispatcher's"))
+            rows.append((f"{tag}   file → agent exec p50", ms(pct(res["to_exec"], 50)), "",
+                         f"p99 {ms(pct(res['to_exec'], 99))}; watcher, Celery, assign_next, respawn"))
+            rows.append((f"{tag}   prompt drawn → submitted p50", ms(pct(res["ready_to_msg"], 50)), "",
+                         f"p99 {ms(pct(res['ready_to_msg'], 99))}; prompt seen, paste, Enter"))
+        for mode, res in results.items():
+            tag = f"[4] hooks {mode}:"
+            ceiling = (os.cpu_count() or 1) / (res["cpu_per"] + res["agents_cpu_per"])
+            rows.append((f"{tag} throughput, burst, agents finish at once", f"{res['throughput']:.1f} tasks/s",
+                         "≥ 20 tasks/s", f"CPU ceiling {ceiling:.1f} tasks/s (cores / dispatcher + agent CPU per "
+                         f"task); {res['burst']} files, {args.sessions} sessions, {args.workers} workers"))
+            rows.append((f"{tag} dispatcher CPU per dispatch", ms(res["cpu_per"]), "≤ 10 ms",
+                         f"per process: {res['cpu_by']} (+ their tmux clients)"))
+            rows.append((f"{tag}   agent side CPU per task", ms(res["agents_cpu_per"]), "",
+                         "fake agent + its hooks + tmux server"))
+            if res["twice"]:
+                notes.append(f"hooks {mode}: delivered more than once: {res['twice'][:5]}")
+        rows.append(("floor: inotify event (watchdog create → handler) p50", ms(f_inotify)))
+        rows.append(("floor: Celery round trip (delay → result) p50", ms(f_celery), "",
+                     celery_why or "worker in a thread, solo, same Redis"))
+        rows.append(("floor: tmux call (display-message -p) p50", ms(f_tmux)))
+        rows.append(("floor: Redis round trip (PING) p50", ms(f_redis)))
+    rows += other_rows(args)
+    if argv is None:
+        common.print_table(common.header("agent-queue issue 13 benchmark",
+                                         f"fake agent, {args.sessions} sessions, {args.workers} workers, "
+                                         f"startup lock {args.startup_lock}, monitor every {args.monitor_interval} s"),
+                           rows, notes=notes)
+        print(f"(run took {time.monotonic() - t_start:.0f} s; load average now {common.load()})")
+    return rows
 
 
 if __name__ == "__main__":

@@ -21,11 +21,18 @@ import sys
 import time
 import urllib.parse
 import uuid
+from pathlib import Path
 
-import redis
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (str(ROOT), str(ROOT / "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from dispatcher.agent.hook_settings import bash_for_hooks, hook_command
-from dispatcher.core import keys
+import common  # noqa: E402
+import redis  # noqa: E402
+
+from dispatcher.agent.hook_settings import bash_for_hooks, hook_command  # noqa: E402
+from dispatcher.core import keys  # noqa: E402
 
 GOAL_MS = 30.0
 
@@ -50,11 +57,12 @@ def redis_cli_argv(url: str) -> list[str] | None:
     return [cli, "-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379), "PING"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """Run the benchmark; print its table when run as a script (``argv`` None), return (measure, p50, p99) rows."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--calls", type=int, default=100)
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/15")
-    args = ap.parse_args()
+    common.add_redis_arg(ap, "redis://127.0.0.1:6379/15")
+    args = ap.parse_args(argv)
     run = uuid.uuid4().hex[:8]
     prompt = json.dumps({"session_id": str(uuid.uuid4()), "transcript_path": "/root/.claude/projects/x/y.jsonl",
                          "cwd": "/tmp", "permission_mode": "default", "hook_event_name": "UserPromptSubmit",
@@ -93,18 +101,24 @@ def main() -> None:
     finally:
         for session in sessions:
             r.delete(keys.session_hooks(session))
-    print(f"hook benchmark: {args.calls} calls each, interleaved, {os.cpu_count()} cores, "
-          f"Python {sys.version.split()[0]}; reports reached Redis: "
-          + ", ".join(f"{n}/{args.calls}" for n in reached.values()))
-    if bash is None:
-        print(f"(no bash client for {args.redis}: bash missing, or not a redis:// URL)")
+        r.close()
     python_floor = pct(results["floor: python -c pass"], 50)
-    print(f"{'measure':52} {'p50 ms':>8} {'p99 ms':>8} {'p50/python -c pass':>19}")
-    for name, values in results.items():
-        print(f"{name:52} {pct(values, 50) * 1000:8.1f} {pct(values, 99) * 1000:8.1f} "
-              f"{pct(values, 50) / python_floor:19.2f}")
-    best = min((pct(v, 50) for n, v in results.items() if n.startswith("hook call") and "1 KB" in n), default=0.0)
-    print(f"goal (issue #13, 4): one hook call ≤ {GOAL_MS:.0f} ms wall — default client p50 {best * 1000:.1f} ms")
+    out = [(name, f"{pct(values, 50) * 1000:.1f} ms", f"{pct(values, 99) * 1000:.1f} ms",
+            f"×{pct(values, 50) / python_floor:.2f} python -c pass") for name, values in results.items()]
+    short = [f"{n}/{args.calls}" for n in reached.values() if n != args.calls]
+    if short:
+        out.append(("hook reports that reached Redis (short)", ", ".join(short), "", ""))
+    if bash is None:
+        out.append((f"no bash client for {args.redis}", "bash missing, or not a redis:// URL", "", ""))
+    if argv is None:
+        common.print_table(common.header("hook benchmark", f"{args.calls} calls each, interleaved; reports reached "
+                                                           "Redis: " + ", ".join(f"{n}/{args.calls}"
+                                                                                 for n in reached.values())),
+                           out, columns=("measure", "p50", "p99", "vs floor"))
+        best = min((pct(v, 50) for n, v in results.items() if n.startswith("hook call") and "1 KB" in n),
+                   default=0.0)
+        print(f"goal (issue #13, 4): one hook call ≤ {GOAL_MS:.0f} ms wall — default client p50 {best * 1000:.1f} ms")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Scan benchmark (issue 13 goal 2): a full scan beside the filesystem floor, measured in the same run.
 
-    python bench/scan.py [--sizes 20x1000 100x1000] [--runs 3]
+    python bench/scan.py [--sizes 20x1000 100x1000] [--runs 3] [--redis URL]
 
 For each size (projects × pending task files, small tasks with frontmatter; one task in
 ten depends on another) it generates a tree in a temporary directory, then measures,
@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import common  # noqa: E402
 
 from dispatcher.core.config import Settings  # noqa: E402
 from dispatcher.inbox.scanner import clear_cache, run_scan  # noqa: E402
@@ -160,36 +161,35 @@ def run_size(tmp: Path, projects: int, pending: int, runs: int) -> list[tuple[st
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """Run the benchmark; print its table when run as a script (``argv`` None), return its rows either way."""
+    global REDIS_URL
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", default=["20x1000", "100x1000"], help="projects x pending files")
     ap.add_argument("--runs", type=int, default=3)
-    args = ap.parse_args()
+    common.add_redis_arg(ap, REDIS_URL)
+    args = ap.parse_args(argv)
+    REDIS_URL = args.redis
     t_start = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="aqbench-scan-"))
     rows: list[tuple[str, str, str, str]] = []
-    try:
+    with common.Teardown() as td:
+        tmp = td.tmpdir("aqbench-scan-")
         for size in args.sizes:
             projects, pending = (int(x) for x in size.lower().split("x"))
-            print(f"[{time.monotonic() - t_start:5.1f}s] {projects} × {pending}", file=sys.stderr, flush=True)
+            common.say(f"scan: {projects} × {pending}")
             rows += run_size(tmp, projects, pending, args.runs)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        import yaml
+    if argv is None:
+        try:
+            import yaml
 
-        libyaml = bool(getattr(yaml, "__with_libyaml__", False))
-    except ImportError:
-        libyaml = False
-    print(f"agent-queue scan benchmark — {time.strftime('%Y-%m-%d %H:%M')} — {platform.node()} "
-          f"({os.cpu_count()} cores, Python {platform.python_version()}, libyaml {'yes' if libyaml else 'no'}, "
-          f"load {os.getloadavg()[0]:.1f}) — best of {args.runs}")
-    w0, w1, w2 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows), max(len(r[2]) for r in rows)
-    print(f"{'measure':<{w0}}  {'wall / CPU':>{w1}}  {'vs floor':>{w2}}  note")
-    print(f"{'-' * w0}  {'-' * w1}  {'-' * w2}  {'-' * 20}")
-    for a, b, c, e in rows:
-        print(f"{a:<{w0}}  {b:>{w1}}  {c:>{w2}}  {e}")
-    print(f"(run took {time.monotonic() - t_start:.0f} s)")
+            libyaml = bool(getattr(yaml, "__with_libyaml__", False))
+        except ImportError:
+            libyaml = False
+        common.print_table(common.header("agent-queue scan benchmark",
+                                         f"libyaml {'yes' if libyaml else 'no'}, best of {args.runs}"),
+                           rows, columns=("measure", "wall / CPU", "vs floor", "note"))
+        print(f"(run took {time.monotonic() - t_start:.0f} s)")
+    return rows
 
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ from dispatcher.celery_app import app
 from dispatcher.flows import passes, runtime
 
 
+def _send(host: str, done: list[str] | None = None) -> None:
+    app.send_task("monitor_sessions", args=[host] if done is None else [host, done])
+
+
 @app.task(name="monitor_sessions")
-def monitor_sessions(host: str | None = None) -> dict[str, Any]:
-    """Without ``host`` (beat): one ``monitor_sessions(host)`` per live host. With it: that host's pass."""
-    return passes.monitor_sessions(runtime.dispatcher(), host,
-                                   lambda h: app.send_task("monitor_sessions", args=[h]))
+def monitor_sessions(host: str | None = None, done: Any = None) -> dict[str, Any]:
+    """Without ``host`` (beat): one ``monitor_sessions(host)`` per live host. With it: that host's pass.
+    ``done`` (the watcher): paths of task files that reached done/; only the sessions holding them are looked at."""
+    return passes.monitor_sessions(runtime.dispatcher(), host, _send, done)

@@ -23,12 +23,28 @@ import redis as redis_lib
 
 from dispatcher.agent import warm as warm_tag
 from dispatcher.agent.hook_settings import settings_path, write_settings
+from dispatcher.agent.pane_output import PaneOutput
 from dispatcher.agent.tmux import Tmux
 from dispatcher.agent.warm import WarmTag
 from dispatcher.core import keys, screen
 from dispatcher.core.config import AgentSettings
-from dispatcher.core.defaults import PASTE_SHOW_S, POLL_INTERVAL_S, STARTUP_LOCK_TTL_S
-from dispatcher.core.errors import ConfigError, DialogError, LaunchError, PromptTimeout, SessionError, SubmitError
+from dispatcher.core.defaults import (
+    FAST_POLL_FOR_S,
+    FAST_POLL_S,
+    PASTE_SHOW_S,
+    POLL_INTERVAL_S,
+    SILENT_PANE_LOOK_S,
+    STARTUP_LOCK_TTL_S,
+)
+from dispatcher.core.errors import (
+    ConfigError,
+    DialogError,
+    LaunchError,
+    PromptTimeout,
+    SessionError,
+    SubmitError,
+    TmuxError,
+)
 from dispatcher.core.message import build_message, delivery_tag
 from dispatcher.store.hook_log import HookLog, HookReport
 from dispatcher.store.locks import Held
@@ -189,9 +205,13 @@ def _dead_screen(tmux: Tmux, session: str, clock: Callable[[], float]) -> tuple[
     return info.dead_status, tmux.capture(session, history=200)
 
 
-def wait_ready(tmux: Tmux, session: str, deadline: float, clock: Callable[[], float] = time.monotonic) -> str:
-    """Poll (≤ 50 ms) until the real prompt shows; raise DialogError, LaunchError (dead) or PromptTimeout."""
+def wait_ready(tmux: Tmux, session: str, deadline: float, clock: Callable[[], float] = time.monotonic,
+               output: PaneOutput | None = None) -> str:
+    """Look at the pane whenever it writes (``output``; else poll ≤ 50 ms) until the real prompt shows;
+    raise DialogError, LaunchError (dead) or PromptTimeout."""
     last = ""
+    begun = clock()
+    _wait(output, clock, begun, deadline, first=True)  # a moment after the respawn nothing has started yet
     while True:
         snap = tmux.snapshot(session)
         last = snap.text
@@ -207,7 +227,28 @@ def wait_ready(tmux: Tmux, session: str, deadline: float, clock: Callable[[], fl
         if clock() >= deadline:
             raise PromptTimeout(f"agent in {session} showed no ready prompt in time; last screen:\n"
                                 f"{_last_lines(last)}")
-        _pause(min(POLL_INTERVAL_S, max(0.0, deadline - clock())))
+        _wait(output, clock, begun, deadline)
+
+
+def _interval(waited: float) -> float:
+    """How long to wait before looking at the pane again, ``waited`` s into a wait (no doorbell)."""
+    return FAST_POLL_S if waited < FAST_POLL_FOR_S else POLL_INTERVAL_S
+
+
+def _wait(output: PaneOutput | None, clock: Callable[[], float], begun: float, deadline: float,
+          first: bool = False) -> None:
+    """Until the pane writes (then a look is worth it), or the polling interval passed, or ``deadline``."""
+    left = max(0.0, deadline - clock())
+    if output is None or output.fd is None:
+        _pause(min(FAST_POLL_S if first else _interval(clock() - begun), left))
+        return
+    # With a doorbell the timer is only the safety net (a dead pane writes nothing).
+    start = clock()
+    if output.wait(min(SILENT_PANE_LOOK_S, left)):
+        # An agent draws a screen in a few writes: let it finish the frame. A chatty one (a spinner) is looked
+        # at no more often than the polling schedule would have: never more tmux calls than without a doorbell.
+        spacing = FAST_POLL_S if first else _interval(clock() - begun)
+        _pause(min(max(FAST_POLL_S / 5, spacing - (clock() - start)), max(0.0, deadline - clock())))
 
 
 def _pause(seconds: float) -> None:
@@ -224,7 +265,8 @@ def config_dir_of(env: Mapping[str, str]) -> str:
 
 
 def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, env: Mapping[str, str],
-           lock: redis_lib.lock.Lock | None, agent: AgentSettings, clock: Callable[[], float]) -> str:
+           lock: redis_lib.lock.Lock | None, agent: AgentSettings, clock: Callable[[], float],
+           output: PaneOutput | None = None) -> str:
     """Start the agent and wait for its prompt, holding the start-up lock of its config dir if there is one."""
     held = None
     if lock is not None:  # None: agent.startup_lock is false
@@ -234,22 +276,30 @@ def _start(tmux: Tmux, session: str, argv: list[str], request: LaunchRequest, en
         # A short TTL renewed while we wait: a worker killed mid start-up blocks the host for seconds, not minutes.
         held = Held(lock, STARTUP_LOCK_TTL_S)
     try:
-        tmux.set_remain_on_exit(session, True)
-        tmux.respawn(session, argv, cwd=request.project_dir, env=env)
+        try:
+            # One tmux call: keep the pane (and its last screen) if the agent exits, and start it.
+            tmux.respawn(session, argv, cwd=request.project_dir, env=env, remain_on_exit=True,
+                         pipe_to=output.path if output is not None else None)
+        except TmuxError:
+            if not tmux.has_session(session):  # looked at only now: one tmux call less per launch
+                raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')") from None
+            raise
         logger.info("started agent in %s: %s (cwd %s)", session, shlex.join(argv), request.project_dir)
-        return wait_ready(tmux, session, clock() + agent.prompt_timeout, clock)
+        return wait_ready(tmux, session, clock() + agent.prompt_timeout, clock, output)
     finally:
         if held is not None:
             held.release()
 
 
 def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, after_id: str,
-             deadline: float, clock: Callable[[], float], ref: str) -> tuple[str, HookReport | None] | None:
+             deadline: float, clock: Callable[[], float], ref: str,
+             output: PaneOutput | None = None) -> tuple[str, HookReport | None] | None:
     """Wait until ``deadline`` for proof of submission; None when there is none yet."""
     def tagged(r: HookReport) -> bool:
         # "in", not "startswith": after an API error Claude merges the next prompt with the failed one.
         return msg_tag in r.prompt
 
+    begun = clock()
     while True:
         if hooks is not None:
             report, after_id = hooks.wait_for(ref, "UserPromptSubmit", tagged, deadline=deadline,
@@ -272,15 +322,17 @@ def _confirm(tmux: Tmux, session: str, msg_tag: str, hooks: HookLog | None, afte
         if hooks is None and screen.shows_submitted(snap.text, msg_tag):
             return "screen", None
         if hooks is None:
-            _pause(min(POLL_INTERVAL_S, max(0.0, deadline - clock())))
+            _wait(output, clock, begun, deadline)
 
 
-def _wait_paste_shown(tmux: Tmux, session: str, deadline: float, clock: Callable[[], float]) -> None:
+def _wait_paste_shown(tmux: Tmux, session: str, deadline: float, clock: Callable[[], float],
+                      output: PaneOutput | None = None) -> None:
+    begun = clock()
     while clock() < deadline:
         text = screen.input_text(tmux.capture(session))
         if text:
             return
-        _pause(min(POLL_INTERVAL_S / 5, max(0.0, deadline - clock())))
+        _wait(output, clock, begun, deadline)
     logger.warning("%s: pasted text did not show in the input box; pressing Enter anyway", session)
 
 
@@ -352,7 +404,8 @@ def start_warm(tmux: Tmux, session: str, request: LaunchRequest, agent_settings:
     hooks = HookLog(redis) if agent.hooks else None
     after_id = hooks.last_id(ref) if hooks is not None else "0-0"
     warm_tag.clear_tag(tmux, session)
-    _start(tmux, session, prep.argv, request, env, _startup_lock(redis, agent, ref, env), agent, clock)
+    with PaneOutput() as output:
+        _start(tmux, session, prep.argv, request, env, _startup_lock(redis, agent, ref, env), agent, clock, output)
     tag = WarmTag(prep.key, request.session_uuid if agent.hooks else "-", request.project, prep.model, after_id)
     warm_tag.write_tag(tmux, session, tag)
     logger.info("%s: warm agent ready (%s, %s)", session, request.project, prep.model)
@@ -401,33 +454,42 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
                 # That id may have a conversation now (someone typed into it): the cold agent gets its own.
                 request = replace(request, session_uuid=str(uuid4()))
                 prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)
-    if why_cold:
-        if not tmux.has_session(session):
-            raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
-        if not Path(request.project_dir).is_dir():
-            raise LaunchError(f"project directory {request.project_dir} does not exist")
-    model, resume_id, argv, env = prep.model, prep.resume_id, prep.argv, prep.env
+    if why_cold and not Path(request.project_dir).is_dir():
+        raise LaunchError(f"project directory {request.project_dir} does not exist")
     after_id = hooks.last_id(ref) if hooks is not None else "0-0"
-    # From here on the pane's agent belongs to this task, whichever it is.
-    warm_tag.clear_tag(tmux, session)
-    if why_cold:
-        _start(tmux, session, argv, request, env, _startup_lock(redis, agent, ref, env), agent, clock)
-    else:
+    if warm is not None or agent.prewarm:
+        # From here on the pane's agent belongs to this task, whichever it is. (Without warming no tag is
+        # written, and a missing session is found by the start itself: one tmux call less per launch.)
+        warm_tag.clear_tag(tmux, session)
+    if not why_cold:
         logger.info("%s: warm agent takes %s:%s", session, request.project, request.task_id)
+        # No doorbell: the pane's output goes to no pipe of ours (the agent was started by another launch).
+        return _deliver(tmux, session, request, agent, prep, hooks, after_id, started, clock, ref, None, warm=True)
+    with PaneOutput() as output:
+        _start(tmux, session, prep.argv, request, prep.env, _startup_lock(redis, agent, ref, prep.env), agent, clock,
+               output)
+        return _deliver(tmux, session, request, agent, prep, hooks, after_id, started, clock, ref, output, warm=False)
+
+
+def _deliver(tmux: Tmux, session: str, request: LaunchRequest, agent: AgentSettings, prep: _Prepared,
+             hooks: HookLog | None, after_id: str, started: float, clock: Callable[[], float], ref: str,
+             output: PaneOutput | None, *, warm: bool) -> LaunchResult:
+    """Paste ``request``'s message into the agent at its prompt, press Enter until submitted (proved), or raise."""
+    model, resume_id, argv = prep.model, prep.resume_id, prep.argv
     ready = clock()
 
     msg_tag = delivery_tag(request.task_id)
     message = build_message(request.task_id, request.body, project=request.project, footer=agent.message_footer,
                             queue_dir=request.queue_dir)
     tmux.paste(session, message)
-    _wait_paste_shown(tmux, session, clock() + PASTE_SHOW_S, clock)
+    _wait_paste_shown(tmux, session, clock() + PASTE_SHOW_S, clock, output)
     per_try = agent.submit_timeout / max(1, agent.submit_retries)
     proof: tuple[str, HookReport | None] | None = None
     presses = 0
     while presses < max(1, agent.submit_retries) and proof is None:
         tmux.send_keys(session, "Enter")
         presses += 1
-        proof = _confirm(tmux, session, msg_tag, hooks, after_id, clock() + per_try, clock, ref)
+        proof = _confirm(tmux, session, msg_tag, hooks, after_id, clock() + per_try, clock, ref, output)
         if proof is None:
             logger.warning("%s: %s not confirmed after Enter #%d", session, msg_tag, presses)
     if proof is None:
@@ -444,7 +506,7 @@ def launch(tmux: Tmux, session: str, request: LaunchRequest, agent_settings: Age
                           resumed=resume_id is not None,
                           model=model, argv=tuple(argv), tag=msg_tag, confirmed_by=by, enter_presses=presses,
                           ready_after=ready - started, submit_after=clock() - ready,
-                          hook_id=report.id if report else None, warm=not why_cold)
+                          hook_id=report.id if report else None, warm=warm)
     logger.info("%s: delivered %s:%s (%s, confirmed by %s in %.3fs)", session, request.project, request.task_id,
                 model, by, result.submit_after)
     return result

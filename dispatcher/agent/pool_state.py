@@ -80,6 +80,11 @@ def read_tmux_copy(tmux: Tmux, name: str) -> dict[str, str]:
         options = tmux.user_options(name)
     except TmuxError:
         return {}
+    return copy_in(options)
+
+
+def copy_in(options: dict[str, str]) -> dict[str, str]:
+    """The tmux copy of a session's state among its user options (field → value)."""
     return {k[len(_PREFIX):]: v for k, v in options.items() if k.startswith(_PREFIX)}
 
 

@@ -93,6 +93,17 @@ def _parse_info(line: str) -> PaneInfo:
     )
 
 
+def _user_options(out: str) -> dict[str, str]:
+    """``@key`` → value from ``show-options`` output."""
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key.startswith("@"):
+            # tmux quotes a value with spaces or quotes in it.
+            found[key] = value.strip().strip("'\"")
+    return found
+
+
 def _env_args(env: Mapping[str, str] | None) -> list[str]:
     out: list[str] = []
     for key, value in (env or {}).items():
@@ -253,14 +264,7 @@ class Tmux:
 
     def user_options(self, name: str) -> dict[str, str]:
         """The user options (``@key`` → value) set on the session named exactly ``name`` ({} for no such session)."""
-        out = self.run("show-options", "-q", "-t", _pane(name))
-        found: dict[str, str] = {}
-        for line in out.splitlines():
-            key, _, value = line.partition(" ")
-            if key.startswith("@"):
-                # tmux quotes a value with spaces or quotes in it.
-                found[key] = value.strip().strip("'\"")
-        return found
+        return _user_options(self.run("show-options", "-q", "-t", _pane(name)))
 
     def global_option(self, key: str) -> str:
         """The value of a global user option (``@key``), '' when unset."""
@@ -294,6 +298,18 @@ class Tmux:
         text, _, info = out.rstrip("\n").rpartition("\n")
         return Snapshot(text=text, info=_parse_info(info))
 
+    def snapshot_with_options(self, name: str) -> tuple[Snapshot, dict[str, str]]:
+        """:meth:`snapshot` and :meth:`user_options` in one tmux call (the monitor's look at a working session)."""
+        mark = f"aq-mark-{uuid.uuid4().hex}"  # random: no option value or screen line can forge it
+        out = self.run("show-options", "-q", "-t", _pane(name), SEP, "display-message", "-p", mark, SEP,
+                       "capture-pane", "-p", "-t", _pane(name), SEP,
+                       "display-message", "-p", "-t", _pane(name), _INFO_FORMAT)
+        options, found, rest = out.partition(mark + "\n")
+        if not found:
+            raise TmuxError(f"tmux answered without the marker for {name!r}")
+        text, _, info = rest.rstrip("\n").rpartition("\n")
+        return Snapshot(text=text, info=_parse_info(info)), _user_options(options)
+
     def send_keys(self, name: str, *keys: str) -> None:
         """Send named keys (Enter, Escape, C-c, C-u…); never literal text."""
         for key in keys:
@@ -322,11 +338,23 @@ class Tmux:
             raise
 
     def respawn(self, name: str, argv: Sequence[str], *, cwd: str | Path,
-                env: Mapping[str, str] | None = None) -> None:
-        """Replace the pane's process with ``argv`` started in ``cwd`` (no shell involved)."""
+                env: Mapping[str, str] | None = None, remain_on_exit: bool | None = None,
+                pipe_to: Path | None = None) -> None:
+        """Replace the pane's process with ``argv`` started in ``cwd`` (no shell involved).
+
+        ``remain_on_exit``: set that option first, in the same tmux call (a launch's one call to start the agent).
+        ``pipe_to``: then copy the new process's output into that file (a FIFO: ``pipe-pane -O``), from its
+        first byte on.
+        """
         if not argv:
             raise TmuxError("respawn needs a command")
-        args: list[object] = ["respawn-pane", "-k", "-t", _pane(name), "-c", _no_format(str(cwd))]
+        args: list[object] = []
+        if remain_on_exit is not None:
+            args += ["set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if remain_on_exit else "off", SEP]
+        args += ["respawn-pane", "-k", "-t", _pane(name), "-c", _no_format(str(cwd))]
         args += _env_args(env)
         args += _command_args(argv)
+        if pipe_to is not None:
+            # A shell command (tmux runs it with sh -c) whose formats tmux expands: quoted, then '#' escaped.
+            args += [SEP, "pipe-pane", "-O", "-t", _pane(name), _no_format("exec cat > " + shlex.quote(str(pipe_to)))]
         self.run(*args)

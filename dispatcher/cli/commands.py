@@ -86,8 +86,11 @@ def watch(obj: Ctx, polling: bool) -> None:
         polling = True
     stop = threading.Event()
     try:
+        # Tasks reaching done/ queue a monitor pass of the sessions holding them (one message per burst): they
+        # are freed and given the next task at once, not up to monitor_interval later.
         run(settings.projects_dir, lambda p, closed: send_task(settings, "inbox_event", [p, closed]),
-            lambda: send_task(settings, "full_scan"), stop=stop, polling=polling)
+            lambda: send_task(settings, "full_scan"), stop=stop, polling=polling,
+            on_done=lambda paths: send_task(settings, "monitor_sessions", [None, paths]))
     except KeyboardInterrupt:
         stop.set()
 

@@ -57,6 +57,13 @@ PROMPT_TIMEOUT_S: Final = 60.0
 SUBMIT_TIMEOUT_S: Final = 10.0
 SUBMIT_RETRIES: Final = 3
 POLL_INTERVAL_S: Final = 0.05
+#: A launch polls the pane this often for its first FAST_POLL_FOR_S (a fast agent is ready, or has taken the
+#: Enter, within tens of ms: at POLL_INTERVAL_S half of that went to waiting), then every POLL_INTERVAL_S.
+FAST_POLL_S: Final = 0.01
+FAST_POLL_FOR_S: Final = 0.15
+#: With the pane's output as a doorbell (agent/pane_output.py) a launch looks at a silent pane this often
+#: (a pane that died writes nothing; the doorbell may have failed).
+SILENT_PANE_LOOK_S: Final = 0.25
 MESSAGE_FOOTER: Final = (
     "IMPORTANT: you must EXECUTE the requested actions, not only describe them. "
     "When the task is finished, move its file to {queue_dir}/done/{task_file} "

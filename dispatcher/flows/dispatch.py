@@ -168,10 +168,26 @@ class Dispatcher:
         """One "submitted" event per version (inode) of a task file, however often the watcher reports it."""
         events.announce(self.r, project, task_id, path)
 
-    def fan_out(self) -> list[Outcome]:
-        """Give work to every free session of the fleet: assign_next per session (on its host's queue), or inline."""
+    def fan_out(self, limit: int | None = None) -> list[Outcome]:
+        """Give work to every free session of the fleet: assign_next per session (on its host's queue), or inline.
+
+        ``limit``: ask at most that many sessions (one new file is work for one session: asking all of them
+        sent N messages whose N-1 losers each re-planned from the files). With a limit, the first session
+        asked is served in this process when it is this host's (one Celery round trip less); a session
+        that cannot take the task after all passes the request on (:meth:`assign_next`).
+        Without Celery (inline) every free session of this host is served in order; ``limit`` is ignored.
+        """
         if self.enqueue_assign is not None:
-            return [Outcome(Status.ENQUEUED, session=str(ref)) for ref in self.fleet_free() if self.request_assign(ref)]
+            out: list[Outcome] = []
+            for ref in self.fleet_free():
+                if limit is not None and len(out) >= limit:
+                    break
+                if limit is not None and ref.host == self.host:
+                    if self.r.set(keys.assign_pending(str(ref)), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
+                        out.append(self.assign_next(str(ref)))
+                elif self.request_assign(ref):
+                    out.append(Outcome(Status.ENQUEUED, session=str(ref)))
+            return out
         free = self._warm_first(self.free_sessions())  # inline (one process, no Celery): this host's only
         if not free:
             return []
@@ -206,6 +222,9 @@ class Dispatcher:
 
     def assign_next(self, session: str) -> Outcome:
         """Give the next eligible task (in dispatch order) to ``session`` (``NAME`` or ``HOST/NAME``) if it is free."""
+        return self._pass_on(self._serve(session))
+
+    def _serve(self, session: str) -> Outcome:
         try:
             ref = parse(session, default_host=self.host)
         except SessionError as exc:
@@ -249,6 +268,15 @@ class Dispatcher:
             warm.warm_free(self)  # this session is free and nothing waits: (re-)warm the free sessions
         return outcome
 
+    def _pass_on(self, outcome: Outcome) -> Outcome:
+        """The session was asked for a task it could not take (taken meanwhile, vanished, failed to launch):
+        ask one other free session, so the task that asked for it is not left until the next scan."""
+        if outcome.status in (Status.BUSY, Status.MISSING, Status.LAUNCH_FAILED) and self.enqueue_assign is not None:
+            for ref in self.fleet_free():
+                if self.request_assign(ref):
+                    break
+        return outcome
+
     def _assign(self, session: str, result: Plan | None) -> Outcome:
         """Try ``result.eligible`` in order — or, without a plan, the ready index's candidates."""
         held = set(pause.holds(self.r, self.clock()))
@@ -279,7 +307,9 @@ class Dispatcher:
             return Outcome(Status.BUSY, session=session, detail="session locked by another worker")
         try:
             now = self.clock()
-            info = self.session_info(session)
+            # Its state again, now that it is locked (Redis; tmux was asked a moment ago by the caller, and the
+            # launch's own tmux call fails cleanly if the session has vanished since).
+            info = ss.get(self.r, self.ref(session)) or self.session_info(session)
             if not (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)):
                 return Outcome(Status.BUSY, session=session, detail=f"state {info.state.value}")
             try:

@@ -38,13 +38,13 @@ def task_done(disp: Dispatcher, info: SessionInfo) -> bool:
 
 def gather(disp: Dispatcher, info: SessionInfo) -> Evidence:
     """Look at a working session: its tmux tag, done/, the pane and the hook reports (no decision)."""
-    pane_agent = pool_state.read_tmux_copy(disp.tmux, info.name).get("agent_uuid")
     done = task_done(disp, info)
-    try:
-        snap = disp.tmux.snapshot(info.name)
+    try:  # the pane's tag and screen in one tmux call (this runs for every working session on every pass)
+        snap, options = disp.tmux.snapshot_with_options(info.name)
+        pane_agent: str | None = pool_state.copy_in(options).get("agent_uuid")
         text, dead = snap.text, snap.info.dead
     except TmuxError:
-        text, dead = "", True
+        pane_agent, text, dead = None, "", True
     reports = HookLog(disp.r).read(info.ref, after_id=info.hooks_after or "0-0", count=10_000)
     return Evidence(done=done, dead=dead, screen=text, reports=tuple(reports), pane_agent=pane_agent)
 
@@ -66,6 +66,29 @@ def monitor_all(disp: Dispatcher) -> list[str]:
     except Exception:  # warming is an optimisation: it must never stop the watching
         logger.exception("warming free sessions failed")
     return changes
+
+
+def monitor_tasks(disp: Dispatcher, task_keys: set[str]) -> list[str]:
+    """A pass over only the sessions of this host holding one of ``task_keys`` (``PROJECT:ID``, reached done/)."""
+    changes: list[str] = []
+    for name, info in disp.pool_infos().items():
+        if info.task_key not in task_keys:
+            continue
+        try:
+            change = monitor_one(disp, info)
+        except Exception:  # one broken session must not stop the others being watched
+            logger.exception("monitoring %s failed", name)
+            continue
+        if change:
+            changes.append(f"{name}: {change}")
+    return changes
+
+
+def owners_of(disp: Dispatcher, task_keys: list[str]) -> dict[str, str | None]:
+    """The host whose session owns each task (None: no owner record)."""
+    pairs = [(k.partition(":")[0], k.partition(":")[2]) for k in task_keys]
+    found = owners.get_many(disp.r, pairs)
+    return {f"{p}:{t}": owners.host_of(found[(p, t)]) for p, t in pairs}
 
 
 def fan_out_hosts(disp: Dispatcher, send: Callable[[str], object]) -> list[str]:

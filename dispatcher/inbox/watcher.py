@@ -24,12 +24,48 @@ from dispatcher.store import settle
 logger = logging.getLogger(__name__)
 
 _INBOX_PART = f"{os.sep}{d.QUEUE_DIR}{os.sep}{d.INBOX}{os.sep}"
+_DONE_PART = f"{os.sep}{d.QUEUE_DIR}{os.sep}{d.DONE}{os.sep}"
+#: Done files arriving within this long of each other are reported once (a burst of agents finishing).
+DONE_COALESCE_S = 0.01
 
 
 def is_inbox_task(path: str) -> bool:
     """True for ``…/.agent-queue/inbox/<name>.md`` (markers, temp files and done/ are ignored)."""
     name = os.path.basename(path)
     return _INBOX_PART in path and name.endswith(d.TASK_SUFFIX) and not name.startswith(".")
+
+
+def is_done_task(path: str) -> bool:
+    """True for ``…/.agent-queue/done/<name>.md``: an agent (or an operator) finished a task."""
+    name = os.path.basename(path)
+    return _DONE_PART in path and name.endswith(d.TASK_SUFFIX) and not name.startswith(".")
+
+
+class Coalesce:
+    """Call ``fn(items)`` once, ``delay`` s after the first of a burst of triggers, with every item of the
+    burst; a trigger after that call began schedules another, so nothing goes unreported."""
+
+    def __init__(self, fn: Callable[[list[str]], object], delay: float = DONE_COALESCE_S) -> None:
+        self.fn, self.delay = fn, delay
+        self._lock = threading.Lock()
+        self._items: list[str] = []
+
+    def trigger(self, item: str) -> None:
+        with self._lock:
+            self._items.append(item)
+            if len(self._items) > 1:
+                return  # a call is already scheduled: it takes this one along
+        timer = threading.Timer(self.delay, self._fire)
+        timer.daemon = True
+        timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        try:
+            self.fn(sorted(set(items)))
+        except Exception:  # the broker may be down: the periodic monitor pass will catch up
+            logger.exception("could not report finished tasks")
 
 
 def _own_move(src: str, dest: str) -> bool:
@@ -47,9 +83,12 @@ class InboxHandler(FileSystemEventHandler):
     without an identity (the file then settles by age).
     """
 
-    def __init__(self, on_task: Callable[[str, list[int] | None], object], *, polling: bool = False) -> None:
+    def __init__(self, on_task: Callable[[str, list[int] | None], object], *, polling: bool = False,
+                 on_done: Callable[[list[str]], object] | None = None) -> None:
         self.on_task = on_task
         self.polling = polling
+        #: A task file reached done/: the sessions' monitor may free its session now, not a monitor interval later.
+        self.on_done = Coalesce(on_done) if on_done is not None else None
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
@@ -57,6 +96,9 @@ class InboxHandler(FileSystemEventHandler):
                 self._new_directory(os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path))
             return
         path = os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path)
+        if self.on_done is not None and event.event_type in ("moved", "closed") and is_done_task(path):
+            self.on_done.trigger(path)
+            return
         if not is_inbox_task(path):
             return
         if event.event_type == "closed" or (event.event_type == "moved"
@@ -121,14 +163,15 @@ def make_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = 
 
 
 def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], on_overflow: Callable[[], object],
-        *, stop: threading.Event, polling: bool = False) -> None:
+        *, stop: threading.Event, polling: bool = False,
+        on_done: Callable[[list[str]], object] | None = None) -> None:
     """Watch until ``stop`` is set; a dead observer is restarted and triggers a full scan.
 
     ``on_task(path, closed)``: ``closed`` is the file's [inode, mtime_ns, size] when its writer
-    was done, or None for a hint.
+    was done, or None for a hint. ``on_done(paths)``: task files reached done/ (once per burst, all of it).
     """
     projects_dir.mkdir(parents=True, exist_ok=True)
-    handler = InboxHandler(on_task, polling=polling)
+    handler = InboxHandler(on_task, polling=polling, on_done=on_done)
     while not stop.is_set():
         observer = make_observer(projects_dir, handler, polling=polling)
         observer.start()

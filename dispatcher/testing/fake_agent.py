@@ -420,7 +420,10 @@ class FakeAgent:
             tty.setraw(0)
         except termios.error:
             pass
-        self.log("start")
+        # $FAKE_AGENT_EXEC (epoch seconds, set by a wrapper at exec, e.g. bash's $EPOCHREALTIME): when this
+        # process began, so a benchmark can take the agent's own start-up out of the dispatch overhead.
+        exec_time = _float(os.environ.get("FAKE_AGENT_EXEC"))
+        self.log("start", **({"exec_time": exec_time} if exec_time is not None else {}))
         boot = int(os.environ.get("FAKE_AGENT_BOOT_MS", "0")) / 1000
         os.write(1, b"\x1b[H\x1b[2J Fake Claude Code starting")
         ready_at = time.monotonic() + boot
@@ -430,6 +433,7 @@ class FakeAgent:
         os.write(1, b"\x1b[?2004h")  # bracketed paste on, before the prompt shows
         self.render()
         if not self.dialog:
+            self.log("ready")  # the prompt is drawn: from here on, waiting is the dispatcher's
             self.hooks.fire("SessionStart", {"source": "resume" if self.args.resume else "startup"})
         while True:
             timeout = None if self.wake_at is None else max(0.0, self.wake_at - time.monotonic())
@@ -443,6 +447,13 @@ class FakeAgent:
             elif self.pending and not self.in_paste:
                 self.feed(b"", flush=True)
             self.tick()
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,8 +37,13 @@ class SimHost:
     sessions: int = 2
     lost_after: float = 6.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Merged into the config's ``agent`` section (hooks, startup_lock, env, ...).
+    agent: dict[str, Any] = field(default_factory=dict)
+    #: Solo worker processes on this host's queues (``dispatcher up --workers``).
+    workers: int = 1
     socket: str = field(default_factory=lambda: f"aqfleet-{uuid.uuid4().hex[:10]}")
     proc: subprocess.Popen[bytes] | None = None
+    more: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def config(self) -> Path:
@@ -67,7 +72,8 @@ class SimHost:
             "finish_grace": 5,
             "agent": {"command": FAKE_AGENT_COMMAND, "resume_dir": str(self.root / "resume"),
                       "prompt_timeout": 30, "submit_timeout": 10,
-                      "env": {"FAKE_AGENT_LOG": str(self.agent_log), "FAKE_AGENT_BUSY_MS": "50"}},
+                      "env": {"FAKE_AGENT_LOG": str(self.agent_log), "FAKE_AGENT_BUSY_MS": "50"},
+                      **self.agent},
             **self.extra,
         }
         self.config.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -81,29 +87,33 @@ class SimHost:
         """Create the pool (as ``dispatcher up`` does) and start a real worker on this host's queues."""
         self.write_config()
         pool.create(self.tmux, PoolSettings(prefix="ccl-auto-", max=self.sessions), cwd=self.projects_dir)
-        log = open(self.root / "worker.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "dispatcher", "worker", "-P", "solo", "-l", "info",
-             "-n", f"w.{self.name}@%h", "--without-gossip", "--without-mingle"],
-            env=self.env(), stdout=log, stderr=log, start_new_session=True, cwd=self.root)
+        procs = []
+        for i in range(max(1, self.workers)):
+            log = open(self.root / ("worker.log" if i == 0 else f"worker{i}.log"), "ab")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "dispatcher", "worker", "-P", "solo", "-l", "info",
+                 "-n", f"w{i or ''}.{self.name}@%h", "--without-gossip", "--without-mingle"],
+                env=self.env(), stdout=log, stderr=log, start_new_session=True, cwd=self.root))
+        self.proc, self.more = procs[0], procs[1:]
         return self
 
+    @property
+    def procs(self) -> list[subprocess.Popen[bytes]]:
+        """Every worker process of this host."""
+        return ([self.proc] if self.proc is not None else []) + self.more
+
     def kill(self) -> None:
-        """kill -9 the whole host: its worker's process group and its tmux server (agents included)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        """kill -9 the whole host: its workers' process groups and its tmux server (agents included)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
         self.tmux.kill_server()
 
     def stop(self) -> None:
         """A clean stop (tests' teardown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        for proc in self.procs:
+            stop_proc(proc)
         self.tmux.kill_server()
 
     def log_tail(self) -> str:

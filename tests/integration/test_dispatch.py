@@ -344,3 +344,48 @@ def test_a_file_written_to_after_the_scan_is_given_back_not_launched(disp: Dispa
     assert outcome.status == "taken" and "changed after it was scanned" in outcome.detail
     assert path.exists() and messages(agent_log) == []
     assert disp.session_info("ccl-auto-0").state is State.IDLE
+
+
+def test_one_new_file_asks_one_session_here_and_a_busy_one_passes_the_request_on(
+        settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux) -> None:
+    """inbox_event's fan-out: one file is work for one session, served in this process when the session is
+    this host's (no assign_next message, no N-1 losers re-planning); a session that turns out busy asks another."""
+    queued: list[str] = []
+    launched: list[str] = []
+    d = Dispatcher(Ports(settings, sys_redis, tmux_pool, lambda spec: launched.append(spec.session)),
+                   enqueue_assign=queued.append)
+    add_task(settings, "alpha", "F1")
+    outcomes = d.fan_out(limit=1)
+    assert [o.status.value for o in outcomes] == ["dispatched"] and launched == ["ccl-auto-0"]
+    assert queued == []  # served here: nothing sent to the other sessions
+    assert sys_redis.get(keys.assign_pending(str(d.ref("ccl-auto-0")))) is None
+
+    add_task(settings, "alpha", "F2")
+    assert d.assign_next("ccl-auto-0").status.value == "busy"  # working on F1: it cannot take F2…
+    host = settings.host.name
+    assert queued == [f"{host}/ccl-auto-1"]  # …so the request goes to a free session
+    assert d.assign_next(queued[0]).status.value == "dispatched" and launched == ["ccl-auto-0", "ccl-auto-1"]
+
+
+def test_a_task_reaching_done_frees_only_the_session_holding_it(disp: Dispatcher, settings: Settings) -> None:
+    """The watcher's report of done/ files: the owner's host is asked to look at the sessions holding those
+    tasks (not at every working one); the finished one is freed at once, the one still working is not touched."""
+    from dispatcher.flows import passes
+
+    add_task(settings, "alpha", "W1", "@fake: hang")
+    add_task(settings, "beta", "D1", "@fake: done")
+    disp.fan_out()
+    wait_for(lambda: done_ids(settings, "beta") == {"D1"}, what="D1 moved to done/ by its agent")
+    states = {i.task: i.state for i in disp.pool_infos().values() if i.task}
+    assert states == {"W1": State.WORKING, "D1": State.WORKING}  # no monitor pass yet
+    sent: list[tuple[str, list[str]]] = []
+    done_path = aq.project(settings.projects_dir, "beta").done / "D1.md"
+    hostile = ["/etc/passwd", "../x:y", 42, str(done_path.parent / "..md")]
+    out = passes.monitor_sessions(disp, None, lambda host, keys: sent.append((host, keys)),
+                                  done=[str(done_path), *hostile])
+    assert sent == [(disp.host, ["beta:D1"])] and out == {"finished": {disp.host: ["beta:D1"]}}
+    changes = passes.monitor_sessions(disp, disp.host, lambda *a: None, done=sent[0][1])["changes"]
+    assert len(changes) == 1 and "finished beta:D1" in changes[0]
+    states = {i.name: (i.task, i.state) for i in disp.pool_infos().values()}
+    assert sorted(s for _, s in states.values()) == [State.IDLE, State.IDLE, State.WORKING]
+    assert ("W1", State.WORKING) in states.values()

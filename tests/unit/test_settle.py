@@ -206,3 +206,33 @@ def test_watcher_reports_the_tasks_of_a_project_moved_in_whole(watched, tmp_path
     _sync(inbox, calls, "S2")
     assert [c for c in calls if c[0] == "D.md"] == [("D.md", None)]
     assert not [c for c in calls if "E.md" in c[0]]
+
+
+def test_watcher_reports_tasks_reaching_done_once_per_burst_and_never_as_inbox_events(tmp_path):
+    """An agent moving its file to done/ queues a monitor pass at once (its session is freed without waiting
+    for the next periodic pass); a burst of agents finishing together is one report, a later one another."""
+    projects = tmp_path / "projects"
+    proj = aq.project(projects, "web")
+    aq.ensure_dirs(proj)
+    calls: list[tuple[str, list[int] | None]] = []
+    done: list[list[str]] = []
+    handler = InboxHandler(lambda path, closed: calls.append((os.path.basename(path), closed)),
+                           on_done=lambda paths: done.append([os.path.basename(p) for p in paths]))
+    observer = make_observer(projects, handler)
+    observer.start()
+    try:
+        for i in range(5):
+            (proj.inbox / f"D{i}.md.dispatched").write_text("x\n")
+        for i in range(5):  # agents finishing together: inbox/<id>.md.dispatched → done/<id>.md
+            os.rename(proj.inbox / f"D{i}.md.dispatched", proj.done / f"D{i}.md")
+        wait_until(lambda: len(done) >= 1, what="done reported")
+        time.sleep(0.2)  # a second report of the same burst would come within the coalescing delay
+        assert done == [[f"D{i}.md" for i in range(5)]]  # one report naming every file of the burst
+        (proj.done / "late.md").write_text("by hand\n")  # a file put there later (closed after writing)
+        wait_until(lambda: len(done) == 2, what="the later one reported")
+        assert done[1] == ["late.md"]
+        _sync(proj.inbox, calls, "S9")
+        assert [name for name, _ in calls] == ["S9.md"]  # done/ files are never inbox events
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
