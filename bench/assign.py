@@ -44,7 +44,7 @@ from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
 from dispatcher.flows import ready  # noqa: E402
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec, Outcome  # noqa: E402
-from dispatcher.flows.ports import Ports
+from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.inbox.scanner import run_scan  # noqa: E402
 from dispatcher.testing import FAKE_AGENT_COMMAND  # noqa: E402
 
@@ -139,7 +139,7 @@ import workers.assign, workers.scan, workers.monitor  # what a worker imports
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings
 from dispatcher.flows.dispatch import Dispatcher
-from dispatcher.flows.ports import Ports
+from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.agent import pool_state
 from dispatcher.store import ready_index
 from pathlib import Path
@@ -178,13 +178,18 @@ print(json.dumps({"base": base, "rss": now, "peak": peak, "no_cache": rss()[0],
 
 
 def main() -> None:
+    global REDIS_URL
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--projects", type=int, default=100)
     ap.add_argument("--pending", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--before-samples", type=int, default=5, help="old path at the big size (seconds each)")
     ap.add_argument("--quick", action="store_true", help="20 × 500, 50 samples")
+    ap.add_argument("--redis", default=REDIS_URL, help=f"Redis URL, flushed before and after (default {REDIS_URL})")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the measured big-queue assign_next calls into FILE")
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS rows (a fresh interpreter, a full scan)")
     args = ap.parse_args()
+    REDIS_URL = args.redis
     if args.quick:
         args.projects, args.pending, args.samples = 20, 500, 50
     big = args.projects * args.pending
@@ -258,15 +263,25 @@ def main() -> None:
         index_bytes = int(r.info("memory")["used_memory"]) - mem0
         say(f"{big:,} pending: assign_next with the index")
         new_big = measure(bdisp, lambda: bdisp.assign_next(SESSION), args.samples, None)
+        if args.profile:
+            import cProfile
+            prof = cProfile.Profile(time.process_time)
+            prof.enable()
+            measure(bdisp, lambda: bdisp.assign_next(SESSION), args.samples, None)
+            prof.disable()
+            prof.dump_stats(args.profile)
+            say(f"profile of {args.samples} more calls written to {args.profile}")
         sel_big = selection(bdisp, args.samples)
         r.flushdb()
 
-        say("RSS: a fresh interpreter, one full scan + index write, 50 assign_next")
-        out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(ROOT), str(bigroot), REDIS_URL, socket, "50",
-                              FAKE_AGENT_COMMAND], capture_output=True, text=True, timeout=1800)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-2000:])
-        rss = json.loads(out.stdout.strip().splitlines()[-1])
+        rss: dict[str, int] | None = None
+        if not args.no_rss:
+            say("RSS: a fresh interpreter, one full scan + index write, 50 assign_next")
+            out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(ROOT), str(bigroot), REDIS_URL, socket, "50",
+                                  FAKE_AGENT_COMMAND], capture_output=True, text=True, timeout=1800)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr[-2000:])
+            rss = json.loads(out.stdout.strip().splitlines()[-1])
 
         floor = pct(pings, 50)
         rows.append(("before: assign_next CPU, 10 pending p50", ms(pct(old_small, 50)),
@@ -285,11 +300,12 @@ def main() -> None:
                      f"CPU {ms(scan_publish_cpu)}; the safety net, per scan_interval"))
         rows.append((f"Redis memory of the index, {big:,} entries", f"{index_bytes / 2**20:,.1f} MB",
                      f"{index_bytes / max(1, big):.0f} B/entry"))
-        rows.append((f"worker RSS, {big:,} pending indexed", f"{rss['rss'] / 2**20:,.0f} MB",
-                     f"peak {rss['peak'] / 2**20:,.0f} MB; {rss['base'] / 2**20:,.0f} MB after imports; "
-                     f"{rss['indexed']:,} entries left"))
-        rows.append(("    same process, parse cache cleared, 50 more assign_next", f"{rss['no_cache'] / 2**20:,.0f} MB",
-                     "the rest is the scan's parse cache (~1.4 KB/task)"))
+        if rss is not None:
+            rows.append((f"worker RSS, {big:,} pending indexed", f"{rss['rss'] / 2**20:,.0f} MB",
+                         f"peak {rss['peak'] / 2**20:,.0f} MB; {rss['base'] / 2**20:,.0f} MB after imports; "
+                         f"{rss['indexed']:,} entries left"))
+            rows.append(("    same process, parse cache cleared, 50 more assign_next",
+                         f"{rss['no_cache'] / 2**20:,.0f} MB", "the rest is the scan's parse cache (~1.4 KB/task)"))
         rows.append(("floor: Redis round trip (PING) CPU p50", ms(floor), ""))
         rows.append(("floor: tmux call CPU p50 (client process not counted)", ms(pct(tmux_calls, 50)),
                      "assign_next makes ~4 (session state, tags)"))

@@ -34,7 +34,7 @@ from dispatcher.inbox import files as aq
 from dispatcher.inbox import worktree
 from dispatcher.inbox.reader import read_task_bytes
 from dispatcher.inbox.scanner import Plan, run_scan
-from dispatcher.store import attempts, events, hosts, locks, pause, settle
+from dispatcher.store import attempts, events, hosts, locks, pause, running, settle
 from dispatcher.store import sessions as ss
 from dispatcher.store.hook_log import HookLog
 from dispatcher.store.sessions import SessionInfo, State
@@ -155,6 +155,13 @@ class Dispatcher:
                                                         .task_path(task_id)))
             events.emit(self.r, kind, task=task, detail=detail)
         ready.publish(self, result, ticket)
+        # The running hashes' safety net (store/running.py): a file that runs without an entry (moved by hand)
+        # is counted again; an entry without a file is the claimers' to prune, from an lstat, not this listing.
+        seen: dict[str, list[str]] = {}
+        for state in ("launching", "dispatched"):
+            for project, task_id in result.in_flight.get(state, []):
+                seen.setdefault(project, []).append(task_id)
+        running.add_seen(self.r, seen)
         return result
 
     def announce(self, project: str, task_id: str, path: str) -> None:
