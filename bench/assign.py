@@ -42,7 +42,7 @@ import redis  # noqa: E402
 from dispatcher.agent import pool, pool_state  # noqa: E402
 from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
-from dispatcher.flows import ready  # noqa: E402
+from dispatcher.flows import claim, ready  # noqa: E402
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec, Outcome  # noqa: E402
 from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.inbox.scanner import run_scan  # noqa: E402
@@ -90,7 +90,9 @@ def finish(disp: Dispatcher, task_key: str, refill: Callable[[], None] | None) -
     project, _, task_id = task_key.partition(":")
     inbox = disp.settings.projects_dir / project / ".agent-queue" / "inbox"
     os.rename(inbox / f"{task_id}.md.dispatched", inbox.parent / "done" / f"{task_id}.md")
-    pool_state.set_idle(disp.r, disp.tmux, disp.session_info(SESSION), now=disp.clock(), detail="bench")
+    info = disp.session_info(SESSION)
+    claim.finished(disp.r, project, task_id, info.ref)  # as the monitor does: the owner record (and slot) go
+    pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail="bench")
     if refill is not None:
         refill()
 

@@ -1,7 +1,7 @@
 """The claim of a task: taken, proved and given back in one place.
 
 A task belongs to one session from its claim until it is done, failed or given
-back. Four things say so, and only this module changes them together:
+back. Five things say so, and only this module changes them together:
 
 - the **session lock** (Redis, TTL, renewed): one launch per session at a time, across workers;
 - the **rename** ``<id>.md`` → ``<id>.md.launching`` (one atomic no-replace move, so of two
@@ -11,10 +11,12 @@ back. Four things say so, and only this module changes them together:
   an abandoned one even after Redis was emptied;
 - the **owner record** in Redis naming the session ``HOST/NAME``: an flock on a shared
   filesystem proves nothing across machines, the record does (store/owners.py).
+- the **running slot** in the project's running hash (store/running.py): what ``max_parallel``
+  is counted against, reserved before the rename and confirmed after it (see below).
 
-Giving back always moves the file first and then drops the record, so a crash in
-between leaves a file whose record still names its last owner (recovery's case), never
-a pending file that someone else may claim while our record says it is ours.
+Giving back always moves the file first and then drops the record and the slot, so a
+crash in between leaves a file whose record still names its last owner (recovery's case),
+never a pending file that someone else may claim while our record says it is ours.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import redis
+
 from dispatcher.agent import pool, pool_state
 from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.core import defaults as d
@@ -218,14 +220,15 @@ class Dispatcher:
             return Outcome(Status.NOT_IN_POOL, session=str(ref),
                            detail=f"a session of host {ref.host}, not {self.host}")
         session = ref.name
-        if self.settings.pool.contains(session):
-            self.r.delete(keys.assign_pending(str(ref)))  # from now on a new event may queue another
         if not self.settings.pool.contains(session):
             logger.warning("assign_next: %r is not a pool session; refusing", session)
             return Outcome(Status.NOT_IN_POOL, session=str(ref),
                            detail="not one of " + ", ".join(self.settings.pool.names()))
         now = self.clock()
-        held = pause.current(self.r, now, self.settings.host.account)
+        pipe = self.r.pipeline(transaction=False)  # one round trip for both
+        pipe.delete(keys.assign_pending(str(ref)))  # from now on a new event may queue another
+        pause.queue_current(pipe, self.settings.host.account)
+        held = pause.in_force(pipe.execute()[1], now)
         if held is not None:
             return Outcome(Status.PAUSED, session=session, detail=held.describe())
         missing = self.agent_missing()
@@ -277,7 +280,8 @@ class Dispatcher:
             return Outcome(Status.BUSY, session=session, detail="session locked by another worker")
         try:
             now = self.clock()
-            info = self.session_info(session)
+            # Again under the lock (another worker may have launched into it); that it exists was just seen.
+            info = pool_state.read_stored(self.r, self.tmux, self.host, session)
             if not (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)):
                 return Outcome(Status.BUSY, session=session, detail=f"state {info.state.value}")
             try:
@@ -336,8 +340,13 @@ class Dispatcher:
         except ClaimError as exc:  # a quick agent already moved it to done/: the monitor will see that
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
         info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock())
-        attempts.forget(self.r, task.project, task.id)
-        events.emit(self.r, "launched", task=key, session=info.ref, detail=f"model {model}")
+        pipe = self.r.pipeline(transaction=False)  # one round trip for both
+        attempts.forget(pipe, task.project, task.id)
+        events.emit(pipe, "launched", task=key, session=info.ref, detail=f"model {model}")
+        try:
+            pipe.execute()
+        except redis.RedisError:  # the attempt counter outlives its TTL at worst; the event is for people
+            logger.exception("could not record the launch of %s", key)
         return Outcome(Status.DISPATCHED, session=session, task=key, detail=f"model {model}")
 
     def _worktree_failed(self, task: Task, claim: cl.Claim, info: SessionInfo, exc: WorktreeError) -> Outcome:
