@@ -310,11 +310,10 @@ class Dispatcher:
         except TaskFileError as exc:
             claim.release()
             return Outcome(Status.TAKEN, session=session, task=key, detail=f"changed while claimed: {exc.reason}")
-        self.announce(task.project, task.id, str(launching))  # the watcher's event may still be queued
-        events.emit(self.r, "claimed", task=key, session=info.ref)
+        cfg = self.settings.project_settings(task.project)
+        hooks_after = self._claimed_events(task, launching, info, read_hooks=cfg.isolation != "worktree")
         project_dir = self.settings.projects_dir / task.project
         queue_dir: Path | None = None
-        cfg = self.settings.project_settings(task.project)
         if cfg.isolation == "worktree":
             try:
                 project_dir = worktree.create(project_dir, task.id, cfg.worktree)
@@ -325,7 +324,8 @@ class Dispatcher:
         agent_uuid = str(uuid.uuid4())
         info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, since=self.clock(),
                                      project=task.project, task=task.id, model=model, agent_uuid=agent_uuid,
-                                     detail="", idle_since=0.0, hooks_after=HookLog(self.r).last_id(info.ref))
+                                     detail="", idle_since=0.0,
+                                     hooks_after=hooks_after or HookLog(self.r).last_id(info.ref))
         spec = LaunchSpec(session, task, project_dir, model, agent_uuid, self.host, queue_dir=queue_dir)
         try:
             self.launch(spec)
@@ -348,6 +348,27 @@ class Dispatcher:
         except redis.RedisError:  # the attempt counter outlives its TTL at worst; the event is for people
             logger.exception("could not record the launch of %s", key)
         return Outcome(Status.DISPATCHED, session=session, task=key, detail=f"model {model}")
+
+    def _claimed_events(self, task: Task, launching: Path, info: SessionInfo, *, read_hooks: bool) -> str | None:
+        """"submitted" (the watcher's event may still be queued) then "claimed", in one round trip (a pipeline keeps
+        their order) — with the newest hook report id of the session (older reports are not about the agent about
+        to start) when ``read_hooks`` (no worktree to make first, which may take long). None: not read."""
+        key = str(task.key)
+        pipe = self.r.pipeline(transaction=False)
+        submitted = events.announce_args(task.project, task.id, str(launching))
+        if submitted is not None:
+            pipe.eval(*submitted)
+        events.emit(pipe, "claimed", task=key, session=info.ref)
+        if read_hooks:
+            HookLog.queue_last_id(pipe, info.ref)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError:  # events are for people; the hook id is read again on its own
+            logger.exception("could not record the claim of %s", key)
+            return None
+        if submitted is not None and replies[0]:
+            logger.info("event submitted task=%s", key)
+        return HookLog.last_id_of(replies[-1]) if read_hooks else None
 
     def _worktree_failed(self, task: Task, claim: cl.Claim, info: SessionInfo, exc: WorktreeError) -> Outcome:
         """No worktree for the task: it fails with the reason (kept, retryable); the session stays free."""
