@@ -55,6 +55,11 @@ def running(project: str) -> str:
     return f"{PREFIX}running:{project}"
 
 
+def running_scan(token: str) -> str:
+    """Present from the start of a full scan to its end: gone means Redis lost data meanwhile (store/running.py)."""
+    return f"{PREFIX}running-scan:{token}"
+
+
 def owner(project: str, task_id: str) -> str:
     """Who owns a claimed task: ``HOST/NAME`` of its session, or a tombstone once taken back."""
     return f"{PREFIX}owner:{project}:{task_id}"

@@ -146,6 +146,7 @@ class Dispatcher:
     def plan(self) -> Plan:
         """A scan pass (writing markers and the ready index); what it changed goes to the event log."""
         ticket = ready.begin(self)
+        scan_token = running.begin_scan(self.r)
         result = run_scan(self.settings, now=self.clock(), write=True,
                           closed=lambda files: settle.closed_files(self.r, files))
         for kind, task, detail in result.changes:
@@ -157,13 +158,13 @@ class Dispatcher:
                                                         .task_path(task_id)))
             events.emit(self.r, kind, task=task, detail=detail)
         ready.publish(self, result, ticket)
-        # The running hashes' safety net (store/running.py): a file that runs without an entry (moved by hand)
-        # is counted again; an entry without a file is the claimers' to prune, from an lstat, not this listing.
-        seen: dict[str, list[str]] = {}
+        # The running hashes' safety net and builder (store/running.py): a file that runs without an entry (moved
+        # by hand) is counted again, a lost hash is built; an entry without a file is the claimers' to prune.
+        seen: dict[str, list[str]] = {p: [] for p in result.projects}
         for state in ("launching", "dispatched"):
             for project, task_id in result.in_flight.get(state, []):
                 seen.setdefault(project, []).append(task_id)
-        running.add_seen(self.r, seen)
+        running.after_scan(self.r, scan_token, seen)
         return result
 
     def announce(self, project: str, task_id: str, path: str) -> None:

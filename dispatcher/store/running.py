@@ -24,6 +24,7 @@ left alone: its claimer may be between reserve and rename). Times are Redis's ow
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ import redis
 from dispatcher.core import keys
 
 SENTINEL = "."
+SCAN_MARKER_TTL_S = 3600  # longer than any full scan: an expired marker only skips building
 CONFIRMED = "c:"
 RESERVED = "r:"
 UNKNOWN_OWNER = "?"
@@ -93,10 +95,12 @@ _SET = """
 if redis.call('HEXISTS', KEYS[1], '.') == 0 then return 0 end
 return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 """
-# KEYS[1]; ARGV: field, value... seen running outside a claim. Added only to a built hash (an unbuilt one is
-# rebuilt from its own listing by the next claim) and only where missing.
-_ADD = """
-if redis.call('HEXISTS', KEYS[1], '.') == 0 then return 0 end
+# KEYS[1] the hash, KEYS[2] the scan's marker; ARGV: field, value... of the files the scan saw running.
+_AFTER_SCAN = """
+if redis.call('HEXISTS', KEYS[1], '.') == 0 then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+  redis.call('HSET', KEYS[1], '.', '')
+end
 local n = 0
 for i = 1, #ARGV, 2 do n = n + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return n
@@ -195,13 +199,30 @@ def set_owner(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     r.eval(_SET, 1, keys.running(project), task_id, CONFIRMED + owner)
 
 
-def add_seen(r: redis.Redis, seen: dict[str, list[str]]) -> int:
-    """The scan's repair: ids it saw running that a built hash misses (a file moved by hand), as ``c:?``."""
+def begin_scan(r: redis.Redis) -> str:
+    """Before a full scan lists anything: a marker key that a FLUSHALL removes. Its presence when the scan
+    writes (:func:`after_scan`) proves Redis lost nothing since, so a hash missing then was lost *before* the
+    listing, which is therefore complete for it (the rule of :func:`rebuild`)."""
+    token = uuid.uuid4().hex
+    r.set(keys.running_scan(token), "1", ex=SCAN_MARKER_TTL_S)
+    return token
+
+
+def after_scan(r: redis.Redis, token: str, seen: dict[str, list[str]]) -> int:
+    """The scan's repair, from its listing (``seen``: every scanned project → ids whose files run):
+
+    - a built hash gets the ids it misses (a file moved by hand), as ``c:?``; extra entries are the claimers' to
+      prune, from an lstat, not from this older listing;
+    - a missing hash is built from the listing while the marker of :func:`begin_scan` is still there (so the
+      first claim of a project after a start or a flush does not list its inbox itself).
+    """
     pipe = r.pipeline(transaction=False)
+    marker = keys.running_scan(token)
     for project, ids in seen.items():
-        if ids:
-            pipe.eval(_ADD, 1, keys.running(project), *[x for t in ids for x in (t, CONFIRMED + UNKNOWN_OWNER)])
-    return sum(int(n) for n in pipe.execute()) if len(pipe) else 0
+        args = [x for t in ids for x in (t, CONFIRMED + UNKNOWN_OWNER)]
+        pipe.eval(_AFTER_SCAN, 2, keys.running(project), marker, *args)
+    pipe.delete(marker)
+    return sum(int(n) for n in pipe.execute()[:-1])
 
 
 def entries(r: redis.Redis, project: str) -> dict[str, str] | None:

@@ -282,3 +282,22 @@ def test_racing_processes_claim_exactly_the_limit(settings: Settings, sys_redis:
     assert sum(len(w) for w in wins) == 2, wins
     assert sorted(aq.running_ids(aq.project(s.projects_dir, "p"))) == sorted(t for w in wins for t in w)
     assert set(running.entries(sys_redis, "p") or {}) == {t for w in wins for t in w}
+
+
+def test_the_scan_builds_lost_counts_but_not_from_a_listing_older_than_a_flush(disp: Dispatcher,
+                                                                             settings: Settings) -> None:
+    s = settings.with_overrides(max_parallel=1)
+    d1 = Dispatcher(Ports(s, disp.r, disp.tmux, disp.launch, clock=disp.clock))
+    for t in ("A", "B"):
+        add_task(s, "p", t)
+    add_task(s, "q", "C")
+    proj = aq.project(s.projects_dir, "p")
+    os.rename(proj.task_path("A"), proj.task_path("A", d.DISPATCHED))
+    disp.r.flushdb()
+    d1.plan()  # after a start or a flush: every project's count is built from the scan's own listing
+    assert running.entries(disp.r, "p") == {"A": "c:?"} and running.entries(disp.r, "q") == {}
+    disp.r.flushdb()
+    token = running.begin_scan(disp.r)
+    disp.r.flushdb()  # Redis lost everything while the scan listed: its listing may predate a claim
+    running.after_scan(disp.r, token, {"p": ["A"], "q": []})
+    assert running.entries(disp.r, "p") is None and running.entries(disp.r, "q") is None
