@@ -1,6 +1,7 @@
 """assign_next CPU against queue size, and a worker's memory with a large queue indexed (issue 13 goals 1, 6).
 
-    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick]
+    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick] [--redis URL] [--no-rss]
+                           [--profile FILE]
 
 Real Redis (DB 12, flushed before and after), a private tmux server with one pool session
 (killed at the end), real files; the launch is a no-op (this measures the dispatcher, not
@@ -310,7 +311,7 @@ def main() -> None:
                          f"{rss['no_cache'] / 2**20:,.0f} MB", "the rest is the scan's parse cache (~1.4 KB/task)"))
         rows.append(("floor: Redis round trip (PING) CPU p50", ms(floor), ""))
         rows.append(("floor: tmux call CPU p50 (client process not counted)", ms(pct(tmux_calls, 50)),
-                     "assign_next makes ~4 (session state, tags)"))
+                     "assign_next makes 3 (session state, tags)"))
     finally:
         try:
             t.kill_server()
