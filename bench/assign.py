@@ -1,6 +1,7 @@
 """assign_next CPU against queue size, and a worker's memory with a large queue indexed (issue 13 goals 1, 6).
 
-    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick] [--redis URL]
+    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick] [--redis URL] [--no-rss]
+                           [--profile FILE]
 
 Real Redis (DB 12, flushed before and after), a private tmux server with one pool session
 (killed at the end), real files; the launch is a no-op (this measures the dispatcher, not
@@ -43,9 +44,9 @@ import redis  # noqa: E402
 from dispatcher.agent import pool, pool_state  # noqa: E402
 from dispatcher.agent.tmux import Tmux  # noqa: E402
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings  # noqa: E402
-from dispatcher.flows import ready  # noqa: E402
+from dispatcher.flows import claim, ready  # noqa: E402
 from dispatcher.flows.dispatch import Dispatcher, LaunchSpec, Outcome  # noqa: E402
-from dispatcher.flows.ports import Ports
+from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.inbox.scanner import run_scan  # noqa: E402
 from dispatcher.testing import FAKE_AGENT_COMMAND  # noqa: E402
 
@@ -91,7 +92,9 @@ def finish(disp: Dispatcher, task_key: str, refill: Callable[[], None] | None) -
     project, _, task_id = task_key.partition(":")
     inbox = disp.settings.projects_dir / project / ".agent-queue" / "inbox"
     os.rename(inbox / f"{task_id}.md.dispatched", inbox.parent / "done" / f"{task_id}.md")
-    pool_state.set_idle(disp.r, disp.tmux, disp.session_info(SESSION), now=disp.clock(), detail="bench")
+    info = disp.session_info(SESSION)
+    claim.finished(disp.r, project, task_id, info.ref)  # as the monitor does: the owner record (and slot) go
+    pool_state.set_idle(disp.r, disp.tmux, info, now=disp.clock(), detail="bench")
     if refill is not None:
         refill()
 
@@ -140,7 +143,7 @@ import workers.assign, workers.scan, workers.monitor  # what a worker imports
 from dispatcher.agent.tmux import Tmux
 from dispatcher.core.config import AgentSettings, PoolSettings, Settings, TmuxSettings
 from dispatcher.flows.dispatch import Dispatcher
-from dispatcher.flows.ports import Ports
+from dispatcher.flows.ports import Ports  # noqa: E402
 from dispatcher.agent import pool_state
 from dispatcher.store import ready_index
 from pathlib import Path
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     ap.add_argument("--before-samples", type=int, default=5, help="old path at the big size (seconds each)")
     ap.add_argument("--quick", action="store_true", help="20 × 500, 50 samples")
     common.add_redis_arg(ap, REDIS_URL)
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the measured big-queue assign_next calls into FILE")
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS rows (a fresh interpreter, a full scan)")
     args = ap.parse_args(argv)
     REDIS_URL = args.redis
     if args.quick:
@@ -263,15 +268,25 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
         index_bytes = int(r.info("memory")["used_memory"]) - mem0
         say(f"{big:,} pending: assign_next with the index")
         new_big = measure(bdisp, lambda: bdisp.assign_next(SESSION), args.samples, None)
+        if args.profile:
+            import cProfile
+            prof = cProfile.Profile(time.process_time)
+            prof.enable()
+            measure(bdisp, lambda: bdisp.assign_next(SESSION), args.samples, None)
+            prof.disable()
+            prof.dump_stats(args.profile)
+            say(f"profile of {args.samples} more calls written to {args.profile}")
         sel_big = selection(bdisp, args.samples)
         r.flushdb()
 
-        say("RSS: a fresh interpreter, one full scan + index write, 50 assign_next")
-        out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(ROOT), str(bigroot), REDIS_URL, socket, "50",
-                              FAKE_AGENT_COMMAND], capture_output=True, text=True, timeout=1800)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-2000:])
-        rss = json.loads(out.stdout.strip().splitlines()[-1])
+        rss: dict[str, int] | None = None
+        if not args.no_rss:
+            say("RSS: a fresh interpreter, one full scan + index write, 50 assign_next")
+            out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(ROOT), str(bigroot), REDIS_URL, socket, "50",
+                                  FAKE_AGENT_COMMAND], capture_output=True, text=True, timeout=1800)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr[-2000:])
+            rss = json.loads(out.stdout.strip().splitlines()[-1])
 
         floor = pct(pings, 50)
         rows.append(("before: assign_next CPU, 10 pending p50", ms(pct(old_small, 50)),
@@ -290,14 +305,15 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
                      f"CPU {ms(scan_publish_cpu)}; the safety net, per scan_interval"))
         rows.append((f"Redis memory of the index, {big:,} entries", f"{index_bytes / 2**20:,.1f} MB",
                      f"{index_bytes / max(1, big):.0f} B/entry"))
-        rows.append((f"worker RSS, {big:,} pending indexed", f"{rss['rss'] / 2**20:,.0f} MB",
-                     f"peak {rss['peak'] / 2**20:,.0f} MB; {rss['base'] / 2**20:,.0f} MB after imports; "
-                     f"{rss['indexed']:,} entries left"))
-        rows.append(("    same process, parse cache cleared, 50 more assign_next", f"{rss['no_cache'] / 2**20:,.0f} MB",
-                     "the rest is the scan's parse cache (~1.4 KB/task)"))
+        if rss is not None:
+            rows.append((f"worker RSS, {big:,} pending indexed", f"{rss['rss'] / 2**20:,.0f} MB",
+                         f"peak {rss['peak'] / 2**20:,.0f} MB; {rss['base'] / 2**20:,.0f} MB after imports; "
+                         f"{rss['indexed']:,} entries left"))
+            rows.append(("    same process, parse cache cleared, 50 more assign_next",
+                         f"{rss['no_cache'] / 2**20:,.0f} MB", "the rest is the scan's parse cache (~1.4 KB/task)"))
         rows.append(("floor: Redis round trip (PING) CPU p50", ms(floor), ""))
         rows.append(("floor: tmux call CPU p50 (client process not counted)", ms(pct(tmux_calls, 50)),
-                     "assign_next makes ~4 (session state, tags)"))
+                     "assign_next makes 3 (session state, tags)"))
     finally:
         try:
             t.kill_server()

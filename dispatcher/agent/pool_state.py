@@ -107,6 +107,14 @@ def read(r: redis.Redis, tmux: Tmux, host: str, name: str) -> SessionInfo:
     return _resolve(r, tmux, host, name, ss.get(r, SessionRef(host, name)), tmux.has_session(name))
 
 
+def read_stored(r: redis.Redis, tmux: Tmux, host: str, name: str) -> SessionInfo:
+    """:func:`read` without asking tmux whether the session exists when Redis has its record: for a second read
+    under the session lock, just after a full :func:`read` (or ``read_all``) saw it. A session that vanished in
+    between fails its launch (SessionError), which gives the task back and frees the session record."""
+    info = ss.get(r, SessionRef(host, name))
+    return info if info is not None else read(r, tmux, host, name)
+
+
 def read_all(r: redis.Redis, tmux: Tmux, host: str, names: Sequence[str]) -> dict[str, SessionInfo]:
     """States of this host's sessions with one tmux call and one Redis round trip (fan-out, status)."""
     live = set(tmux.list_sessions())

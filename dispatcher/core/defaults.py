@@ -86,8 +86,9 @@ WORKTREE_BRANCH_PREFIX: Final = "aq/"
 GIT_TIMEOUT_S: Final = 60.0
 #: How long ``worktree.merge_command`` may run on finish before it counts as failed.
 MERGE_TIMEOUT_S: Final = 300.0
-#: TTL (and wait) of the per-project lock around counting running tasks and claiming one.
-PROJECT_CLAIM_LOCK_TTL_S: Final = 5.0
+#: A claim's reservation of a project slot (store/running.py) without a running file is pruned after this long
+#: (its claimer died between count and rename); a live claimer that slow finds out at its confirm.
+RUNNING_RESERVATION_GRACE_S: Final = 5.0
 FINISH_GRACE_S: Final = 30.0
 
 #: A host whose heartbeat is older than this is lost: its tasks go to other hosts.

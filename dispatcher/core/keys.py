@@ -50,9 +50,14 @@ def startup_lock(host: str, config_dir: str = "") -> str:
     return f"{PREFIX}lock:startup:{host}:{hashlib.sha1(config_dir.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
 
-def project_claim_lock(project: str) -> str:
-    """Held while a worker counts a project's running tasks and claims one (its ``max_parallel``)."""
-    return f"{PREFIX}lock:project-claim:{project}"
+def running(project: str) -> str:
+    """The project's running tasks (a sorted set, store/running.py): what ``max_parallel`` is counted from."""
+    return f"{PREFIX}running:{project}"
+
+
+def running_scan(token: str) -> str:
+    """Present from the start of a full scan to its end: gone means Redis lost data meanwhile (store/running.py)."""
+    return f"{PREFIX}running-scan:{token}"
 
 
 def owner(project: str, task_id: str) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import redis
+
 from dispatcher.agent import pool, pool_state
 from dispatcher.agent.installed import INSTALL_HINT, agent_missing
 from dispatcher.core import defaults as d
@@ -34,7 +36,7 @@ from dispatcher.inbox import files as aq
 from dispatcher.inbox import worktree
 from dispatcher.inbox.reader import read_task_bytes
 from dispatcher.inbox.scanner import Plan, run_scan
-from dispatcher.store import attempts, events, hosts, locks, pause, settle
+from dispatcher.store import attempts, events, hosts, locks, pause, running, settle
 from dispatcher.store import sessions as ss
 from dispatcher.store.hook_log import HookLog
 from dispatcher.store.sessions import SessionInfo, State
@@ -151,6 +153,7 @@ class Dispatcher:
     def plan(self) -> Plan:
         """A scan pass (writing markers and the ready index); what it changed goes to the event log."""
         ticket = ready.begin(self)
+        scan_token = running.begin_scan(self.r)
         result = run_scan(self.settings, now=self.clock(), write=True,
                           closed=lambda files: settle.closed_files(self.r, files))
         for kind, task, detail in result.changes:
@@ -162,6 +165,13 @@ class Dispatcher:
                                                         .task_path(task_id)))
             events.emit(self.r, kind, task=task, detail=detail)
         ready.publish(self, result, ticket)
+        # The running hashes' safety net and builder (store/running.py): a file that runs without an entry (moved
+        # by hand) is counted again, a lost hash is built; an entry without a file is the claimers' to prune.
+        seen: dict[str, list[str]] = {p: [] for p in result.projects}
+        for state in ("launching", "dispatched"):
+            for project, task_id in result.in_flight.get(state, []):
+                seen.setdefault(project, []).append(task_id)
+        running.after_scan(self.r, scan_token, seen)
         return result
 
     def announce(self, project: str, task_id: str, path: str) -> None:
@@ -237,14 +247,15 @@ class Dispatcher:
             return Outcome(Status.NOT_IN_POOL, session=str(ref),
                            detail=f"a session of host {ref.host}, not {self.host}")
         session = ref.name
-        if self.settings.pool.contains(session):
-            self.r.delete(keys.assign_pending(str(ref)))  # from now on a new event may queue another
         if not self.settings.pool.contains(session):
             logger.warning("assign_next: %r is not a pool session; refusing", session)
             return Outcome(Status.NOT_IN_POOL, session=str(ref),
                            detail="not one of " + ", ".join(self.settings.pool.names()))
         now = self.clock()
-        held = pause.current(self.r, now, self.settings.host.account)
+        pipe = self.r.pipeline(transaction=False)  # one round trip for both
+        pipe.delete(keys.assign_pending(str(ref)))  # from now on a new event may queue another
+        pause.queue_current(pipe, self.settings.host.account)
+        held = pause.in_force(pipe.execute()[1], now)
         if held is not None:
             return Outcome(Status.PAUSED, session=session, detail=held.describe())
         missing = self.agent_missing()
@@ -307,9 +318,8 @@ class Dispatcher:
             return Outcome(Status.BUSY, session=session, detail="session locked by another worker")
         try:
             now = self.clock()
-            # Its state again, now that it is locked (Redis; tmux was asked a moment ago by the caller, and the
-            # launch's own tmux call fails cleanly if the session has vanished since).
-            info = ss.get(self.r, self.ref(session)) or self.session_info(session)
+            # Again under the lock (another worker may have launched into it); that it exists was just seen.
+            info = pool_state.read_stored(self.r, self.tmux, self.host, session)
             if not (info.state is State.IDLE and not info.in_cooldown(now, self.settings.pool.cooldown)):
                 return Outcome(Status.BUSY, session=session, detail=f"state {info.state.value}")
             try:
@@ -338,11 +348,10 @@ class Dispatcher:
         except TaskFileError as exc:
             claim.release()
             return Outcome(Status.TAKEN, session=session, task=key, detail=f"changed while claimed: {exc.reason}")
-        self.announce(task.project, task.id, str(launching))  # the watcher's event may still be queued
-        events.emit(self.r, "claimed", task=key, session=info.ref)
+        cfg = self.settings.project_settings(task.project)
+        hooks_after = self._claimed_events(task, launching, info, read_hooks=cfg.isolation != "worktree")
         project_dir = self.settings.projects_dir / task.project
         queue_dir: Path | None = None
-        cfg = self.settings.project_settings(task.project)
         if cfg.isolation == "worktree":
             try:
                 project_dir = worktree.create(project_dir, task.id, cfg.worktree)
@@ -356,7 +365,8 @@ class Dispatcher:
         # hooks_after: from now on; a warm agent's start-up reports are older, never this task's proof.
         info = pool_state.transition(self.r, self.tmux, info, State.LAUNCHING, since=self.clock(),
                                      project=task.project, task=task.id, model=model, agent_uuid=spec.agent_uuid,
-                                     detail="", idle_since=0.0, hooks_after=HookLog(self.r).last_id(info.ref))
+                                     detail="", idle_since=0.0,
+                                     hooks_after=hooks_after or HookLog(self.r).last_id(info.ref))
         try:
             launched = self.launch(spec)
         except DialogError as exc:
@@ -371,11 +381,37 @@ class Dispatcher:
             logger.info("%s: not promoted (%s); the agent already moved it", key, exc)
         replaced = {"agent_uuid": launched} if launched and launched != spec.agent_uuid else {}
         info = pool_state.transition(self.r, self.tmux, info, State.WORKING, since=self.clock(), **replaced)
-        attempts.forget(self.r, task.project, task.id)
-        warm.remember(self, task.project, task.priority.value)
         how = f"model {model}" + (" (warm agent)" if spec.warm is not None and not replaced else "")
-        events.emit(self.r, "launched", task=key, session=info.ref, detail=how)
+        pipe = self.r.pipeline(transaction=False)  # one round trip for both
+        attempts.forget(pipe, task.project, task.id)
+        events.emit(pipe, "launched", task=key, session=info.ref, detail=how)
+        try:
+            pipe.execute()
+        except redis.RedisError:  # the attempt counter outlives its TTL at worst; the event is for people
+            logger.exception("could not record the launch of %s", key)
+        warm.remember(self, task.project, task.priority.value)
         return Outcome(Status.DISPATCHED, session=session, task=key, detail=how)
+
+    def _claimed_events(self, task: Task, launching: Path, info: SessionInfo, *, read_hooks: bool) -> str | None:
+        """"submitted" (the watcher's event may still be queued) then "claimed", in one round trip (a pipeline keeps
+        their order) — with the newest hook report id of the session (older reports are not about the agent about
+        to start) when ``read_hooks`` (no worktree to make first, which may take long). None: not read."""
+        key = str(task.key)
+        pipe = self.r.pipeline(transaction=False)
+        submitted = events.announce_args(task.project, task.id, str(launching))
+        if submitted is not None:
+            pipe.eval(*submitted)
+        events.emit(pipe, "claimed", task=key, session=info.ref)
+        if read_hooks:
+            HookLog.queue_last_id(pipe, info.ref)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError:  # events are for people; the hook id is read again on its own
+            logger.exception("could not record the claim of %s", key)
+            return None
+        if submitted is not None and replies[0]:
+            logger.info("event submitted task=%s", key)
+        return HookLog.last_id_of(replies[-1]) if read_hooks else None
 
     def _worktree_failed(self, task: Task, claim: cl.Claim, info: SessionInfo, exc: WorktreeError) -> Outcome:
         """No worktree for the task: it fails with the reason (kept, retryable); the session stays free."""

@@ -186,7 +186,7 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
 
 def _unfinish(disp: Dispatcher, info: SessionInfo, reason: str) -> str:
     """The agent finished but the worktree's merge command failed: done/<id>.md → inbox/<id>.md.dispatched, failed."""
-    cl.undo_done(aq.project(disp.settings.projects_dir, info.project), info.task)
+    cl.undo_done(disp.r, aq.project(disp.settings.projects_dir, info.project), info.task, info.ref)
     return _fail(disp, info, reason, "")
 
 

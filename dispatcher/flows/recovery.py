@@ -218,11 +218,13 @@ def _take_back(ports: Ports, proj: aq.Project, task_id: str, path: Path, owner: 
     note = f"{why}\nowner: {owner or 'unrecorded'}\nattempt {count}/{ports.settings.max_launch_attempts}"
     try:
         if count >= ports.settings.max_launch_attempts:
-            cl.fail(path, note)  # the record is a tombstone already: nothing to drop
+            cl.fail(path, note)  # the record is a tombstone already: only the slot to free
+            cl.drop_slot(ports.r, proj.name, task_id, None if owners.is_stone(owner) else owner)
             attempts.forget(ports.r, proj.name, task_id)
             events.emit(ports.r, "failed", task=key, session=owner or "", detail=why)
             return f"{key}: failed ({why})"
         cl.release(path)
+        cl.drop_slot(ports.r, proj.name, task_id, None if owners.is_stone(owner) else owner)
         markers.write_failure(proj.task_path(task_id), note)
     except (ClaimError, OSError) as exc:  # the owner finished or moved it meanwhile
         logger.warning("take-back of %s: %s", key, exc)

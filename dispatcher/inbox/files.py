@@ -74,6 +74,29 @@ def list_project(proj: Project) -> ProjectListing:
     return ProjectListing(proj, inbox, done_names(proj))
 
 
+def running_ids(proj: Project) -> list[str]:
+    """Ids of the tasks whose files run now (``.launching`` or ``.dispatched``): one listing of the inbox."""
+    try:
+        names = os.listdir(proj.inbox)
+    except OSError:
+        return []
+    out = []
+    for end in (d.TASK_SUFFIX + d.LAUNCHING, d.TASK_SUFFIX + d.DISPATCHED):
+        out += [n[: -len(end)] for n in names if n.endswith(end) and not n.startswith(".")]
+    return out
+
+
+def runs(proj: Project, task_id: str) -> bool:
+    """True when ``task_id``'s file is ``.launching`` or ``.dispatched`` now (two ``lstat``s, no listing)."""
+    for state in (d.LAUNCHING, d.DISPATCHED):
+        try:
+            os.lstat(proj.task_path(task_id, state))
+            return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def done_names(proj: Project) -> tuple[str, ...]:
     """Names of the finished tasks in done/: regular ``*.md`` files only (a symlink or directory is not one)."""
     out = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +65,24 @@ def _is_regular(path: str) -> bool:
 
 def dep_done(settings: Settings, dep: DepRef) -> bool:
     """Is ``dep`` in its project's done/? One stat, or one listing for a timestamped copy (``T1-….md``)."""
-    proj = aq.project(settings.projects_dir, dep.project)
-    if _is_regular(str(proj.done / (dep.task_id + d.TASK_SUFFIX))):  # the gate's rule: a symlink or dir is not done
-        return True
-    if not proj.done.is_dir():
-        return False
-    return DoneIndex({dep.project: aq.done_names(proj)}).is_done(dep)
+    return not deps_missing(settings, (dep,))
+
+
+def deps_missing(settings: Settings, deps: Iterable[DepRef]) -> list[DepRef]:
+    """The dependencies not in their project's done/: one stat each, and at most one listing of each project's
+    done/ (for timestamped copies, ``T1-….md``) however many dependencies name that project."""
+    listed: dict[str, DoneIndex | None] = {}
+    missing = []
+    for dep in deps:
+        proj = aq.project(settings.projects_dir, dep.project)
+        if _is_regular(str(proj.done / (dep.task_id + d.TASK_SUFFIX))):  # the gate's rule: no symlink or dir
+            continue
+        if dep.project not in listed:
+            listed[dep.project] = (DoneIndex({dep.project: aq.done_names(proj)}) if proj.done.is_dir() else None)
+        index = listed[dep.project]
+        if index is None or not index.is_done(dep):
+            missing.append(dep)
+    return missing
 
 
 def _busy(path: str) -> bool:
@@ -87,7 +100,7 @@ def _parse(settings: Settings, path: str, project: str, st: os.stat_result) -> C
         return Checked(Verdict.STALE, detail=f"invalid: {exc.reason}")
     if (task.mtime, task.size) != (st.st_mtime, st.st_size):
         return Checked(Verdict.STALE, detail="changed while read")
-    missing = [dep for dep in task.depends_on if not dep_done(settings, dep)]
+    missing = deps_missing(settings, task.depends_on)
     if missing:
         return Checked(Verdict.STALE, task, detail="waiting on " + ", ".join(map(str, missing)))
     return Checked(Verdict.READY, task)

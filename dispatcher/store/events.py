@@ -65,6 +65,19 @@ def announce(r: redis.Redis, project: str, task_id: str, path: str) -> None:
     Every path that logs a task's first state (the watcher's inbox_event, a claim, a blocked,
     invalid or stuck marker) calls this first, so "submitted" comes first however they race.
     """
+    queued = announce_args(project, task_id, path)
+    if queued is None:
+        return
+    try:
+        if r.eval(*queued):  # type: ignore[no-untyped-call]
+            logger.info("event submitted task=%s:%s", project, task_id)
+    except redis.RedisError:
+        logger.exception("could not record event submitted for %s:%s", project, task_id)
+
+
+def announce_args(project: str, task_id: str, path: str) -> tuple[Any, ...] | None:
+    """The arguments of :func:`announce`'s EVAL (None when the file is gone everywhere): a caller that sends it
+    in a pipeline with its next event (the claim) saves a round trip; the pipeline keeps their order."""
     # It may already be claimed, or even done when the event comes late: a move keeps the inode.
     done = os.path.join(os.path.dirname(os.path.dirname(path)), d.DONE, task_id + d.TASK_SUFFIX)
     for candidate in (path, path + d.LAUNCHING, path + d.DISPATCHED, done):
@@ -74,16 +87,12 @@ def announce(r: redis.Redis, project: str, task_id: str, path: str) -> None:
         except OSError:
             continue
     else:
-        return
+        return None
     task = f"{project}:{task_id}"
     now = time.time()
     fields = ["time", f"{now:.3f}", "kind", "submitted", "task", task, "session", "", "detail", ""]
-    try:
-        if r.eval(_EMIT_ONCE, 2, keys.seen(project, task_id, version), keys.EVENTS,  # type: ignore[no-untyped-call]
-                  SEEN_TTL_S, keys.EVENTS_MAXLEN, *fields):
-            logger.info("event submitted task=%s", task)
-    except redis.RedisError:
-        logger.exception("could not record event submitted for %s", task)
+    return (_EMIT_ONCE, 2, keys.seen(project, task_id, version), keys.EVENTS, SEEN_TTL_S, keys.EVENTS_MAXLEN,
+            *fields)
 
 
 def _event(entry_id: Any, fields: Any) -> Event:

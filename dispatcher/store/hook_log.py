@@ -42,7 +42,16 @@ class HookLog:
 
     def last_id(self, session: str) -> str:
         """Stream id of the newest report ('0-0' when none): pass it as ``after_id`` to see only newer ones."""
-        newest = cast(_Entries, self.redis.xrevrange(keys.session_hooks(session), count=1) or [])
+        return self.last_id_of(self.redis.xrevrange(keys.session_hooks(session), count=1))
+
+    @staticmethod
+    def queue_last_id(pipe: redis_lib.client.Pipeline, session: str) -> None:
+        """:meth:`last_id` queued in a pipeline; :meth:`last_id_of` reads its reply."""
+        pipe.xrevrange(keys.session_hooks(session), count=1)
+
+    @staticmethod
+    def last_id_of(reply: object) -> str:
+        newest = cast(_Entries, reply or [])
         return _text(newest[0][0]) if newest else "0-0"
 
     def read(self, session: str, after_id: str = "0-0", count: int = 100) -> list[HookReport]:

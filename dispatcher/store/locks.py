@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 
 import redis
@@ -52,14 +53,22 @@ class Held:
             logger.warning("lock %s was not ours any more at release: %s", self.lock.name, exc)
 
 
+# The lock (SET NX PX, redis-py Lock's own acquire) and who holds it, for people and for recovery (the lock
+# value stays the token), in one round trip.
+_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
+return 1
+"""
+
+
 def try_acquire(r: redis.Redis, key: str, ttl: float, owner: str = "") -> Held | None:
     """Take ``key`` without waiting; None if someone else holds it."""
     lock = r.lock(key, timeout=ttl, blocking=False, thread_local=False)
-    if not lock.acquire(blocking=False, token=None):
+    token = uuid.uuid1().hex.encode()  # as Lock.acquire makes it: release/reacquire compare it
+    if not r.eval(_ACQUIRE, 2, key, key + ":owner", token, int(ttl * 1000), owner):  # type: ignore[no-untyped-call]
         return None
-    if owner:
-        # Who holds it, for people and for recovery (the lock value stays the token).
-        r.set(key + ":owner", owner, px=int(ttl * 1000))
+    lock.local.token = token
     return Held(lock, ttl)
 
 

@@ -56,6 +56,11 @@ def take(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     r.set(keys.owner(project, task_id), owner, ex=RECORD_TTL_S)
 
 
+def queue_take(pipe: redis.client.Pipeline, project: str, task_id: str, owner: str) -> None:
+    """:func:`take` queued in a pipeline (the claim sends it with its slot's confirm: one round trip)."""
+    pipe.set(keys.owner(project, task_id), owner, ex=RECORD_TTL_S)
+
+
 def get(r: redis.Redis, project: str, task_id: str) -> str | None:
     """The owner of a task, a tombstone (``fenced:…``), or None."""
     value = r.get(keys.owner(project, task_id))
@@ -82,6 +87,11 @@ def confirm(r: redis.Redis, project: str, task_id: str, owner: str) -> str | Non
 def drop(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     """``owner`` released, finished or failed the task: its record becomes a ``released:`` stone."""
     r.eval(_DROP, 1, keys.owner(project, task_id), owner, f"{RELEASED}{owner}", TOMBSTONE_TTL_S)
+
+
+def queue_drop(pipe: redis.client.Pipeline, project: str, task_id: str, owner: str) -> None:
+    """:func:`drop` queued in a pipeline (with the running slot's drop: one round trip)."""
+    pipe.eval(_DROP, 1, keys.owner(project, task_id), owner, f"{RELEASED}{owner}", TOMBSTONE_TTL_S)
 
 
 def fence(r: redis.Redis, project: str, task_id: str, owner: str | None, why: str) -> bool:

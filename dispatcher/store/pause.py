@@ -70,6 +70,17 @@ def current(r: redis.Redis, now: float, account: str = d.ACCOUNT) -> Pause | Non
     return found if found is not None and found.until > now else None
 
 
+def queue_current(pipe: redis.client.Pipeline, account: str = d.ACCOUNT) -> None:
+    """Queue the read of ``account``'s pause in ``pipe``; :func:`in_force` judges its reply."""
+    pipe.hgetall(keys.pause(account))
+
+
+def in_force(raw: Any, now: float) -> Pause | None:
+    """The pause a :func:`queue_current` reply holds if it is in force at ``now``, else None."""
+    found = current_from(raw or {})
+    return found if found is not None and found.until > now else None
+
+
 def stored(r: redis.Redis, account: str = d.ACCOUNT) -> Pause | None:
     """The pause recorded for ``account`` whatever its age (an expired one too), or None when there is none."""
     return current_from(r.hgetall(keys.pause(account)) or {})

@@ -14,7 +14,7 @@ record from its tmux options. Time is always the caller's (``since``,
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
@@ -94,11 +94,14 @@ def _decode(ref: SessionRef, raw: Any) -> SessionInfo:
     return SessionInfo(**data)  # type: ignore[arg-type]
 
 
+_STORED = tuple(f.name for f in fields(SessionInfo) if f.name not in _KEYED)
+
+
 def _encode(info: SessionInfo) -> dict[Any, Any]:
+    # Field by field, not dataclasses.asdict (which deep-copies): this runs twice per dispatch.
     out: dict[Any, Any] = {}
-    for k, v in asdict(info).items():
-        if k in _KEYED:
-            continue
+    for k in _STORED:
+        v = getattr(info, k)
         out[k] = v.value if isinstance(v, Enum) else str(v)
     return out
 

@@ -159,6 +159,10 @@ def test_a_message_for_a_stopped_host_waits_for_it(fleet: Callable[..., SimHost]
     h0, h1 = fleet("h0").start(), fleet("h1")
     h1.write_config()
     add(h0.projects_dir, "p", "M1")
+    # Written long ago: no watcher or beat runs here, so a file still inside settle_time when h1 takes the
+    # message would be "nothing eligible" with nothing to ask again (on a fast machine h1 is back within 2 s).
+    m1 = h0.projects_dir / "p" / ".agent-queue" / "inbox" / "M1.md"
+    os.utime(m1, (time.time() - 60, time.time() - 60))
     send = subprocess.run([sys.executable, "-m", "celery", "-A", "dispatcher", "call", "assign_next",
                            "--args", json.dumps(["h1/ccl-auto-0"])], env=h0.env(), capture_output=True,
                           text=True, timeout=60, cwd=h0.root)

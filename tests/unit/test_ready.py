@@ -123,3 +123,30 @@ def test_a_new_file_is_judged_alone_or_left_to_a_full_scan(make_project, setting
     st = proj.task_path("T1").stat()
     closed = (st.st_ino, st.st_mtime_ns, st.st_size)
     assert check_new(fresh, "web", str(proj.task_path("T1")), now=now, closed=closed).verdict is Verdict.READY
+
+
+_SCANDIRS: list[str] = []
+
+
+def _count_scandirs(event: str, args: tuple[object, ...]) -> None:
+    if event == "os.scandir" and _SCANDIRS and _SCANDIRS[0] == "on":
+        _SCANDIRS.append(str(args[0]))
+
+
+def test_several_dependencies_on_one_project_list_its_done_once(make_project, settings) -> None:
+    import sys
+
+    make_project("lib", done=["L1-20260101.md", "L2-20260102.md", "L3.md"])
+    make_project("api", done=["A1-20260101.md"])
+    deps = ("lib:L1", "lib:L2", "lib:L3", "lib:L4", "api:A1")
+    proj = make_project("web", tasks={"T1": {"depends_on": deps}})
+    sys.addaudithook(_count_scandirs)  # the interpreter's own record of directory listings (cannot be removed)
+    _SCANDIRS[:] = ["on"]
+    try:
+        got = recheck(settings, _entry(proj.task_path("T1"), "web", has_deps=True))
+    finally:
+        listed, _SCANDIRS[:] = _SCANDIRS[1:], []
+    assert got.verdict is Verdict.STALE and got.detail == "waiting on lib:L4"
+    done_listings = [p for p in listed if p.endswith("done")]
+    assert sorted(done_listings) == sorted([str(settings.projects_dir / "lib" / ".agent-queue" / "done"),
+                                            str(settings.projects_dir / "api" / ".agent-queue" / "done")])
