@@ -1,6 +1,6 @@
 """assign_next CPU against queue size, and a worker's memory with a large queue indexed (issue 13 goals 1, 6).
 
-    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick]
+    python bench/assign.py [--projects 100] [--pending 1000] [--samples 200] [--quick] [--redis URL]
 
 Real Redis (DB 12, flushed before and after), a private tmux server with one pool session
 (killed at the end), real files; the launch is a no-op (this measures the dispatcher, not
@@ -178,13 +178,16 @@ print(json.dumps({"base": base, "rss": now, "peak": peak, "no_cache": rss()[0],
 
 
 def main() -> None:
+    global REDIS_URL
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--projects", type=int, default=100)
     ap.add_argument("--pending", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--before-samples", type=int, default=5, help="old path at the big size (seconds each)")
     ap.add_argument("--quick", action="store_true", help="20 × 500, 50 samples")
+    ap.add_argument("--redis", default=REDIS_URL, help="Redis URL (the DB is flushed before and after)")
     args = ap.parse_args()
+    REDIS_URL = args.redis
     if args.quick:
         args.projects, args.pending, args.samples = 20, 500, 50
     big = args.projects * args.pending

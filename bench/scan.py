@@ -1,6 +1,6 @@
 """Scan benchmark (issue 13 goal 2): a full scan beside the filesystem floor, measured in the same run.
 
-    python bench/scan.py [--sizes 20x1000 100x1000] [--runs 3]
+    python bench/scan.py [--sizes 20x1000 100x1000] [--runs 3] [--redis redis://127.0.0.1:6379/11]
 
 For each size (projects × pending task files, small tasks with frontmatter; one task in
 ten depends on another) it generates a tree in a temporary directory, then measures,
@@ -161,10 +161,13 @@ def run_size(tmp: Path, projects: int, pending: int, runs: int) -> list[tuple[st
 
 
 def main() -> None:
+    global REDIS_URL
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", default=["20x1000", "100x1000"], help="projects x pending files")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--redis", default=REDIS_URL, help="Redis URL for the CLI's config (only read)")
     args = ap.parse_args()
+    REDIS_URL = args.redis
     t_start = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="aqbench-scan-"))
     rows: list[tuple[str, str, str, str]] = []

@@ -32,7 +32,7 @@ class Problem:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Loaded:
     """What was read for one pending ``<id>.md``: a Task, or the error and when."""
 

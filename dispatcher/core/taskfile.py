@@ -53,7 +53,7 @@ def check_segment(value: str, what: str) -> str:
     return value
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DepRef:
     """A dependency ``project:task_id``; met when ``<project>/.agent-queue/done/<task_id>.md`` exists."""
 
@@ -77,9 +77,9 @@ class DepRef:
         return cls(project, task_id)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Task:
-    """One pending task file, validated. Immutable."""
+    """One pending task file, validated. Immutable (slots: a worker keeps one per pending task)."""
 
     id: str
     project: str
@@ -165,13 +165,17 @@ def _given(meta: dict[str, Any], key: str, default: Any) -> Any:
     return default if value is None or value == "" else value
 
 
-def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: float = 0.0) -> Task:
-    """Parse the bytes of ``<task_id>.md`` into a Task; raise TaskFileError/TaskIncomplete."""
+def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: float = 0.0,
+               body: bool = True) -> Task:
+    """Parse the bytes of ``<task_id>.md`` into a Task; raise TaskFileError/TaskIncomplete.
+
+    ``body=False`` leaves the body empty (a scan's plan never needs it; the claim re-reads the file).
+    """
     check_segment(task_id, "task id")
     check_segment(project, "project name")
     if not data.strip():
         raise TaskIncomplete("file is empty (still being written?)")
-    front, body = split_frontmatter(_decode(data))
+    front, text = split_frontmatter(_decode(data))
     meta = load_frontmatter(front) if front is not None else {}
     warnings = tuple(f"unknown key '{k}' ignored" for k in meta if k not in KNOWN_KEYS)
     title = _as_text(_given(meta, "title", ""), "title")
@@ -199,7 +203,7 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
         tags=tuple(tags_list),
         needs_claude_code=needs,
         depends_on=_parse_depends(meta.get("depends_on"), project),
-        body=body,
+        body=text if body else "",
         mtime=mtime,
         warnings=warnings,
         size=len(data),

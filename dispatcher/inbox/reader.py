@@ -53,12 +53,12 @@ def read_task_bytes(path: Path, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[byte
         os.close(fd)
 
 
-def load_task(path: Path, project: str, max_bytes: int = d.MAX_TASK_BYTES) -> Task:
-    """Read and parse one inbox file ``<id>.md`` of ``project``."""
+def load_task(path: Path, project: str, max_bytes: int = d.MAX_TASK_BYTES, *, body: bool = True) -> Task:
+    """Read and parse one inbox file ``<id>.md`` of ``project`` (``body=False``: the Task's body is left empty)."""
     task_id = task_id_from_name(path.name)
     data, mtime = read_task_bytes(path, max_bytes)
     try:
-        return parse_task(data, task_id=task_id, project=project, path=path, mtime=mtime)
+        return parse_task(data, task_id=task_id, project=project, path=path, mtime=mtime, body=body)
     except TaskFileError as exc:
         if exc.path is None:
             raise type(exc)(exc.reason, path=str(path), line=exc.line) from None
