@@ -1,4 +1,4 @@
-"""The scan's memos: unchanged files are not re-read, an unchanged queue is not re-planned; any change is seen at once."""
+"""The scan's memos: unchanged files are not re-read, an unchanged queue not re-planned; changes are seen at once."""
 
 from __future__ import annotations
 
