@@ -127,13 +127,17 @@ def cap(ordered: list[Task], flight: Mapping[str, list[tuple[str, str]]],
     kept: list[Task] = []
     waiting: list[tuple[Task, str]] = []
     limits: dict[str, int] = {}
+    reasons: dict[tuple[int, int], str] = {}
     for task in ordered:
         limit = limits.get(task.project)
         if limit is None:
             limit = limits[task.project] = limit_of(task.project)
         n = taken.get(task.project, 0)
         if limit and n >= limit:
-            waiting.append((task, at_limit_reason(n, limit)))
+            reason = reasons.get((n, limit))
+            if reason is None:  # one text per (running, limit), not one per waiting task (100,000 may wait)
+                reason = reasons[n, limit] = at_limit_reason(n, limit)
+            waiting.append((task, reason))
             continue
         taken[task.project] = n + 1  # an earlier task of the project goes first and takes a slot
         kept.append(task)

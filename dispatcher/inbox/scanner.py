@@ -47,7 +47,8 @@ class ProjectRead:
 
     listing: ProjectListing
     loaded: tuple[Loaded, ...]
-    parsed: dict[str, tuple[FileIdentity, Task]]
+    #: Parsed tasks by file name; the file's identity is its entry in ``listing`` (no copy of it is kept).
+    parsed: dict[str, Task]
     #: False when a file vanished while read: the listing alone does not say what was read then.
     whole: bool = True
 
@@ -74,8 +75,10 @@ class ParseCache:
     def get(self, key: tuple[str, int], name: str, identity: FileIdentity) -> Task | None:
         """The task parsed from ``name`` of the project ``key`` if the file still has ``identity``."""
         read = self._projects.get(key)
-        hit = read.parsed.get(name) if read is not None else None
-        return hit[1] if hit is not None and hit[0] == identity else None
+        if read is None:
+            return None
+        task, entry = read.parsed.get(name), read.listing.inbox.get(name)
+        return task if task is not None and entry is not None and entry.identity == identity else None
 
     def put(self, key: tuple[str, int], read: ProjectRead) -> None:
         """Keep ``read`` as the project's last (replacing the one before); evict the least recent projects."""
@@ -124,11 +127,14 @@ def _read_project(listing: ProjectListing, key: tuple[str, int], max_bytes: int)
             and prev.listing.inbox == listing.inbox):
         return prev, 0  # nothing in the project changed: the same values (and the same listing object)
     old = prev.parsed if prev is not None else {}
+    old_entries = prev.listing.inbox if prev is not None else {}
     project = listing.project.name
     inbox = listing.project.inbox  # built once: Path joins cost more than reading a small file
+    inbox_str = str(inbox)
     entries = listing.inbox
     loaded: list[Loaded] = []
-    parsed: dict[str, tuple[FileIdentity, Task]] = {}
+    #: Parsed tasks by file name; the file's identity is its entry in ``listing`` (no copy of it is kept).
+    parsed: dict[str, Task] = {}
     whole = True
     n_parsed = 0
     for name in pending_names(listing):
@@ -139,22 +145,22 @@ def _read_project(listing: ProjectListing, key: tuple[str, int], max_bytes: int)
             reason = markers.read_invalid(path) or "invalid"
             loaded.append(Loaded(project, path, mtime=entry.mtime, invalid_marker=reason))
             continue
-        identity = entry.identity
-        hit = old.get(name) if entry.regular else None
-        if hit is not None and hit[0] == identity:
-            task = hit[1]
-            parsed[name] = hit
+        cached = old.get(name) if entry.regular else None
+        was = old_entries.get(name) if cached is not None else None
+        if cached is not None and was is not None and was.identity == entry.identity:
+            task = cached
+            parsed[name] = task
             loaded.append(Loaded(project, task.path, task=task, mtime=task.mtime))
             continue
         path = inbox / name
         try:
             # A plan never needs the body (the claim re-reads and re-parses what it renamed): the cache need
             # not hold every pending task's text in every worker (a real task body is often several KB).
-            task = load_task(path, project, max_bytes, body=False)
+            task = load_task(path, project, max_bytes, body=False, name=name, text_path=f"{inbox_str}/{name}")
             n_parsed += 1
             loaded.append(Loaded(project, path, task=task, mtime=task.mtime))
             if entry.regular:
-                parsed[name] = (identity, task)
+                parsed[name] = task
         except TaskGone:
             whole = False  # claimed or moved since the listing: not a problem of the file
             continue

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from dispatcher.core.config import Settings
-from dispatcher.core.listing import Project, ProjectListing
+from dispatcher.core.listing import Entry, Project, ProjectListing
 from dispatcher.core.plan import Plan
 from dispatcher.core.taskfile import Task, render_task
 from dispatcher.inbox import files as aq
@@ -141,9 +141,9 @@ def test_other_settings_plan_anew(tmp_path: Path) -> None:
 
 def _read(name: str, n: int) -> ProjectRead:
     proj = Project(name, Path("/x") / name)
-    parsed = {f"{i}.md": ((i, i, i, i), Task(id=str(i), project=name, path=proj.inbox / f"{i}.md"))
-              for i in range(n)}
-    return ProjectRead(ProjectListing(proj, {}, ()), (), parsed)
+    inbox = {f"{i}.md": Entry(f"{i}.md", i, i, True, i, i, i) for i in range(n)}  # identity (i, i, i, i)
+    parsed = {f"{i}.md": Task(id=str(i), project=name, path=proj.inbox / f"{i}.md") for i in range(n)}
+    return ProjectRead(ProjectListing(proj, inbox, ()), (), parsed)
 
 
 def test_the_cache_is_bounded_and_forgets_the_least_recently_scanned_projects() -> None:
