@@ -46,7 +46,7 @@ class ProjectRead:
     """One project as a scan last saw it: its listing, what was read for it, and its parsed tasks by name."""
 
     listing: ProjectListing
-    loaded: tuple[Loaded, ...]
+    loaded: tuple[Loaded | Task, ...]  # a Task for each file parsed without trouble (no wrapper kept)
     #: Parsed tasks by file name; the file's identity is its entry in ``listing`` (no copy of it is kept).
     parsed: dict[str, Task]
     #: False when a file vanished while read: the listing alone does not say what was read then.
@@ -132,7 +132,7 @@ def _read_project(listing: ProjectListing, key: tuple[str, int], max_bytes: int)
     inbox = listing.project.inbox  # built once: Path joins cost more than reading a small file
     inbox_str = str(inbox)
     entries = listing.inbox
-    loaded: list[Loaded] = []
+    loaded: list[Loaded | Task] = []
     #: Parsed tasks by file name; the file's identity is its entry in ``listing`` (no copy of it is kept).
     parsed: dict[str, Task] = {}
     whole = True
@@ -150,7 +150,7 @@ def _read_project(listing: ProjectListing, key: tuple[str, int], max_bytes: int)
         if cached is not None and was is not None and was.identity == entry.identity:
             task = cached
             parsed[name] = task
-            loaded.append(Loaded(project, task.path, task=task, mtime=task.mtime))
+            loaded.append(task)
             continue
         path = inbox / name
         try:
@@ -158,7 +158,7 @@ def _read_project(listing: ProjectListing, key: tuple[str, int], max_bytes: int)
             # not hold every pending task's text in every worker (a real task body is often several KB).
             task = load_task(path, project, max_bytes, body=False, name=name, text_path=f"{inbox_str}/{name}")
             n_parsed += 1
-            loaded.append(Loaded(project, path, task=task, mtime=task.mtime))
+            loaded.append(task)
             if entry.regular:
                 parsed[name] = task
         except TaskGone:
@@ -169,10 +169,10 @@ def _read_project(listing: ProjectListing, key: tuple[str, int], max_bytes: int)
     return ProjectRead(listing, tuple(loaded), parsed, whole), n_parsed
 
 
-def _read_all(settings: Settings) -> tuple[list[ProjectListing], list[Loaded], int]:
+def _read_all(settings: Settings) -> tuple[list[ProjectListing], list[Loaded | Task], int]:
     projects = files.discover_projects(settings.projects_dir, settings.projects)
     listings: list[ProjectListing] = []
-    loaded: list[Loaded] = []
+    loaded: list[Loaded | Task] = []
     n_parsed = 0
     for proj in projects:
         listing = files.list_project(proj)
@@ -213,7 +213,7 @@ class _NoCyclicGC:
             gc.enable()
 
 
-def read_inboxes(settings: Settings) -> tuple[list[ProjectListing], list[Loaded]]:
+def read_inboxes(settings: Settings) -> tuple[list[ProjectListing], list[Loaded | Task]]:
     """List every project once and read every pending task file (unchanged files come from the cache)."""
     with _lock, _NoCyclicGC() as nogc:
         listings, loaded, nogc.parsed = _read_all(settings)

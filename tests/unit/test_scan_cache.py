@@ -21,7 +21,7 @@ def _settings(tmp_path: Path) -> Settings:
 
 
 def _task(loaded, task_id):  # type: ignore[no-untyped-def]
-    return next(x.task for x in loaded if x.task is not None and x.task.id == task_id)
+    return next(x for x in loaded if isinstance(x, Task) and x.id == task_id)  # a parsed file comes as its Task
 
 
 def _ids(tasks: list[Task]) -> list[str]:
