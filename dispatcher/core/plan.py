@@ -97,14 +97,17 @@ def pending_names(listing: ProjectListing) -> list[str]:
 def in_flight(listings: list[ProjectListing]) -> dict[str, list[tuple[str, str]]]:
     """``state -> [(project, id)]`` of the launching, dispatched and failed files, sorted by project then name."""
     out: dict[str, list[tuple[str, str]]] = {k: [] for k in IN_FLIGHT}
+    marker = d.TASK_SUFFIX + "."
     for listing in listings:
-        for name in sorted(listing.inbox):
-            if name.startswith("."):
-                continue
-            for state, suffix in IN_FLIGHT.items():
-                if name.endswith(d.TASK_SUFFIX + suffix):
-                    out[state].append((listing.project.name, name[: -len(d.TASK_SUFFIX + suffix)]))
+        # Only names with ".md." can be in flight: test that first and sort those alone (not every pending name).
+        for name in sorted(n for n in listing.inbox if marker in n and not n.startswith(".")):
+            for state, suffix in _FLIGHT_ENDINGS:
+                if name.endswith(suffix):
+                    out[state].append((listing.project.name, name[: -len(suffix)]))
     return out
+
+
+_FLIGHT_ENDINGS = tuple((state, d.TASK_SUFFIX + suffix) for state, suffix in IN_FLIGHT.items())
 
 
 def _why(err: TaskFileError) -> str:

@@ -36,11 +36,12 @@ class Priority(str, Enum):
 
     @property
     def rank(self) -> int:
-        return d.PRIORITIES.index(self.value)
+        return _RANK[self.value]
 
 
 #: Priority by its text: a dict lookup costs a fraction of ``Priority(text)`` (once per file in a cold scan).
 _PRIORITY_OF = {p.value: p for p in Priority}
+_RANK = {text: i for i, text in enumerate(d.PRIORITIES)}
 
 
 def is_safe_segment(value: str) -> bool:
@@ -177,7 +178,7 @@ def parse_task(data: bytes, *, task_id: str, project: str, path: Path, mtime: fl
     """
     check_segment(task_id, "task id")
     check_segment(project, "project name")
-    if not data.strip():
+    if not data or data.isspace():  # no stripped copy of every file
         raise TaskIncomplete("file is empty (still being written?)")
     front, text = split_frontmatter(_decode(data))
     meta = load_frontmatter(front) if front is not None else {}
