@@ -175,3 +175,18 @@ def test_a_project_over_the_limit_still_scans_right(tmp_path: Path, monkeypatch)
         assert len(scanner._cache) == 2
     (proj.inbox / "T3.md").unlink()
     assert sorted(_ids(_scan(s).eligible)) == [f"p:T{i}" for i in range(3)]
+
+
+def test_invalid_files_stay_invalid_when_reused_and_the_gc_is_back_on(tmp_path: Path) -> None:
+    import gc
+
+    s = _settings(tmp_path)
+    proj = aq.project(s.projects_dir, "p")
+    aq.ensure_dirs(proj)
+    (proj.inbox / "Bad.md").write_text("---\npriority: urgent\n---\nbody\n")
+    aq.write_task_atomically(proj, "A", render_task(title="a"))
+    for _ in range(2):  # the second from the memos
+        result = _scan(s)
+        assert [p.name for p in result.invalid] == ["Bad.md"] and "unknown priority" in result.invalid[0].reason
+        assert _ids(result.eligible) == ["p:A"]
+        assert gc.isenabled()
