@@ -131,12 +131,19 @@ def _decode(data: bytes) -> str:
 
 def split_frontmatter(text: str) -> tuple[str | None, str]:
     """Split ``---`` frontmatter from the body. Raise TaskIncomplete if the fence is not closed yet."""
-    lines = text.split("\n")
-    if not lines or not _FENCE.match(lines[0]):
+    # Only lines starting with "---" can be a fence: find those, not split every line (once per file in a scan).
+    first_end = text.find("\n")
+    if not _FENCE.match(text if first_end < 0 else text[:first_end]):
         return None, text.strip()
-    for i in range(1, len(lines)):
-        if _FENCE.match(lines[i]):
-            return "\n".join(lines[1:i]), "\n".join(lines[i + 1:]).strip()
+    pos = first_end
+    while pos >= 0:
+        start = text.find("\n---", pos)
+        if start < 0:
+            break
+        line_end = text.find("\n", start + 1)
+        if _FENCE.match(text[start + 1:] if line_end < 0 else text[start + 1:line_end]):
+            return text[first_end + 1:start], ("" if line_end < 0 else text[line_end + 1:].strip())
+        pos = start + 1
     raise TaskIncomplete("frontmatter starts with '---' but has no closing '---' line (still being written?)")
 
 
