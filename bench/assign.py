@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
                          f"peak {rss['peak'] / 2**20:,.0f} MB; {rss['base'] / 2**20:,.0f} MB after imports; "
                          f"{rss['indexed']:,} entries left"))
             rows.append(("    same process, parse cache cleared, 50 more assign_next",
-                         f"{rss['no_cache'] / 2**20:,.0f} MB", "the rest is the scan's parse cache (~1.4 KB/task)"))
+                         f"{rss['no_cache'] / 2**20:,.0f} MB",
+                         f"the rest is the scan's memos (~{(rss['rss'] - rss['no_cache']) / max(1, big):,.0f} B/task)"))
         rows.append(("floor: Redis round trip (PING) CPU p50", ms(floor), ""))
         rows.append(("floor: tmux call CPU p50 (client process not counted)", ms(pct(tmux_calls, 50)),
                      "assign_next makes 3 (session state, tags)"))

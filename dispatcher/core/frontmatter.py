@@ -8,6 +8,7 @@ lines ``render_task`` writes (:func:`_simple_load`), then libyaml (:func:`_fast_
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -114,6 +115,30 @@ def _simple_text(text: str, pattern: re.Pattern[str]) -> str | None:
     return quoted.group(1) if quoted is not None else None
 
 
+@functools.lru_cache(maxsize=4096)
+def _simple_line(line: str) -> tuple[str, Any] | None:
+    """One ``key: …`` line as (key, value; a list as a tuple), or None when YAML must read it.
+
+    Pure, so cached: most lines repeat across a queue's files (priority, tags, needs_claude_code).
+    """
+    m = _SIMPLE_LINE.match(line)
+    if m is None:
+        return None
+    key, value = m.group(1, 2)
+    if key.lower() in _YAML_WORDS:
+        return None
+    if value is None:
+        return key, None
+    if value[0] == "[":
+        if value[-1] != "]":
+            return None
+        inner = value[1:-1].strip(" ")
+        items = tuple(_simple_text(item.strip(" "), _SIMPLE_ITEM) for item in inner.split(",")) if inner else ()
+        return None if None in items else (key, items)
+    text = _simple_text(value, _SIMPLE_TEXT)
+    return None if text is None else (key, text)
+
+
 def _simple_load(block: str) -> Any:
     """The plain ``key: text`` / ``key: [a, b]`` / ``key:`` lines that ``render_task`` writes, else ``_NO_FAST``.
 
@@ -125,27 +150,11 @@ def _simple_load(block: str) -> Any:
         line = line.rstrip(" ")
         if not line:
             continue
-        m = _SIMPLE_LINE.match(line)
-        if m is None:
+        kv = _simple_line(line)
+        if kv is None or kv[0] in out:
             return _NO_FAST
-        key, value = m.group(1, 2)
-        if key in out or key.lower() in _YAML_WORDS:
-            return _NO_FAST
-        if value is None:
-            out[key] = None
-        elif value[0] == "[":
-            if value[-1] != "]":
-                return _NO_FAST
-            inner = value[1:-1].strip(" ")
-            items = [_simple_text(item.strip(" "), _SIMPLE_ITEM) for item in inner.split(",")] if inner else []
-            if None in items:
-                return _NO_FAST
-            out[key] = items
-        else:
-            text = _simple_text(value, _SIMPLE_TEXT)
-            if text is None:
-                return _NO_FAST
-            out[key] = text
+        key, value = kv
+        out[key] = list(value) if isinstance(value, tuple) else value
     return out or None  # blank lines only: YAML reads no document
 
 

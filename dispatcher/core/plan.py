@@ -7,7 +7,7 @@ hand-built listings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ class Problem:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Loaded:
     """What was read for one pending ``<id>.md``: a Task, or the error and when."""
 
@@ -97,14 +97,17 @@ def pending_names(listing: ProjectListing) -> list[str]:
 def in_flight(listings: list[ProjectListing]) -> dict[str, list[tuple[str, str]]]:
     """``state -> [(project, id)]`` of the launching, dispatched and failed files, sorted by project then name."""
     out: dict[str, list[tuple[str, str]]] = {k: [] for k in IN_FLIGHT}
+    marker = d.TASK_SUFFIX + "."
     for listing in listings:
-        for name in sorted(listing.inbox):
-            if name.startswith("."):
-                continue
-            for state, suffix in IN_FLIGHT.items():
-                if name.endswith(d.TASK_SUFFIX + suffix):
-                    out[state].append((listing.project.name, name[: -len(d.TASK_SUFFIX + suffix)]))
+        # Only names with ".md." can be in flight: test that first and sort those alone (not every pending name).
+        for name in sorted(n for n in listing.inbox if marker in n and not n.startswith(".")):
+            for state, suffix in _FLIGHT_ENDINGS:
+                if name.endswith(suffix):
+                    out[state].append((listing.project.name, name[: -len(suffix)]))
     return out
+
+
+_FLIGHT_ENDINGS = tuple((state, d.TASK_SUFFIX + suffix) for state, suffix in IN_FLIGHT.items())
 
 
 def _why(err: TaskFileError) -> str:
@@ -127,23 +130,27 @@ def cap(ordered: list[Task], flight: Mapping[str, list[tuple[str, str]]],
     kept: list[Task] = []
     waiting: list[tuple[Task, str]] = []
     limits: dict[str, int] = {}
+    reasons: dict[tuple[int, int], str] = {}
     for task in ordered:
         limit = limits.get(task.project)
         if limit is None:
             limit = limits[task.project] = limit_of(task.project)
         n = taken.get(task.project, 0)
         if limit and n >= limit:
-            waiting.append((task, at_limit_reason(n, limit)))
+            reason = reasons.get((n, limit))
+            if reason is None:  # one text per (running, limit), not one per waiting task (100,000 may wait)
+                reason = reasons[n, limit] = at_limit_reason(n, limit)
+            waiting.append((task, reason))
             continue
         taken[task.project] = n + 1  # an earlier task of the project goes first and takes a slot
         kept.append(task)
     return kept, waiting
 
 
-def plan(listings: list[ProjectListing], loaded: list[Loaded], *, now: float, incomplete_grace: float,
+def plan(listings: list[ProjectListing], loaded: Sequence[Loaded | Task], *, now: float, incomplete_grace: float,
          settle_time: float = 0.0, closed: Mapping[tuple[str, str], Identity] | None = None,
          limit_of: Callable[[str], int] | None = None) -> Plan:
-    """Classify every pending file and order the eligible ones.
+    """Classify every pending file (a Loaded, or a Task read without trouble) and order the eligible ones.
 
     ``limit_of(project)`` caps how many tasks of a project run at once (0: no cap); counting
     its ``.launching`` and ``.dispatched`` files, the eligible tasks beyond it wait.
@@ -160,29 +167,36 @@ def plan(listings: list[ProjectListing], loaded: list[Loaded], *, now: float, in
     busy_ids = {(p, i) for state in ("launching", "dispatched") for p, i in result.in_flight[state]}
     inbox_of = {s.project.name: s.inbox for s in listings}
     tasks: list[Task] = []
+    task: Task | None
+    error: TaskFileError | None
     for item in loaded:
-        name = item.path.name
-        entry = inbox_of.get(item.project, {}).get(name)
-        if item.invalid_marker is not None:
-            result.invalid.append(Problem(item.project, name, item.path, item.invalid_marker))
+        if isinstance(item, Task):  # read and parsed: a Task stands for Loaded(task=it) (a scan keeps no wrapper)
+            project, path, mtime, task, error, marker = item.project, item.path, item.mtime, item, None, None
+        else:
+            project, path, mtime, task, error, marker = (item.project, item.path, item.mtime, item.task, item.error,
+                                                         item.invalid_marker)
+        name = path.name
+        entry = inbox_of.get(project, {}).get(name)
+        if marker is not None:
+            result.invalid.append(Problem(project, name, path, marker))
         elif entry is not None and entry.regular and not is_settled(
-                entry.version, now=now, settle_time=settle_time, closed=closed.get((item.project, name))):
-            if entry.size == 0 and now - item.mtime >= incomplete_grace:
-                result.invalid.append(Problem(item.project, name, item.path, "file is empty: write the task into it"))
+                entry.version, now=now, settle_time=settle_time, closed=closed.get((project, name))):
+            if entry.size == 0 and now - mtime >= incomplete_grace:
+                result.invalid.append(Problem(project, name, path, "file is empty: write the task into it"))
             elif entry.size == 0:
-                result.incomplete.append(Problem(item.project, name, item.path, "file is empty (still being written?)"))
+                result.incomplete.append(Problem(project, name, path, "file is empty (still being written?)"))
             else:
-                result.incomplete.append(Problem(item.project, name, item.path, (
-                    f"still being written (changed {max(0.0, now - item.mtime):.1f}s ago; waits until its writer "
+                result.incomplete.append(Problem(project, name, path, (
+                    f"still being written (changed {max(0.0, now - mtime):.1f}s ago; waits until its writer "
                     f"closes it or it is unchanged for {settle_time:g}s)")))
                 at = entry.mtime_ns / 1e9 + settle_time
                 result.settles_at = at if result.settles_at is None else min(result.settles_at, at)
-        elif isinstance(item.error, TaskIncomplete) and now - item.mtime < incomplete_grace:
-            result.incomplete.append(Problem(item.project, name, item.path, _why(item.error)))
-        elif item.error is not None:
-            result.invalid.append(Problem(item.project, name, item.path, _why(item.error)))
-        elif item.task is not None:
-            tasks.append(item.task)
+        elif isinstance(error, TaskIncomplete) and now - mtime < incomplete_grace:
+            result.incomplete.append(Problem(project, name, path, _why(error)))
+        elif error is not None:
+            result.invalid.append(Problem(project, name, path, _why(error)))
+        elif task is not None:
+            tasks.append(task)
     cycles = find_cycles(tasks, done)
     eligible: list[Task] = []
     for task in tasks:

@@ -12,7 +12,7 @@ from dispatcher.core.errors import TaskFileError, TaskGone
 from dispatcher.core.taskfile import Task, parse_task, task_id_from_name
 
 
-def read_task_bytes(path: Path, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[bytes, float]:
+def read_task_bytes(path: Path | str, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[bytes, float]:
     """Read a task file safely: regular files only, no symlinks, never block on a FIFO.
 
     Returns the bytes and the mtime of the opened file (not of whatever the path
@@ -53,12 +53,17 @@ def read_task_bytes(path: Path, max_bytes: int = d.MAX_TASK_BYTES) -> tuple[byte
         os.close(fd)
 
 
-def load_task(path: Path, project: str, max_bytes: int = d.MAX_TASK_BYTES) -> Task:
-    """Read and parse one inbox file ``<id>.md`` of ``project``."""
-    task_id = task_id_from_name(path.name)
-    data, mtime = read_task_bytes(path, max_bytes)
+def load_task(path: Path, project: str, max_bytes: int = d.MAX_TASK_BYTES, *, body: bool = True,
+              name: str | None = None, text_path: str | None = None) -> Task:
+    """Read and parse one inbox file ``<id>.md`` of ``project`` (``body=False``: the Task's body is left empty).
+
+    A scan passes the file's ``name`` and the path as text (``text_path``) it already has: opening by a
+    Path makes it keep its own text copy (~110 bytes per cached task in every worker).
+    """
+    task_id = task_id_from_name(path.name if name is None else name)
+    data, mtime = read_task_bytes(path if text_path is None else text_path, max_bytes)
     try:
-        return parse_task(data, task_id=task_id, project=project, path=path, mtime=mtime)
+        return parse_task(data, task_id=task_id, project=project, path=path, mtime=mtime, body=body)
     except TaskFileError as exc:
         if exc.path is None:
             raise type(exc)(exc.reason, path=str(path), line=exc.line) from None

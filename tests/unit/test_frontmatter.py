@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from dispatcher.core.errors import TaskIncomplete
 from dispatcher.core.frontmatter import _NO_FAST, _fast_load, _NoAliasLoader, _simple_load, load_frontmatter
 from dispatcher.core.taskfile import render_task, split_frontmatter
 
@@ -112,3 +115,28 @@ def test_load_frontmatter_answers_as_the_reference_whatever_path_it_takes(lines:
         assert isinstance(got, type)  # refused by both (load_frontmatter words it as a TaskFileError)
         return
     assert got == want
+
+
+def _split_by_lines(text: str) -> tuple[str | None, str] | str:
+    """The reference split: every line tested for the fence (split_frontmatter only looks at lines starting ---)."""
+    fence = re.compile(r"^---[ \t]*$")
+    lines = text.split("\n")
+    if not fence.match(lines[0]):
+        return None, text.strip()
+    for i in range(1, len(lines)):
+        if fence.match(lines[i]):
+            return "\n".join(lines[1:i]), "\n".join(lines[i + 1:]).strip()
+    return "incomplete"
+
+
+@given(st.lists(st.sampled_from(["-", "\n", " ", "\t", "a", "---", "---\n", "\n---", "--- ", "x: y", "\n\n"]),
+                max_size=14).map("".join))
+@example("---\n---a\n---\nbody")  # a line starting with --- that is not a fence comes first
+@example("---\ntitle: x\n---  \t")
+@settings(max_examples=400)
+def test_split_frontmatter_equals_the_line_by_line_split(text: str) -> None:
+    try:
+        got: tuple[str | None, str] | str = split_frontmatter(text)
+    except TaskIncomplete:
+        got = "incomplete"
+    assert got == _split_by_lines(text)
