@@ -51,7 +51,7 @@ def startup_lock(host: str, config_dir: str = "") -> str:
 
 
 def running(project: str) -> str:
-    """The project's running tasks (a sorted set, store/running.py): what ``max_parallel`` is counted from."""
+    """The project's running tasks (a hash, store/running.py): what ``max_parallel`` is counted from."""
     return f"{PREFIX}running:{project}"
 
 

@@ -6,12 +6,15 @@ this hash lets a claim count without listing the inbox. ``aq:running:<project>``
 - the **sentinel** field ``.``: present iff the hash was built from the files. A hash is one
   key, so a FLUSHALL or an eviction loses sentinel and members together, and a hash
   without it is rebuilt from one listing (:func:`rebuild`) before anyone counts on it;
-- one field per task id, valued ``c:<owner>`` once its claim is **confirmed** (its file was
-  renamed; ``c:?`` when rebuilt from a file whose owner record was lost), else
+- one field per task id, valued ``c:<nonce>:<owner>`` once its claim is **confirmed** (its
+  file was renamed; owner ``?`` when rebuilt from a file whose owner record was lost), else
   ``r:<ms>:<owner>``, a **reservation** (a claim between its count and its rename) made at
-  the Redis server's time ``ms``. A session claims one task at a time (its session lock),
-  so each value names one claim: every removal compares it (compare-and-delete), and a
-  drop never removes another claim's entry of the same task.
+  the Redis server's time ``ms``. The nonce is new for every entry written, so a value names
+  one entry for good: a prune compares the value it read (compare-and-delete) and cannot
+  remove a later claim of the same task that happens to have the same owner (an ABA that a
+  racing flush and rebuild made real: two claims then ran past a limit of 2). A drop removes
+  only its owner's confirmed entry; an entry of unknown owner (``?``) is never dropped by
+  name, only pruned by a claimer that saw its file not running.
 
 The protocol (flows/claim.py drives it; docs/decisions.md "Running count without a
 listing" argues it): reserve (count < limit, atomically) → rename → confirm (atomically:
@@ -57,7 +60,7 @@ local token = 'r:' .. tostring(now) .. ':' .. ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[1], token)
 return {'ok', token}
 """
-# KEYS[1]; ARGV[1] task id, ARGV[2] the reservation's token, ARGV[3] limit, ARGV[4] owner.
+# KEYS[1]; ARGV[1] task id, ARGV[2] the reservation's token, ARGV[3] limit, ARGV[4] the confirmed value.
 # -> 'ok' | 'full' | 'rebuild'. Still our reservation: confirmed. Lost (pruned, rebuilt, or replaced by a
 # racing claimer of the same task): the claim counts again among the others, atomically, as a reserve would.
 _CONFIRM = """
@@ -69,7 +72,7 @@ if cur ~= ARGV[2] then
   if cur then n = n - 1 end
   if limit > 0 and n >= limit then return 'full' end
 end
-redis.call('HSET', KEYS[1], ARGV[1], 'c:' .. ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 return 'ok'
 """
 # KEYS[1]; ARGV: field, value, field, value... of the files that run now. Only when no sentinel: the first
@@ -90,6 +93,14 @@ for i = 1, #ARGV, 2 do
 end
 return n
 """
+# KEYS[1]; ARGV[1] task id, ARGV[2] owner: removes the task's confirmed entry only if it names that owner.
+_DROP = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.match(v, '^c:[^:]*:(.*)$') == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
 # KEYS[1]; ARGV[1] field, ARGV[2] value: a file that runs for a known owner outside a claim (set only in a built hash).
 _SET = """
 if redis.call('HEXISTS', KEYS[1], '.') == 0 then return 0 end
@@ -109,6 +120,19 @@ return n
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def confirmed(owner: str) -> str:
+    """A new confirmed entry's value for ``owner`` (``?``: unknown), unique: see the module's docstring."""
+    return f"{CONFIRMED}{uuid.uuid4().hex[:12]}:{owner}"
+
+
+def owner_of(value: str) -> str | None:
+    """The owner a confirmed value names (``?`` when unknown); None for a reservation or junk."""
+    if not value.startswith(CONFIRMED):
+        return None
+    _nonce, sep, owner = value[len(CONFIRMED):].partition(":")
+    return owner if sep else None
 
 
 @dataclass(frozen=True)
@@ -149,7 +173,7 @@ def queue_confirm(pipe: redis.client.Pipeline, project: str, task_id: str, token
                   owner: str) -> None:
     """Queue the confirm of a renamed claim in ``pipe``; its reply: ``ok``, ``full`` (give the file back) or
     ``rebuild`` (the hash was lost: rebuild, then confirm again)."""
-    pipe.eval(_CONFIRM, 1, keys.running(project), task_id, token, limit, owner)
+    pipe.eval(_CONFIRM, 1, keys.running(project), task_id, token, limit, confirmed(owner))
 
 
 def rebuild(r: redis.Redis, project: str, running_ids: Sequence[str]) -> bool:
@@ -162,7 +186,7 @@ def rebuild(r: redis.Redis, project: str, running_ids: Sequence[str]) -> bool:
         who = _text(rec) if rec is not None else ""
         if not who or who.startswith(("fenced:", "released:")):
             who = UNKNOWN_OWNER
-        args += [task_id, CONFIRMED + who]
+        args += [task_id, confirmed(who)]
     return bool(r.eval(_REBUILD, 1, keys.running(project), *args))
 
 
@@ -179,10 +203,13 @@ def unreserve(r: redis.Redis, project: str, task_id: str, token: str) -> None:
 
 
 def queue_drop(pipe: redis.client.Pipeline, project: str, task_id: str, owner: str | None) -> None:
-    """Queue the drop of the slot ``owner`` (None: unknown) held for ``task_id``, after its file left the running
-    states: only an entry naming that owner (or none known) goes, never another claim of the same task."""
-    values = [CONFIRMED + UNKNOWN_OWNER] + ([CONFIRMED + owner] if owner else [])
-    pipe.eval(_PRUNE, 1, keys.running(project), *[x for v in values for x in (task_id, v)])
+    """Queue the drop of the slot ``owner`` held for ``task_id``, after its file left the running states: only a
+    confirmed entry naming that owner goes. None (owner unknown), or an entry of unknown owner (rebuilt after a
+    flush): nothing is dropped by name — it may be another claim's of the same task by now — and the entry stays
+    until a claimer that finds the project full sees its file not running and prunes it (a count too high for a
+    moment, never too low)."""
+    if owner:
+        pipe.eval(_DROP, 1, keys.running(project), task_id, owner)
 
 
 def drop(r: redis.Redis, project: str, task_id: str, owner: str | None) -> None:
@@ -196,7 +223,7 @@ def set_owner(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     """A file that runs for ``owner`` outside a claim (an adopted launch; done/ back to ``.dispatched``): its
     entry names ``owner`` (replacing a dead claimer's reservation). Nobody else can claim a file that is not
     pending, so no other claim's entry is overwritten."""
-    r.eval(_SET, 1, keys.running(project), task_id, CONFIRMED + owner)
+    r.eval(_SET, 1, keys.running(project), task_id, confirmed(owner))
 
 
 def begin_scan(r: redis.Redis) -> str:
@@ -219,16 +246,21 @@ def after_scan(r: redis.Redis, token: str, seen: dict[str, list[str]]) -> int:
     pipe = r.pipeline(transaction=False)
     marker = keys.running_scan(token)
     for project, ids in seen.items():
-        args = [x for t in ids for x in (t, CONFIRMED + UNKNOWN_OWNER)]
+        args = [x for t in ids for x in (t, confirmed(UNKNOWN_OWNER))]
         pipe.eval(_AFTER_SCAN, 2, keys.running(project), marker, *args)
     pipe.delete(marker)
     return sum(int(n) for n in pipe.execute()[:-1])
 
 
 def entries(r: redis.Redis, project: str) -> dict[str, str] | None:
-    """Every entry (task id → value); None when the hash is not built. For tests and the doctor."""
+    """Every entry (task id → ``c:<owner>`` or the reservation's value, nonces left out); None when the hash is
+    not built. For tests and the doctor."""
     raw = {_text(k): _text(v) for k, v in r.hgetall(keys.running(project)).items()}
     if SENTINEL not in raw:
         return None
     del raw[SENTINEL]
-    return raw
+    out = {}
+    for task_id, value in raw.items():
+        owner = owner_of(value)
+        out[task_id] = value if owner is None else CONFIRMED + owner
+    return out

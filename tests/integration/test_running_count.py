@@ -22,6 +22,7 @@ import redis
 from system_fixtures import add_task, wait_for
 
 from dispatcher.core import defaults as d
+from dispatcher.core import keys
 from dispatcher.core.config import Settings
 from dispatcher.core.errors import ClaimError
 from dispatcher.core.taskfile import Task
@@ -163,6 +164,46 @@ def test_a_file_moved_by_hand_is_counted_again_by_the_scan(disp: Dispatcher, set
     d1.plan()  # the periodic scan: the safety net
     assert running.entries(disp.r, "p") == {"A": "c:?"}
     assert one(s, disp.r, "p", "B") is None
+
+
+def test_a_prune_from_an_earlier_read_never_frees_a_later_claim_of_the_same_task(
+        settings: Settings, sys_redis: redis.Redis[str]) -> None:
+    """ABA: a claimer finds the project full and reads T's entry; T finishes and the same session claims a new T;
+    the claimer, having seen T's file not running, prunes what it read. The new claim must keep its slot (with
+    values that named only the owner, the prune removed it and a third task ran past the limit)."""
+    s = settings.with_overrides(max_parallel=1)
+    proj = aq.project(s.projects_dir, "p")
+    add_task(s, "p", "T")
+    first = one(s, sys_redis, "p", "T")
+    assert first is not None
+    full = running.reserve(sys_redis, "p", "X", 1, "h/s2")  # another claimer: full, with T's entry as read
+    assert full.status == "full" and [t for t, _ in full.entries] == ["T"]
+    os.rename(first.path, aq.done_path(proj, "T"))  # T finished, queued again, claimed again by the same session
+    cl.finished(sys_redis, "p", "T", "h/s1")
+    os.remove(aq.done_path(proj, "T"))
+    add_task(s, "p", "T")
+    assert one(s, sys_redis, "p", "T") is not None
+    assert running.prune(sys_redis, "p", list(full.entries)) == 0
+    assert running.entries(sys_redis, "p") == {"T": "c:h/s1"}
+    add_task(s, "p", "U")
+    assert one(s, sys_redis, "p", "U", owner="h/s3") is None  # still full
+
+
+def test_a_late_drop_never_frees_another_claim_rebuilt_after_a_flush(
+        settings: Settings, sys_redis: redis.Redis[str]) -> None:
+    """A give-back moved T's file back and is slow to free the slot; meanwhile another session claims T, Redis is
+    flushed and the count rebuilt (T's owner unknown). The late drop must not free the new claim's slot."""
+    s = settings.with_overrides(max_parallel=1)
+    add_task(s, "p", "T")
+    first = one(s, sys_redis, "p", "T")
+    assert first is not None
+    cl.release(first.path)  # moved back; its drop comes late
+    sys_redis.hdel(keys.running("p"), "T")  # (what the second claimer's prune does: T's file did not run)
+    assert one(s, sys_redis, "p", "T", owner="h/s2") is not None
+    sys_redis.flushdb()
+    assert cl.running_count(sys_redis, s, "p") == 1  # rebuilt from the files: T runs, owner unknown
+    cl.drop_slot(sys_redis, "p", "T", "h/s1")  # the late drop of the first claim
+    assert running.entries(sys_redis, "p") == {"T": "c:?"}
 
 
 @pytest.mark.parametrize("limit", [1, 2])
