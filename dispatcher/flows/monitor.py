@@ -51,16 +51,7 @@ def gather(disp: Dispatcher, info: SessionInfo) -> Evidence:
 
 def monitor_all(disp: Dispatcher) -> list[str]:
     """One pass over the pool; returns a line per change."""
-    changes: list[str] = []
-    # One tmux call and one Redis round trip for all states (this runs every few seconds).
-    for name, info in disp.pool_infos().items():
-        try:
-            change = monitor_one(disp, info)
-        except Exception:  # one broken session must not stop the others being watched
-            logger.exception("monitoring %s failed", name)
-            continue
-        if change:
-            changes.append(f"{name}: {change}")
+    changes = _watch(disp, None)
     try:
         changes += warm.warm_free(disp)  # free sessions get their warm agents (agent.prewarm)
     except Exception:  # warming is an optimisation: it must never stop the watching
@@ -70,9 +61,15 @@ def monitor_all(disp: Dispatcher) -> list[str]:
 
 def monitor_tasks(disp: Dispatcher, task_keys: set[str]) -> list[str]:
     """A pass over only the sessions of this host holding one of ``task_keys`` (``PROJECT:ID``, reached done/)."""
+    return _watch(disp, task_keys)
+
+
+def _watch(disp: Dispatcher, task_keys: set[str] | None) -> list[str]:
+    """``monitor_one`` for each session (holding one of ``task_keys``, when given); a line per change."""
     changes: list[str] = []
+    # One tmux call and one Redis round trip for all states (this runs every few seconds).
     for name, info in disp.pool_infos().items():
-        if info.task_key not in task_keys:
+        if task_keys is not None and info.task_key not in task_keys:
             continue
         try:
             change = monitor_one(disp, info)

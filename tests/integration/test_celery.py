@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,9 @@ def test_celery_call_cli_as_the_readme_says(worker: None, settings: Settings, ag
     wait_for(lambda: tags_received(agent_log) == ["alpha:C1"], timeout=60, what="C1 delivered")
 
 
-def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings, agent_log: Path,
-                                               sys_redis) -> None:  # type: ignore[no-untyped-def]
-    """Files dropped in an inbox — also of a project created after start — reach agents via inbox_event."""
+@contextmanager
+def watching(settings: Settings) -> Iterator[None]:
+    """The real watcher in a thread, sending inbox_event to the worker; entered once its observer is up."""
     from dispatcher.inbox.watcher import run
 
     stop = threading.Event()
@@ -92,6 +93,16 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
     watcher.start()
     try:
         assert started.wait(30), "watcher did not start"
+        yield
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
+def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings, agent_log: Path,
+                                               sys_redis) -> None:  # type: ignore[no-untyped-def]
+    """Files dropped in an inbox — also of a project created after start — reach agents via inbox_event."""
+    with watching(settings):
         add_task(settings, "first", "N1")
         wait_for(lambda: tags_received(agent_log) == ["first:N1"], timeout=60, what="N1 delivered")
         proj = settings.projects_dir / "brand-new" / ".agent-queue" / "inbox"
@@ -107,9 +118,6 @@ def test_watcher_dispatches_a_new_file_at_once(worker: None, settings: Settings,
         # Once per file, however many filesystem events (the announce may run after the launch).
         wait_for(lambda: sorted(submitted()) == ["brand-new:N2", "first:N1"], timeout=30,
                  what=lambda: f"submitted events, got {submitted()}")
-    finally:
-        stop.set()
-        watcher.join(timeout=10)
 
 
 def test_a_project_moved_in_whole_is_dispatched_without_waiting_for_a_scan(
@@ -117,25 +125,14 @@ def test_a_project_moved_in_whole_is_dispatched_without_waiting_for_a_scan(
     """A project made elsewhere and moved (or cloned) into projects_dir with tasks already in its inbox:
     the watcher lists the new inbox (no periodic scan runs here, so nothing else could find the task)."""
     from dispatcher.inbox import files as aq
-    from dispatcher.inbox.watcher import run
 
-    stop = threading.Event()
-    started = threading.Event()
-    watcher = threading.Thread(target=run, args=(settings.projects_dir,
-                                                 lambda p, closed: app.send_task("inbox_event", args=[p, closed]),
-                                                 started.set), kwargs={"stop": stop}, daemon=True)
-    watcher.start()
-    try:
-        assert started.wait(30), "watcher did not start"
+    with watching(settings):
         elsewhere = tmp_path / "elsewhere"
         proj = aq.project(elsewhere, "moved")
         aq.ensure_dirs(proj)
         aq.write_task_atomically(proj, "M1", "---\ntitle: M1\n---\nWork on M1.\n@fake: done\n")
         os.rename(elsewhere / "moved", settings.projects_dir / "moved")
         wait_for(lambda: tags_received(agent_log) == ["moved:M1"], timeout=60, what="M1 delivered")
-    finally:
-        stop.set()
-        watcher.join(timeout=10)
 
 
 def test_non_atomic_writers_are_dispatched_complete_and_atomic_ones_at_once(
