@@ -47,30 +47,42 @@ def test_check_header() -> None:
         assert not credentials.check_header(bad, "u", "p w")
 
 
-def _race(state_dir: str, go, out) -> None:  # type: ignore[no-untyped-def]
-    go.wait()
-    try:
-        out.put(("ok", credentials.load_or_create(Path(state_dir))))
-    except Exception as exc:  # reported to the test, which fails on it
-        out.put(("error", repr(exc)))
+# A fresh interpreter per racer (fork would copy the locks other tests' threads hold): it waits for the go
+# file, then asks for the credentials at once with the others.
+RACER = """
+import json, os, sys, time
+from pathlib import Path
+from dispatcher.store import credentials
+state, go = Path(sys.argv[1]), Path(sys.argv[2])
+(go.parent / f"{go.name}.ready.{os.getpid()}").touch()
+deadline = time.monotonic() + 60
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.001)
+try:
+    print(json.dumps(["ok", list(credentials.load_or_create(state))]))
+except Exception as exc:
+    print(json.dumps(["error", repr(exc)]))
+"""
 
 
 def test_processes_starting_at_once_all_get_the_one_generated_password(tmp_path: Path) -> None:
     """`up --web` starts the fleet page and Flower together: whoever loses the race to create the file must
     read a complete one, never an empty or half-written file (then a ConfigError, or a page with no password)."""
-    import multiprocessing
+    import json
+    import subprocess
+    import sys
+    import time
 
-    ctx = multiprocessing.get_context("fork")
-    for round_no in range(12):
-        state = tmp_path / f"state{round_no}"
-        go, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_race, args=(str(state), go, out)) for _ in range(6)]
-        for p in procs:
-            p.start()
-        go.set()
-        results = [out.get(timeout=30) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
+    for round_no in range(8):
+        state, go = tmp_path / f"state{round_no}", tmp_path / f"go{round_no}"
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(state), str(go)], stdout=subprocess.PIPE,
+                                  text=True) for _ in range(6)]
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob(f"{go.name}.ready.*"))) < len(procs):  # every racer started and waiting
+            assert time.monotonic() < deadline, "racers did not start"
+            time.sleep(0.005)
+        go.touch()
+        results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
         assert all(kind == "ok" for kind, _ in results), results
         assert len({tuple(value) for _, value in results}) == 1, results
         assert (state / "web-auth").read_text().strip() == ":".join(results[0][1])
