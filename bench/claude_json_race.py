@@ -65,11 +65,10 @@ class RaceAPI(FakeAnthropicAPI):
 
     def _choose(self, rec: Recorded) -> Response:
         with self._lock:
+            follow_up = self._follow_up(rec)
+            if follow_up is not None:
+                return follow_up
             if rec.is_turn:
-                for block in rec.tool_results():
-                    then = self._pending_then.pop(block.get("tool_use_id", ""), None)
-                    if then is not None:
-                        return Text(then)
                 m = PROMPT_RE.search(rec.last_user_text())
                 if m and not rec.tool_results():
                     return BashToolUse(f"echo ran-{m.group(1)}", then=f"Finished {m.group(1)}.")

@@ -133,9 +133,10 @@ def drop_slot(r: redis.Redis, project: str, task_id: str, owner: str | None) -> 
     """After the file left ``.launching``/``.dispatched``: ``owner``'s record (if named) becomes a released stone
     and its running slot is freed, in one round trip. Always after the move: a crash in between leaves an
     entry without a running file (pruned when it matters), never a running file without an entry."""
+    if not owner:
+        return  # nothing to drop by name: an unknown owner's slot is pruned (store/running.py)
     pipe = r.pipeline(transaction=False)
-    if owner:
-        owners.queue_drop(pipe, project, task_id, owner)
+    owners.queue_drop(pipe, project, task_id, owner)
     running.queue_drop(pipe, project, task_id, owner)
     pipe.execute()
 

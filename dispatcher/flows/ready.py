@@ -73,7 +73,8 @@ def is_complete(disp: Dispatcher) -> bool:
         now = _mtime_ns(aq.project(disp.settings.projects_dir, project).done)
         if now == seen:
             continue
-        if any(ready_check.dep_done(disp.settings, DepRef(project, i)) for i in ids if is_safe_segment(i)):
+        deps = [DepRef(project, i) for i in ids if is_safe_segment(i)]
+        if len(ready_check.deps_missing(disp.settings, deps)) < len(deps):  # one listing of done/ at most
             ready_index.invalidate(disp.r)
             return False
         ready_index.saw_done_mtime(disp.r, project, now, ids)

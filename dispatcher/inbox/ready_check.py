@@ -63,11 +63,6 @@ def _is_regular(path: str) -> bool:
         return False
 
 
-def dep_done(settings: Settings, dep: DepRef) -> bool:
-    """Is ``dep`` in its project's done/? One stat, or one listing for a timestamped copy (``T1-….md``)."""
-    return not deps_missing(settings, (dep,))
-
-
 def deps_missing(settings: Settings, deps: Iterable[DepRef]) -> list[DepRef]:
     """The dependencies not in their project's done/: one stat each, and at most one listing of each project's
     done/ (for timestamped copies, ``T1-….md``) however many dependencies name that project."""

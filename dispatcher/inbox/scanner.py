@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -245,7 +246,7 @@ def run_scan(settings: Settings, *, now: float, write: bool, closed: ClosedLooku
         # The same listing objects mean the same reads (see _read_project); with no file fresh now and
         # none still being written then, nothing in the plan depends on the time or the closed lookup.
         if (last is not None and not fresh and not last.result.incomplete and now >= last.now
-                and len(last.listings) == len(listings) and all(map(_same, last.listings, listings))
+                and len(last.listings) == len(listings) and all(map(operator.is_, last.listings, listings))
                 and last.settings == settings):
             result = _copy(last.result)
         else:
@@ -256,7 +257,3 @@ def run_scan(settings: Settings, *, now: float, write: bool, closed: ClosedLooku
     if write:
         markers.apply_plan(result, listings)
     return result
-
-
-def _same(a: object, b: object) -> bool:
-    return a is b

@@ -29,16 +29,19 @@ _DONE_PART = f"{os.sep}{d.QUEUE_DIR}{os.sep}{d.DONE}{os.sep}"
 DONE_COALESCE_S = 0.01
 
 
+def _is_task_in(path: str, part: str) -> bool:
+    name = os.path.basename(path)
+    return part in path and name.endswith(d.TASK_SUFFIX) and not name.startswith(".")
+
+
 def is_inbox_task(path: str) -> bool:
     """True for ``…/.agent-queue/inbox/<name>.md`` (markers, temp files and done/ are ignored)."""
-    name = os.path.basename(path)
-    return _INBOX_PART in path and name.endswith(d.TASK_SUFFIX) and not name.startswith(".")
+    return _is_task_in(path, _INBOX_PART)
 
 
 def is_done_task(path: str) -> bool:
     """True for ``…/.agent-queue/done/<name>.md``: an agent (or an operator) finished a task."""
-    name = os.path.basename(path)
-    return _DONE_PART in path and name.endswith(d.TASK_SUFFIX) and not name.startswith(".")
+    return _is_task_in(path, _DONE_PART)
 
 
 class Coalesce:

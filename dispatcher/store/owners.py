@@ -84,13 +84,9 @@ def confirm(r: redis.Redis, project: str, task_id: str, owner: str) -> str | Non
     return None if result == "ours" else result
 
 
-def drop(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
-    """``owner`` released, finished or failed the task: its record becomes a ``released:`` stone."""
-    r.eval(_DROP, 1, keys.owner(project, task_id), owner, f"{RELEASED}{owner}", TOMBSTONE_TTL_S)
-
-
 def queue_drop(pipe: redis.client.Pipeline, project: str, task_id: str, owner: str) -> None:
-    """:func:`drop` queued in a pipeline (with the running slot's drop: one round trip)."""
+    """``owner`` released, finished or failed the task: its record becomes a ``released:`` stone (queued in a
+    pipeline, with the running slot's drop: one round trip)."""
     pipe.eval(_DROP, 1, keys.owner(project, task_id), owner, f"{RELEASED}{owner}", TOMBSTONE_TTL_S)
 
 

@@ -212,13 +212,6 @@ def queue_drop(pipe: redis.client.Pipeline, project: str, task_id: str, owner: s
         pipe.eval(_DROP, 1, keys.running(project), task_id, owner)
 
 
-def drop(r: redis.Redis, project: str, task_id: str, owner: str | None) -> None:
-    """:func:`queue_drop` on its own."""
-    pipe = r.pipeline(transaction=False)
-    queue_drop(pipe, project, task_id, owner)
-    pipe.execute()
-
-
 def set_owner(r: redis.Redis, project: str, task_id: str, owner: str) -> None:
     """A file that runs for ``owner`` outside a claim (an adopted launch; done/ back to ``.dispatched``): its
     entry names ``owner`` (replacing a dead claimer's reservation). Nobody else can claim a file that is not

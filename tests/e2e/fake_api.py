@@ -304,15 +304,21 @@ class FakeAnthropicAPI:
             self._ids += 1
             return f"{prefix}_fake{self._ids:06d}"
 
+    def _follow_up(self, rec: Recorded) -> Response | None:
+        """A tool_result for one of our tool calls -> its scripted follow-up text (call with the lock held)."""
+        if rec.is_turn:
+            for block in rec.tool_results():
+                then = self._pending_then.pop(block.get("tool_use_id", ""), None)
+                if then is not None:
+                    return Text(then)
+        return None
+
     def _choose(self, rec: Recorded) -> Response:
         """Pick the response for a /v1/messages request."""
         with self._lock:
-            # A tool_result for one of our tool calls -> its scripted follow-up text.
-            if rec.is_turn:
-                for block in rec.tool_results():
-                    then = self._pending_then.pop(block.get("tool_use_id", ""), None)
-                    if then is not None:
-                        return Text(then)
+            follow_up = self._follow_up(rec)
+            if follow_up is not None:
+                return follow_up
             if not rec.is_turn or not self._script:
                 return Text(DEFAULT_TEXT)
             head = self._script[0]
