@@ -393,8 +393,6 @@ def start_warm(tmux: Tmux, session: str, request: LaunchRequest, agent_settings:
     """
     agent = agent_settings
     ref = ref or session
-    if not tmux.has_session(session):
-        raise SessionError(f"tmux session {session!r} does not exist (run 'dispatcher pool create')")
     if not Path(request.project_dir).is_dir():
         raise LaunchError(f"project directory {request.project_dir} does not exist")
     prep = _prepare(session, request, agent, redis, state_dir, redis_url, ref)

@@ -22,6 +22,7 @@ import redis
 
 from dispatcher.agent import pool, pool_state
 from dispatcher.agent.installed import INSTALL_HINT, agent_missing
+from dispatcher.agent.warm import read_tag
 from dispatcher.core import defaults as d
 from dispatcher.core import keys
 from dispatcher.core.errors import ClaimError, DialogError, SessionError, TaskFileError, WorktreeError
@@ -146,7 +147,7 @@ class Dispatcher:
         """Free sessions holding a warm agent first: a new task goes where a paste is all it takes."""
         if not warm.enabled(self):
             return names
-        return sorted(names, key=lambda n: warm.read_tag(self, n) is None)
+        return sorted(names, key=lambda n: read_tag(self.tmux, n) is None)
 
     # -- entry points -----------------------------------------------------------
 

@@ -40,11 +40,6 @@ logger = logging.getLogger(__name__)
 HEAD = 1
 
 
-def read_tag(disp: Dispatcher, name: str) -> warm.WarmTag | None:
-    """The warm tag of one of this host's sessions (None: no warm agent there)."""
-    return warm.read_tag(disp.tmux, name)
-
-
 def enabled(disp: Dispatcher) -> bool:
     """Warming is on, and a finished task's agent exits (``recycle: keep`` leaves it running: nothing to warm)."""
     agent = disp.settings.agent
