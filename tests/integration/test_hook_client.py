@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from dispatcher.agent.hook_settings import HOOK_SCRIPT, bash_for_hooks, hook_command, write_settings
+from dispatcher.agent.hook_settings import HOOK_PY, HOOK_SCRIPT, bash_for_hooks, hook_command, write_settings
 from dispatcher.core import keys
 from dispatcher.core.hook_report import HookReport
 from dispatcher.store import redis_conn
@@ -63,7 +63,7 @@ def raw_payload(rdb: redis.Redis, session: str) -> bytes:
 def test_settings_choose_the_bash_client_for_tcp_urls_only(tmp_path: Path) -> None:
     assert HOOK_SCRIPT.is_file()
     for url, client in (("redis://h:1/0", [BASH, "-p", str(HOOK_SCRIPT), "Stop", sys.executable]),
-                        ("unix:///r.sock", [sys.executable, "-m", "dispatcher.hook", "Stop"])):
+                        ("unix:///r.sock", [sys.executable, "-S", "-I", str(HOOK_PY), "Stop"])):
         settings = json.loads(write_settings(tmp_path, "s", redis_url=url).read_text(encoding="utf-8"))
         assert shlex.split(settings["hooks"]["Stop"][0]["hooks"][0]["command"]) == client
     assert bash_for_hooks("redis://127.0.0.1:6379/0") == BASH
@@ -72,7 +72,7 @@ def test_settings_choose_the_bash_client_for_tcp_urls_only(tmp_path: Path) -> No
     assert bash_for_hooks("rediss://h:6380/0") is None
     command = hook_command("Stop", "/opt/my venv/bin/python", "/bin/bash")
     assert shlex.split(command) == ["/bin/bash", "-p", str(HOOK_SCRIPT), "Stop", "/opt/my venv/bin/python"]
-    assert shlex.split(hook_command("Stop", "/py")) == ["/py", "-m", "dispatcher.hook", "Stop"]
+    assert shlex.split(hook_command("Stop", "/py")) == ["/py", "-S", "-I", str(HOOK_PY), "Stop"]
 
 
 PAYLOADS = {
@@ -281,4 +281,5 @@ def test_a_shell_that_is_not_bash_hands_over_to_the_python_hook(rdb: redis.Redis
                           env=hook_env(sys_redis_url), capture_output=True, timeout=CLAUDE_KILLS_AFTER_S, check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
     assert only_report(rdb, "s").event == "Stop"
-    assert raw_payload(rdb, "s") == b'{"a": 1}'  # re-encoded: the Python hook wrote it, not bash (raw)
+    # sh cannot open /dev/tcp: the report is the Python hook's, which stores the payload as it came, as bash does.
+    assert raw_payload(rdb, "s") == b'{"a":1}'
