@@ -42,10 +42,12 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
-# Flower sees everything.
+# Flower sees everything: its task states come from these events, not from the result backend.
 worker_send_task_events = True
 task_send_sent_event = True
-task_track_started = True
+# STARTED in the result backend is one more Redis write per message that only AsyncResult.state readers see:
+# kept for assign_next (the command users call by hand, workers/assign.py), off for the internal passes.
+task_track_started = False
 
 imports = ("workers.scan", "workers.assign", "workers.monitor")
 

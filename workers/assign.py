@@ -6,7 +6,7 @@ from dispatcher.celery_app import app
 from dispatcher.flows import runtime
 
 
-@app.task(name="assign_next")
+@app.task(name="assign_next", track_started=True)
 def assign_next(session: str) -> dict[str, str]:
     """Give the next eligible task to ``session`` (a free pool session), or say why not."""
     if not isinstance(session, str):

@@ -193,11 +193,9 @@ class Dispatcher:
             for ref in self.fleet_free():
                 if limit is not None and len(out) >= limit:
                     break
-                if limit is not None and ref.host == self.host:
-                    if self.r.set(keys.assign_pending(str(ref)), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
-                        out.append(self.assign_next(str(ref)))
-                elif self.request_assign(ref):
-                    out.append(Outcome(Status.ENQUEUED, session=str(ref)))
+                outcome = self.serve(ref) if limit is not None else self.queue_assign(ref)
+                if outcome is not None:
+                    out.append(outcome)
             return out
         free = self._warm_first(self.free_sessions())  # inline (one process, no Celery): this host's only
         if not free:
@@ -218,6 +216,20 @@ class Dispatcher:
         except ValueError:
             return f"agent.command cannot be parsed: {self.settings.agent.command!r}"
         return f"{missing} (install it, e.g. {INSTALL_HINT})" if missing else None
+
+    def serve(self, ref: SessionRef) -> Outcome | None:
+        """Give ``ref`` its next task: in this process when it is this host's session (one Celery message less:
+        the caller was already going to wait for it), else through its host's queue. None: a request for it is
+        already queued (its assign_next will serve it)."""
+        if self.enqueue_assign is None or ref.host != self.host:
+            return self.queue_assign(ref)
+        if not self.r.set(keys.assign_pending(str(ref)), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
+            return None
+        return self.assign_next(str(ref))
+
+    def queue_assign(self, ref: SessionRef) -> Outcome | None:
+        """:meth:`request_assign`, as an outcome (None: one was already queued)."""
+        return Outcome(Status.ENQUEUED, session=str(ref)) if self.request_assign(ref) else None
 
     def request_assign(self, ref: SessionRef) -> bool:
         """Enqueue ``assign_next(HOST/NAME)`` unless one is already queued (a burst of events sends one, not N)."""

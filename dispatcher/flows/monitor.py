@@ -16,6 +16,7 @@ from dispatcher.core import keys, lifecycle, limits
 from dispatcher.core.errors import TmuxError
 from dispatcher.core.gate import DoneIndex
 from dispatcher.core.lifecycle import Action, Evidence, Step
+from dispatcher.core.session_ref import SessionRef
 from dispatcher.core.taskfile import DepRef
 from dispatcher.flows import claim as cl
 from dispatcher.flows import ready, warm
@@ -60,19 +61,36 @@ def monitor_all(disp: Dispatcher) -> list[str]:
 
 
 def monitor_tasks(disp: Dispatcher, task_keys: set[str]) -> list[str]:
-    """A pass over only the sessions of this host holding one of ``task_keys`` (``PROJECT:ID``, reached done/)."""
-    return _watch(disp, task_keys)
+    """A pass over only the sessions of this host holding one of ``task_keys`` (``PROJECT:ID``, reached done/).
+
+    The sessions it frees are given their next tasks from here: the first in this process (a pass for a few
+    sessions may wait for one launch; one Celery message less per task), the others through the queue so that
+    the host's other workers launch them meanwhile.
+    """
+    freed: list[SessionRef] = []
+    changes = _watch(disp, task_keys, freed)
+    for i, ref in enumerate(freed):
+        try:
+            outcome = disp.serve(ref) if i == 0 else disp.queue_assign(ref)
+        except Exception:  # the session is free: the next pass or event gives it work
+            logger.exception("giving %s its next task failed", ref)
+            continue
+        if outcome is not None and outcome.task:
+            changes.append(f"{ref.name}: {outcome.status.value} {outcome.task}")
+    return changes
 
 
-def _watch(disp: Dispatcher, task_keys: set[str] | None) -> list[str]:
-    """``monitor_one`` for each session (holding one of ``task_keys``, when given); a line per change."""
+def _watch(disp: Dispatcher, task_keys: set[str] | None, freed: list[SessionRef] | None = None) -> list[str]:
+    """``monitor_one`` for each session (holding one of ``task_keys``, when given); a line per change.
+
+    ``freed``: sessions it frees are appended there (the caller gives them work) instead of being queued."""
     changes: list[str] = []
     # One tmux call and one Redis round trip for all states (this runs every few seconds).
     for name, info in disp.pool_infos().items():
         if task_keys is not None and info.task_key not in task_keys:
             continue
         try:
-            change = monitor_one(disp, info)
+            change = monitor_one(disp, info, freed)
         except Exception:  # one broken session must not stop the others being watched
             logger.exception("monitoring %s failed", name)
             continue
@@ -101,8 +119,9 @@ def fan_out_hosts(disp: Dispatcher, send: Callable[[str], object]) -> list[str]:
     return sent
 
 
-def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
-    """Move one session's lifecycle on from what it shows now; returns the change, or ''."""
+def monitor_one(disp: Dispatcher, info: SessionInfo, freed: list[SessionRef] | None = None) -> str:
+    """Move one session's lifecycle on from what it shows now; returns the change, or ''.
+    ``freed``: where a session it frees goes (None: its next task is requested through the queue)."""
     now = disp.clock()
     if info.task and info.state in _OWNING:
         other = owners.confirm(disp.r, info.project, info.task, info.ref)
@@ -112,11 +131,12 @@ def monitor_one(disp: Dispatcher, info: SessionInfo) -> str:
     action = lifecycle.by_state(info)
     if action is None:
         action = lifecycle.decide(gather(disp, info), info, now, disp.settings.finish_grace)
-    return apply(disp, info, action, now)
+    return apply(disp, info, action, now, freed)
 
 
-def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float) -> str:
-    """Carry out what ``lifecycle.decide`` chose; returns the change, or ''."""
+def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float,
+          freed: list[SessionRef] | None = None) -> str:
+    """Carry out what ``lifecycle.decide`` chose; returns the change, or '' (``freed``: see monitor_one)."""
     step = action.step
     if step is Step.RECREATE:
         return _recreate(disp, info)
@@ -125,7 +145,7 @@ def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float) -> st
     if step is Step.AGENT_LOST:
         return _agent_lost(disp, info, action.detail)
     if step is Step.FINISH:
-        return _finish(disp, info)
+        return _finish(disp, info, freed)
     if step is Step.LIMITED and action.limit is not None:
         return _limited(disp, info, action.limit, now)
     if step is Step.AGENT_DIED:
@@ -152,15 +172,20 @@ def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float) -> st
 _OWNING = (State.WORKING, State.WAITING, State.LIMITED, State.MISSING)
 
 
-def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str) -> None:
+def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str,
+          freed: list[SessionRef] | None = None) -> None:
     if disp.settings.agent.recycle == "exit" or failed:
         pool.reset_pane(disp.tmux, info.name, disp.settings)
     pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=disp.clock(), detail=detail)
-    if not failed:
+    if failed:
+        return  # cooling down: a later pass or event gives it work
+    if freed is not None:
+        freed.append(disp.ref(info.name))
+    else:
         disp.request_assign(disp.ref(info.name))
 
 
-def _finish(disp: Dispatcher, info: SessionInfo) -> str:
+def _finish(disp: Dispatcher, info: SessionInfo, freed: list[SessionRef] | None = None) -> str:
     proj = aq.project(disp.settings.projects_dir, info.project)
     leftover = proj.task_path(info.task, d.DISPATCHED)
     if leftover.exists():  # the agent copied instead of moving: done/ is the truth
@@ -177,7 +202,7 @@ def _finish(disp: Dispatcher, info: SessionInfo) -> str:
     ready.on_done(disp, info.project, info.task)  # a blocked task waiting on it: the index needs a scan
     # The API answered a whole task: the next rate limit starts the backoff over.
     pause.reset_backoff(disp.r, disp.settings.host.account)
-    _free(disp, info, failed=False, detail=f"finished {info.task_key}")
+    _free(disp, info, failed=False, detail=f"finished {info.task_key}", freed=freed)
     return f"finished {info.task_key}"
 
 

@@ -94,9 +94,13 @@ def monitor_sessions(disp: Dispatcher, host: str | None, monitor_host: Callable[
             if owner is None:  # no owner record (flushed?): the whole fleet's pass finds the session
                 return {"hosts": monitor.fan_out_hosts(disp, monitor_host)}
             by_host.setdefault(owner, []).append(key)
+        changes: list[str] = []
         for owner_host, task_keys in sorted(by_host.items()):
-            monitor_host(owner_host, task_keys)
-        return {"finished": by_host}
+            if owner_host == disp.host:  # this worker is on the owner's host: its pass runs here, one message less
+                changes += monitor.monitor_tasks(disp, set(task_keys))
+            else:
+                monitor_host(owner_host, task_keys)
+        return {"finished": by_host, "changes": changes}
     if host != disp.host:
         return {"ignored": f"a pass for host {host!r}, this is {disp.host!r}"}
     if keys_done is not None:

@@ -367,10 +367,35 @@ def test_one_new_file_asks_one_session_here_and_a_busy_one_passes_the_request_on
     assert d.assign_next(queued[0]).status.value == "dispatched" and launched == ["ccl-auto-0", "ccl-auto-1"]
 
 
+def test_a_targeted_pass_gives_the_session_it_frees_its_next_task_here(
+        settings: Settings, sys_redis: redis.Redis[str], tmux_pool: Tmux) -> None:
+    """A done/ report's pass frees the session and serves its next task in the same process: no assign_next
+    message (the full pass, which must not wait for launches, still queues one)."""
+    queued: list[str] = []
+    launched: list[str] = []
+    d = Dispatcher(Ports(settings, sys_redis, tmux_pool, lambda spec: launched.append(spec.session)),
+                   enqueue_assign=queued.append)
+    add_task(settings, "alpha", "F1")
+    assert [o.status.value for o in d.fan_out(limit=1)] == ["dispatched"] and launched == ["ccl-auto-0"]
+    add_task(settings, "alpha", "F2")
+    add_task(settings, "alpha", "F3")
+    proj = aq.project(settings.projects_dir, "alpha")
+    proj.task_path("F1", ".dispatched").rename(proj.done / "F1.md")  # the agent's last act
+    changes = monitor.monitor_tasks(d, {"alpha:F1"})
+    assert any("finished alpha:F1" in c for c in changes) and any("dispatched alpha:F2" in c for c in changes)
+    assert launched == ["ccl-auto-0", "ccl-auto-0"] and queued == []
+    assert d.session_info("ccl-auto-0").task == "F2"
+    proj.task_path("F2", ".dispatched").rename(proj.done / "F2.md")
+    monitor.monitor_all(d)  # the periodic pass: the freed session's request is queued, not served here
+    assert queued == [f"{settings.host.name}/ccl-auto-0"] and launched == ["ccl-auto-0", "ccl-auto-0"]
+
+
 def test_a_task_reaching_done_frees_only_the_session_holding_it(disp: Dispatcher, settings: Settings) -> None:
     """The watcher's report of done/ files: the owner's host is asked to look at the sessions holding those
-    tasks (not at every working one); the finished one is freed at once, the one still working is not touched."""
+    tasks (not at every working one) — in this process when it is this worker's host, one message less; the
+    finished one is freed at once, the one still working is not touched."""
     from dispatcher.flows import passes
+    from dispatcher.store import owners
 
     add_task(settings, "alpha", "W1", "@fake: hang")
     add_task(settings, "beta", "D1", "@fake: done")
@@ -381,11 +406,15 @@ def test_a_task_reaching_done_frees_only_the_session_holding_it(disp: Dispatcher
     sent: list[tuple[str, list[str]]] = []
     done_path = aq.project(settings.projects_dir, "beta").done / "D1.md"
     hostile = ["/etc/passwd", "../x:y", 42, str(done_path.parent / "..md")]
+    owners.take(disp.r, "gamma", "X1", "other-host/ccl-auto-0")  # a task another host's session holds
+    elsewhere = aq.project(settings.projects_dir, "gamma").done / "X1.md"
     out = passes.monitor_sessions(disp, None, lambda host, keys: sent.append((host, keys)),
-                                  done=[str(done_path), *hostile])
-    assert sent == [(disp.host, ["beta:D1"])] and out == {"finished": {disp.host: ["beta:D1"]}}
-    changes = passes.monitor_sessions(disp, disp.host, lambda *a: None, done=sent[0][1])["changes"]
+                                  done=[str(done_path), str(elsewhere), *hostile])
+    assert sent == [("other-host", ["gamma:X1"])]  # the other host's pass goes to its queue
+    assert out["finished"] == {disp.host: ["beta:D1"], "other-host": ["gamma:X1"]}
+    changes = out["changes"]  # this host's pass ran here
     assert len(changes) == 1 and "finished beta:D1" in changes[0]
+    assert passes.monitor_sessions(disp, disp.host, lambda *a: None, done=["beta:D1"])["changes"] == []
     states = {i.name: (i.task, i.state) for i in disp.pool_infos().values()}
     assert sorted(s for _, s in states.values()) == [State.IDLE, State.IDLE, State.WORKING]
     assert ("W1", State.WORKING) in states.values()
