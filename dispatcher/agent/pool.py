@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,11 +87,14 @@ def idle_shell() -> list[str]:
     return [shell, "-l"]
 
 
-def reset_pane(tmux: Tmux, name: str, settings: Settings) -> None:
-    """Kill whatever runs in the pane and leave an idle shell (an operator attaching sees a prompt)."""
-    warm.clear_tag(tmux, name)  # first: a dispatch must never take the shell for the warm agent it replaces
+def reset_pane(tmux: Tmux, name: str, settings: Settings, options: Mapping[str, str] | None = None) -> None:
+    """Kill whatever runs in the pane and leave an idle shell (an operator attaching sees a prompt).
+
+    ``options``: more user options to set in the same tmux call (the state copy of the freed session)."""
+    # The warm tag is cleared first: a dispatch must never take the shell for the warm agent it replaces.
+    first = {warm.OPTION: "", **(options or {})}
     try:
         # An explicit command: a bare 'respawn-pane -k' re-runs the pane's last one, i.e. the old agent.
-        tmux.respawn(name, idle_shell(), cwd=settings.projects_dir)
+        tmux.respawn(name, idle_shell(), cwd=settings.projects_dir, options=first)
     except TmuxError as exc:
         logger.warning("cannot reset pane of %s: %s", name, exc)

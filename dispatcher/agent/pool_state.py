@@ -42,11 +42,19 @@ def transition(r: redis.Redis, tmux: Tmux, info: SessionInfo, state: State, *, s
 
 
 def set_idle(r: redis.Redis, tmux: Tmux, info: SessionInfo, *, now: float, failed: bool = False,
-             detail: str = "") -> SessionInfo:
-    """Free the session at ``now`` in both copies; ``failed`` starts its cooldown."""
+             detail: str = "", copied: bool = False) -> SessionInfo:
+    """Free the session at ``now`` in both copies; ``failed`` starts its cooldown.
+
+    ``copied``: the tmux copy was written already (:func:`idle_copy`, with the pane's reset): Redis only."""
     new = ss.set_idle(r, info, now=now, failed=failed, detail=detail)
-    write_tmux_copy(tmux, new)
+    if not copied:
+        write_tmux_copy(tmux, new)
     return new
+
+
+def idle_copy(now: float) -> dict[str, str]:
+    """The tmux copy :func:`set_idle` writes for a session freed at ``now`` (set with the pane's reset)."""
+    return tmux_copy(SessionInfo("", State.IDLE, since=now))
 
 
 def start_idle_grace(r: redis.Redis, info: SessionInfo, now: float) -> SessionInfo:
@@ -62,12 +70,17 @@ def clear_idle_grace(r: redis.Redis, info: SessionInfo) -> SessionInfo:
     return ss.update(r, info, idle_since=0.0)
 
 
-def write_tmux_copy(tmux: Tmux, info: SessionInfo) -> None:
-    """Record the session's state in its tmux options (one tmux call); a failure is logged, Redis stays the copy."""
+def tmux_copy(info: SessionInfo) -> dict[str, str]:
+    """The user options holding the session's state in tmux (read back by :func:`rebuild` after a flush)."""
     values = {"state": info.state.value, "project": info.project, "task": info.task, "model": info.model,
               "agent_uuid": info.agent_uuid, "since": f"{info.since:.3f}"}
+    return {_PREFIX + k: values[k] for k in _COPIED}
+
+
+def write_tmux_copy(tmux: Tmux, info: SessionInfo) -> None:
+    """Record the session's state in its tmux options (one tmux call); a failure is logged, Redis stays the copy."""
     try:
-        tmux.set_user_options(info.name, {_PREFIX + k: values[k] for k in _COPIED})
+        tmux.set_user_options(info.name, tmux_copy(info))
     except TmuxError as exc:
         logger.warning("cannot tag session %s: %s", info.name, exc)
 

@@ -339,9 +339,10 @@ class Tmux:
 
     def respawn(self, name: str, argv: Sequence[str], *, cwd: str | Path,
                 env: Mapping[str, str] | None = None, remain_on_exit: bool | None = None,
-                pipe_to: Path | None = None) -> None:
+                pipe_to: Path | None = None, options: Mapping[str, str] | None = None) -> None:
         """Replace the pane's process with ``argv`` started in ``cwd`` (no shell involved).
 
+        ``options``: user options (``@key``) of the session to set first, in the same tmux call.
         ``remain_on_exit``: set that option first, in the same tmux call (a launch's one call to start the agent).
         ``pipe_to``: then copy the new process's output into that file (a FIFO: ``pipe-pane -O``), from its
         first byte on.
@@ -349,6 +350,10 @@ class Tmux:
         if not argv:
             raise TmuxError("respawn needs a command")
         args: list[object] = []
+        for key, value in (options or {}).items():
+            if not _USER_OPTION.match(key):
+                raise TmuxError(f"not a user option name: {key!r}")
+            args += ["set-option", "-q", "-t", _pane(name), key, value, SEP]
         if remain_on_exit is not None:
             args += ["set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if remain_on_exit else "off", SEP]
         args += ["respawn-pane", "-k", "-t", _pane(name), "-c", _no_format(str(cwd))]

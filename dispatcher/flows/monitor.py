@@ -174,9 +174,11 @@ _OWNING = (State.WORKING, State.WAITING, State.LIMITED, State.MISSING)
 
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str,
           freed: list[SessionRef] | None = None) -> None:
-    if disp.settings.agent.recycle == "exit" or failed:
-        pool.reset_pane(disp.tmux, info.name, disp.settings)
-    pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=disp.clock(), detail=detail)
+    now = disp.clock()
+    reset = disp.settings.agent.recycle == "exit" or failed
+    if reset:  # the pane first (Redis must not call it free while the old agent runs), the tmux copy with it
+        pool.reset_pane(disp.tmux, info.name, disp.settings, options=pool_state.idle_copy(now))
+    pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=now, detail=detail, copied=reset)
     if failed:
         return  # cooling down: a later pass or event gives it work
     if freed is not None:

@@ -86,6 +86,16 @@ def test_respawn_hostile_dir_runs_nothing(tmux: Tmux, tmp_path: Path, name: str)
     assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
 
 
+def test_respawn_sets_user_options_first_in_the_same_call(tmux: Tmux, tmp_path: Path) -> None:
+    tmux.new_session("s", width=100, height=20, cwd=tmp_path)
+    hostile = "x; kill-server ;#{pane_pid}#(touch pwned);"
+    tmux.respawn("s", [sys.executable, "-c", "pass"], cwd=tmp_path, options={"@aq_a": hostile, "@aq_b": ""})
+    assert tmux.user_options("s")["@aq_a"] == hostile
+    assert not (tmp_path / "pwned").exists() and tmux.has_session("s")
+    with pytest.raises(TmuxError):
+        tmux.respawn("s", ["true"], cwd=tmp_path, options={"aq_no_at": "v"})
+
+
 def test_single_word_command_is_not_shell_parsed(tmux: Tmux, tmp_path: Path) -> None:
     tmux.new_session("s", width=100, height=20, cwd=tmp_path)
     tmux.respawn("s", ["true; touch pwned"], cwd=tmp_path)
