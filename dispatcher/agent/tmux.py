@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatcher.agent import tmux_control
 from dispatcher.core.defaults import TMUX_NEW_SESSION_TRIES
 from dispatcher.core.errors import TmuxError
 
@@ -126,6 +127,40 @@ def version(binary: str = "tmux", timeout: float = 15.0) -> str:
     return subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=timeout, check=False).stdout.strip()
 
 
+#: Commands always run by a tmux process: the client's cwd and environment count (new-session), or they end
+#: the server or session a control client is attached to.
+_PROCESS_ONLY = frozenset({"new-session", "kill-server", "kill-session", "start-server"})
+#: Commands that may run again through a process when a control client's reply was lost.
+_TWICE_HARMLESS = frozenset({"capture-pane", "display-message", "show-options", "list-sessions", "has-session",
+                             "set-option"})
+_control_versions: dict[str, bool] = {}
+
+
+def control_enabled(binary: str) -> bool:
+    """Control-mode clients are on (``AQ_TMUX_CONTROL`` is not 0) and ``binary`` is tmux 3.2 or newer."""
+    if os.environ.get("AQ_TMUX_CONTROL", "1") == "0":
+        return False
+    known = _control_versions.get(binary)
+    if known is None:
+        try:
+            text = version(binary, timeout=5.0)
+        except (OSError, subprocess.TimeoutExpired):
+            text = ""
+        found = re.search(r"(\d+)\.(\d+)", text)
+        known = found is not None and (int(found.group(1)), int(found.group(2))) >= (3, 2)
+        _control_versions[binary] = known
+    return known
+
+
+def _attach_target(commands: Sequence[Sequence[str]]) -> str | None:
+    """The session the first ``-t =name[:]`` of ``commands`` names (a control client attaches to it)."""
+    for command in commands:
+        for flag, value in zip(command, command[1:]):
+            if flag == "-t" and value.startswith("="):
+                return value[1:].removesuffix(":") or None
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     """True while process ``pid`` runs (a zombie has closed its sockets: not alive)."""
     try:
@@ -155,7 +190,29 @@ class Tmux:
         self.timeout = timeout
 
     def run(self, *args: object, input: bytes | None = None) -> str:
-        """Run one tmux invocation (``SEP`` separates commands); raise TmuxError with tmux's stderr."""
+        """Run one tmux invocation (``SEP`` separates commands); raise TmuxError with tmux's stderr.
+
+        Through this process's control client of the server when it can (agent/tmux_control.py), else a
+        tmux client process."""
+        if input is None and control_enabled(self.binary):
+            commands: list[list[str]] = [[]]
+            for a in args:
+                if a is SEP:
+                    commands.append([])
+                else:
+                    commands[-1].append(str(a))
+            if commands[0] and commands[0][0] not in _PROCESS_ONLY and all(map(tmux_control.sendable, commands)):
+                client = tmux_control.REGISTRY.get(self.binary, self.socket_name, _attach_target(commands),
+                                                   self.timeout)
+                if client is not None:
+                    try:
+                        return client.run(commands)
+                    except tmux_control.ProtocolError as exc:
+                        # The reply is lost, not necessarily the command: only what is harmless twice runs again.
+                        if not all(c[0] in _TWICE_HARMLESS for c in commands):
+                            raise TmuxError(f"tmux {args[0]} failed: control client: {exc}") from None
+                        logger.info("tmux control client on %s failed (%s); %s through a process",
+                                    self.socket_name, exc, args[0])
         argv = [self.binary, "-u", "-L", self.socket_name]
         argv += [";" if a is SEP else _arg(str(a)) for a in args]
         try:
@@ -206,6 +263,7 @@ class Tmux:
 
     def kill_session(self, name: str) -> None:
         """Kill the session named exactly ``name``."""
+        tmux_control.REGISTRY.drop(self.binary, self.socket_name)  # it may be attached to that session
         self.run("kill-session", "-t", _exact(name))
 
     def list_sessions(self) -> list[str]:
@@ -229,6 +287,7 @@ class Tmux:
     def kill_server(self) -> None:
         """Kill this tmux server and wait until it has exited (a new one can start at once); no error when none runs."""
         pid = self.server_pid()
+        tmux_control.REGISTRY.drop(self.binary, self.socket_name)
         try:
             self.run("kill-server")
         except TmuxError:

@@ -80,7 +80,8 @@ class SimHost:
         return self.config
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AQ_", "DISPATCHER_", "REDIS_URL"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AQ_", "DISPATCHER_", "REDIS_URL"))
+               or k == "AQ_TMUX_CONTROL"}  # a process switch, not the host's config: benches compare both
         return {**env, "DISPATCHER_CONFIG": str(self.config), "REDIS_URL": self.redis_url}
 
     def start(self) -> SimHost:
