@@ -147,3 +147,60 @@ def test_turned_off_every_call_is_a_process(tmux: Tmux, monkeypatch: pytest.Monk
     tmux.new_session("s", width=80, height=10)
     assert tmux.capture("s") == process_run(tmux, "capture-pane", "-p", "-t", "=s:")
     assert client_of(tmux) is None
+
+
+def test_a_call_just_after_the_attached_session_died_runs_once(tmux: Tmux) -> None:
+    """The client may still look alive when its session is killed by another process: a command that cannot
+    have run (the stream ended before its block began) goes through a process, once, even if not harmless twice."""
+    tmux.new_session("b", width=200, height=10, command=["cat"])
+    typed = ""
+    for i in range(8):
+        tmux.new_session(f"a{i}", width=80, height=10)
+        tmux.capture(f"a{i}")  # a new client, attached to a{i}
+        subprocess.run(["tmux", "-L", tmux.socket_name, "kill-session", "-t", f"=a{i}"], check=True, timeout=10)
+        tmux.send_literal("b", f"x{i}")  # at once: the client may not have exited yet
+        typed += f"x{i}"
+    wait_until(lambda: typed in tmux.capture("b"), what="every text typed")
+    assert tmux.capture("b").count("x") == 8  # each exactly once
+
+
+def test_the_first_call_attaches_whatever_it_targets(tmux: Tmux) -> None:
+    assert not tmux.has_session("x") and client_of(tmux) is None  # no server: processes, none started
+    tmux.new_session("s", width=80, height=10)
+    assert tmux.list_sessions() == ["s"]  # no target: attached to a session of the server all the same
+    assert client_of(tmux) is not None
+    tmux.kill_server()
+    tmux.new_session("t", width=80, height=10)
+    assert not tmux.has_session("missing")  # the named session is missing: attached to another
+    client = client_of(tmux)
+    assert client is not None and client.alive()
+
+
+def test_killing_another_session_keeps_the_client(tmux: Tmux) -> None:
+    tmux.new_session("a", width=80, height=10)
+    tmux.new_session("b", width=80, height=10)
+    tmux.capture("a")
+    client = client_of(tmux)
+    tmux.kill_session("b")
+    assert client_of(tmux) is client and client is not None and client.alive()
+    tmux.kill_session("a")  # its own session: dropped first
+    assert client_of(tmux) is None or client_of(tmux) is not client
+
+
+def test_an_argument_utf8_cannot_carry_goes_through_a_process(tmux: Tmux) -> None:
+    tmux.new_session("s", width=80, height=10)
+    value = "a\udcffb"  # a non-UTF-8 byte as os.fsdecode gives it (a hostile path)
+    tmux.set_user_options("s", {"@aq_s": value})
+    assert "@aq_s" in tmux.user_options("s")
+
+
+def test_a_chain_runs_as_one_command_list(tmux: Tmux, tmp_path: Path) -> None:
+    """respawn-pane then pipe-pane in one call: the new program's first bytes reach the pipe (no other work of
+    the server, such as reading the new pane's output, runs between the commands of one call)."""
+    tmux.new_session("s", width=80, height=10)
+    for i in range(10):
+        out = tmp_path / f"out{i}"
+        tmux.respawn("s", ["printf", f"first{i}"], cwd=tmp_path, pipe_to=out)
+        wait_until(lambda: tmux.pane_info("s").dead, what="the program exited")
+        wait_until(lambda: out.exists() and out.read_text() == f"first{i}", timeout=3,
+                   what=f"its output piped from the first byte ({out.read_text() if out.exists() else None!r})")
