@@ -58,7 +58,8 @@ def test_replies_equal_a_process_and_forged_lines_stay_text(tmux: Tmux) -> None:
 def test_hostile_arguments_arrive_verbatim(tmux: Tmux, tmp_path: Path) -> None:
     tmux.new_session("s", width=80, height=10)
     values = ["it's", "a;", ";", "\\", "\\;", '"q"', "$HOME", "~", "#{pane_pid}", "#(touch pwned)", "{", "}",
-              "%begin 1 2 1", "é ünï", "x" * 5000, "' ; kill-server ; '"]
+              "%begin 1 2 1", "é ünï", "x" * 5000, "' ; kill-server ; '", "a\tb", "\x1b[1m\x7f\x01", " ; ",
+              "-t", ""]
     for i, value in enumerate(values):
         tmux.set_user_options("s", {f"@aq_v{i}": value})
         assert process_run(tmux, "show-options", "-v", "-t", "=s:", f"@aq_v{i}") == value + "\n", value
@@ -152,7 +153,7 @@ def test_turned_off_every_call_is_a_process(tmux: Tmux, monkeypatch: pytest.Monk
 
 def test_a_call_racing_the_attached_sessions_death_runs_once(tmux: Tmux) -> None:
     """The client still looks alive when its session was just killed by another process (here: its stub is
-    stopped, so it cannot act on tmux's exit yet). tmux reads no more lines from an exiting client, so a
+    stopped for a moment, so it acts on tmux's exit late). tmux reads no more lines from an exiting client, so a
     command whose block never began did not run: it goes through a process, once, harmless twice or not."""
     tmux.new_session("b", width=200, height=10, command=["cat"])
     tmux.new_session("a", width=80, height=10)
@@ -160,13 +161,14 @@ def test_a_call_racing_the_attached_sessions_death_runs_once(tmux: Tmux) -> None
     client = client_of(tmux)
     assert client is not None
     os.kill(client.proc.pid, signal.SIGSTOP)
+    resume = threading.Timer(0.3, os.kill, (client.proc.pid, signal.SIGCONT))  # then it says %exit and exits
     try:
         subprocess.run(["tmux", "-L", tmux.socket_name, "kill-session", "-t", "=a"], check=True, timeout=10)
         assert client.alive()
+        resume.start()
         tmux.send_literal("b", "once")
     finally:
-        if client.proc.returncode is None:
-            os.kill(client.proc.pid, signal.SIGCONT)
+        resume.join()
     wait_until(lambda: "once" in tmux.capture("b"), what="the text typed")
     assert tmux.capture("b").count("once") == 1 and client_of(tmux) is not client
 
@@ -180,7 +182,7 @@ def test_the_first_call_attaches_whatever_it_targets(tmux: Tmux) -> None:
     tmux.new_session("t", width=80, height=10)
     assert not tmux.has_session("missing")  # the named session is missing: attached to another
     client = client_of(tmux)
-    assert client is not None and client.alive()
+    assert client is not None and client.alive(), (client.proc.poll(), client._closed, client.session)
 
 
 def test_killing_another_session_keeps_the_client(tmux: Tmux) -> None:
@@ -211,3 +213,16 @@ def test_a_chain_runs_as_one_command_list(tmux: Tmux, tmp_path: Path) -> None:
         wait_until(lambda: tmux.pane_info("s").dead, what="the program exited")
         wait_until(lambda: out.exists() and out.read_text() == f"first{i}", timeout=3,
                    what=f"its output piped from the first byte ({out.read_text() if out.exists() else None!r})")
+
+
+def test_literal_text_typed_through_the_client_arrives_verbatim(tmux: Tmux, tmp_path: Path) -> None:
+    out = tmp_path / "typed"
+    tmux.new_session("s", width=200, height=10, command=["sh", "-c", f"exec cat > {out}"])
+    texts = ["it's", "a;", ";", "\\", "\\;", '"q"', "$HOME", "~", "#{pane_pid}", "#(touch pwned)", "{", "}",
+             "%begin 1 2 1", "é ünï", "-t", "' ; kill-server ; '"]
+    for text in texts:
+        tmux.send_literal("s", text)
+        tmux.send_keys("s", "Enter")
+    wait_until(lambda: out.exists() and out.read_text().count("\n") == len(texts), what="every line typed")
+    assert out.read_text().splitlines() == texts
+    assert client_of(tmux) is not None and not (tmp_path / "pwned").exists()
