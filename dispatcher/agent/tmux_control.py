@@ -193,32 +193,38 @@ class ControlClient:
         return not self._closed and self.proc.poll() is None and self.pid == os.getpid()
 
     def close(self) -> None:
-        """Kill the client and release its pipes; a call in another thread ends with a ProtocolError first."""
+        """Let the client go: after the call another thread may be making (calls end within the timeout)."""
         if self.pid != os.getpid():
             return  # a forked child: the parent's client is the parent's to close
-        self._kill()
-        with self.lock:  # the pipes are closed only when no thread reads them (no fd reuse under a reader)
-            self._release()
+        self._closed = True  # no new call starts
+        with self.lock:  # the pipes are closed only when no thread uses them (no read of a reused descriptor)
+            self._stop()
 
-    def _kill(self) -> None:
+    def _stop(self) -> None:
+        """End of input, then read to the end of output: tmux detaches the client when it has sent all it had,
+        and the client exits. Killed only when that does not happen in time (a hung server): tmux 3.3a's
+        server can crash (SIGSEGV, every session lost) when a control client dies with commands in flight,
+        so a client is never killed first. The caller holds the lock."""
         self._closed = True
-        if self.proc.poll() is None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
-                self.proc.kill()
+                self.proc.stdin.close()
             except OSError:
-                pass
-
-    def _release(self) -> None:
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            try:
-                if pipe is not None:
-                    pipe.close()
-            except OSError:
-                pass
+                pass  # a broken pipe: closed all the same
+        deadline = time.monotonic() + min(self.timeout, 5.0)
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            fd = self.proc.stdout.fileno()
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([fd], [], [], left)
+                if ready and not os.read(fd, 65536):
+                    break
+            self.proc.stdout.close()
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            logger.warning("tmux control client %d did not exit", self.proc.pid)
+            logger.warning("tmux control client %d did not leave; killed", self.proc.pid)
+            self.proc.kill()
+            self.proc.wait()
 
     def run(self, commands: Sequence[Sequence[str]]) -> str:
         """Run ``commands`` as one command list, stopping at the first that fails (as one tmux CLI call does):
@@ -252,8 +258,7 @@ class ControlClient:
                 raise ProtocolError("the END block has no %end")
             return parse_chain(lines[:-2], marks)
         except ProtocolError:
-            self._kill()
-            self._release()
+            self._stop()
             raise
 
     def _read_to(self, end: str) -> list[str]:

@@ -226,3 +226,32 @@ def test_literal_text_typed_through_the_client_arrives_verbatim(tmux: Tmux, tmp_
     wait_until(lambda: out.exists() and out.read_text().count("\n") == len(texts), what="every line typed")
     assert out.read_text().splitlines() == texts
     assert client_of(tmux) is not None and not (tmp_path / "pwned").exists()
+
+
+def test_a_client_closed_under_a_reading_thread(tmux: Tmux) -> None:
+    """Another thread closes the client (kill-server does) while calls read it: each call answers right,
+    through the client or a process; none reads a closed or reused descriptor."""
+    printing(tmux, "s", ["steady", *FORGERY])
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def look() -> None:
+        while not stop.is_set():
+            try:
+                text = tmux.capture("s")
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(repr(exc))
+                return
+            if not text.startswith("steady\n"):
+                errors.append(f"got {text[:30]!r}")
+
+    readers = [threading.Thread(target=look) for _ in range(3)]
+    for t in readers:
+        t.start()
+    for _ in range(30):
+        tmux_control.REGISTRY.drop(tmux.binary, tmux.socket_name)
+        tmux.capture("s")
+    stop.set()
+    for t in readers:
+        t.join(30)
+    assert errors == []
