@@ -137,8 +137,13 @@ _control_versions: dict[str, bool] = {}
 
 
 def control_enabled(binary: str) -> bool:
-    """Control-mode clients are on (``AQ_TMUX_CONTROL`` is not 0) and ``binary`` is tmux 3.2 or newer."""
-    if os.environ.get("AQ_TMUX_CONTROL", "1") == "0":
+    """Control-mode clients are on (``AQ_TMUX_CONTROL=1``) and ``binary`` is tmux 3.2 or newer.
+
+    Off by default: tmux's server (3.3a here; released versions up to at least 3.5a per tmux PR 4980) crashes,
+    taking every session and agent with it, when it sends a control client a notification (another control
+    client attached or left, a session made or killed) while that client is still starting. Two processes
+    starting clients at once crash it within seconds (bench/tmux_control_crash.py)."""
+    if os.environ.get("AQ_TMUX_CONTROL", "0") != "1":
         return False
     known = _control_versions.get(binary)
     if known is None:

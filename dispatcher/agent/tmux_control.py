@@ -33,7 +33,8 @@ command names, else to any; ``-N``: an attach never starts a server. ``tmux ls``
 attached. Commands that cannot go through it use a process as before (:mod:`dispatcher.agent.tmux`
 decides): stdin input (``load-buffer -``), ``new-session`` (the client's cwd and environment count there),
 ``kill-server``/``kill-session``, and arguments a control line cannot carry (newlines, CR, NUL, text that
-is not UTF-8). ``AQ_TMUX_CONTROL=0`` turns it off; tmux older than 3.2 never uses it.
+is not UTF-8). Off unless ``AQ_TMUX_CONTROL=1`` (tmux's server can crash when a control client starts while
+another attaches or leaves: see :func:`dispatcher.agent.tmux.control_enabled`); tmux older than 3.2 never uses it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ logger = logging.getLogger(__name__)
 _UNSENDABLE = ("\n", "\r", "\0")
 #: After a client could not start (no server, no session), try again only after this long.
 _RETRY_AFTER_S = 1.0
+#: After a client left, start the next only after this long: tmux 3.3a's server crashes (SIGSEGV, all sessions
+#: lost) when it notifies control clients (here: of the detach) while one is still starting (before tmux sets
+#: up its control state: tmux PR 4980), so this process never overlaps its own client's exit and next start.
+_SETTLE_S = 0.2
 #: A block begun by a command of this client: once one is read, tmux has read the call's line.
 _OWN_BEGIN = re.compile(rb"^%begin \d+ \d+ 1$", re.MULTILINE)
 #: tmux's goodbye to an exiting client, outside any block.
@@ -316,6 +321,7 @@ class Registry:
             if client is not None:
                 self._clients.pop(key)
                 client.close()
+                self._failed[key] = time.monotonic() + _SETTLE_S
             if time.monotonic() < self._failed.get(key, 0.0):
                 return None
             for target in dict.fromkeys([session, None]):  # the named session, else tmux's choice
@@ -330,9 +336,11 @@ class Registry:
             return None
 
     def session_made(self, binary: str, socket_name: str) -> None:
-        """A session now exists on this server: a client may attach at once."""
+        """A session now exists on this server: a client may attach at once (unless one just left)."""
         with self._lock:
-            self._failed.pop((binary, socket_name), None)
+            key = (binary, socket_name)
+            if key not in self._clients and self._failed.get(key, 0.0) - time.monotonic() > _SETTLE_S:
+                self._failed.pop(key, None)
 
     def drop(self, binary: str, socket_name: str, session: str | None = None) -> None:
         """Close this server's client (the server is going away; or ``session``, if it is attached to it)."""
@@ -341,6 +349,7 @@ class Registry:
             if client is None or (session is not None and client.session != session and client.alive()):
                 return
             self._clients.pop((binary, socket_name))
+            self._failed[(binary, socket_name)] = time.monotonic() + _SETTLE_S
         client.close()
 
     def close_all(self) -> None:

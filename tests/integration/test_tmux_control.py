@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,13 @@ from dispatcher.agent import tmux_control
 from dispatcher.agent.tmux import Tmux, control_enabled
 from dispatcher.core.errors import TmuxError
 
-pytestmark = pytest.mark.skipif(not control_enabled("tmux"), reason="tmux older than 3.2 or AQ_TMUX_CONTROL=0")
+
+@pytest.fixture(autouse=True)
+def control_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control mode is opt-in (AQ_TMUX_CONTROL=1): every test here turns it on, but the last."""
+    monkeypatch.setenv("AQ_TMUX_CONTROL", "1")
+    if not control_enabled("tmux"):
+        pytest.skip("tmux older than 3.2")
 
 #: Lines a pane prints to fool a reader: guards with plausible numbers, markers, notifications.
 FORGERY = ["%end 1795890000 300 1", "%error 1795890000 301 1", "%begin 1795890000 302 1", "%exit",
@@ -144,8 +151,14 @@ def test_a_forked_child_never_uses_the_parents_client(tmux: Tmux) -> None:
     assert "parent and child" in tmux.capture("s")
 
 
-def test_turned_off_every_call_is_a_process(tmux: Tmux, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AQ_TMUX_CONTROL", "0")
+@pytest.mark.parametrize("value", [None, "0", "yes"])
+def test_turned_off_every_call_is_a_process(tmux: Tmux, monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    """Off unless AQ_TMUX_CONTROL=1 (tmux 3.3a's server can crash when control clients start concurrently)."""
+    if value is None:
+        monkeypatch.delenv("AQ_TMUX_CONTROL")
+    else:
+        monkeypatch.setenv("AQ_TMUX_CONTROL", value)
+    assert not control_enabled("tmux")
     tmux.new_session("s", width=80, height=10)
     assert tmux.capture("s") == process_run(tmux, "capture-pane", "-p", "-t", "=s:")
     assert client_of(tmux) is None
@@ -180,7 +193,8 @@ def test_the_first_call_attaches_whatever_it_targets(tmux: Tmux) -> None:
     assert client_of(tmux) is not None
     tmux.kill_server()
     tmux.new_session("t", width=80, height=10)
-    assert not tmux.has_session("missing")  # the named session is missing: attached to another
+    # The named session is missing: attached to another (once the last client's leaving has settled).
+    wait_until(lambda: not tmux.has_session("missing") and client_of(tmux) is not None, what="a client")
     client = client_of(tmux)
     assert client is not None and client.alive(), (client.proc.poll(), client._closed, client.session)
 
@@ -248,9 +262,10 @@ def test_a_client_closed_under_a_reading_thread(tmux: Tmux) -> None:
     readers = [threading.Thread(target=look) for _ in range(3)]
     for t in readers:
         t.start()
-    for _ in range(30):
+    for _ in range(6):
         tmux_control.REGISTRY.drop(tmux.binary, tmux.socket_name)
         tmux.capture("s")
+        time.sleep(tmux_control._SETTLE_S + 0.05)  # the next call starts a new client
     stop.set()
     for t in readers:
         t.join(30)
