@@ -137,8 +137,13 @@ _control_versions: dict[str, bool] = {}
 
 
 def control_enabled(binary: str) -> bool:
-    """Control-mode clients are on (``AQ_TMUX_CONTROL`` is not 0) and ``binary`` is tmux 3.2 or newer."""
-    if os.environ.get("AQ_TMUX_CONTROL", "1") == "0":
+    """Control-mode clients are on (``AQ_TMUX_CONTROL=1``) and ``binary`` is tmux 3.2 or newer.
+
+    Off by default: tmux's server (3.3a here; released versions up to at least 3.5a per tmux PR 4980) crashes,
+    taking every session and agent with it, when it sends a control client a notification (another control
+    client attached or left, a session made or killed) while that client is still starting. Two processes
+    starting clients at once crash it within seconds (bench/tmux_control_crash.py)."""
+    if os.environ.get("AQ_TMUX_CONTROL", "0") != "1":
         return False
     known = _control_versions.get(binary)
     if known is None:
@@ -201,15 +206,17 @@ class Tmux:
                     commands.append([])
                 else:
                     commands[-1].append(str(a))
-            if commands[0] and commands[0][0] not in _PROCESS_ONLY and all(map(tmux_control.sendable, commands)):
+            if (all(commands) and commands[0][0] not in _PROCESS_ONLY
+                    and all(map(tmux_control.sendable, commands))):
                 client = tmux_control.REGISTRY.get(self.binary, self.socket_name, _attach_target(commands),
                                                    self.timeout)
                 if client is not None:
                     try:
                         return client.run(commands)
                     except tmux_control.ProtocolError as exc:
-                        # The reply is lost, not necessarily the command: only what is harmless twice runs again.
-                        if not all(c[0] in _TWICE_HARMLESS for c in commands):
+                        # The reply is lost, not necessarily the command: again through a process only when
+                        # the stream proves nothing ran, or what ran is harmless twice.
+                        if not exc.unrun and not all(c[0] in _TWICE_HARMLESS for c in commands):
                             raise TmuxError(f"tmux {args[0]} failed: control client: {exc}") from None
                         logger.info("tmux control client on %s failed (%s); %s through a process",
                                     self.socket_name, exc, args[0])
@@ -225,6 +232,8 @@ class Tmux:
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip()
             raise TmuxError(f"tmux {args[0]} failed (exit {proc.returncode}): {err}")
+        if args[0] == "new-session":
+            tmux_control.REGISTRY.session_made(self.binary, self.socket_name)  # a client can attach now
         return proc.stdout.decode("utf-8", "replace")
 
     # -- sessions -------------------------------------------------------------
@@ -263,7 +272,8 @@ class Tmux:
 
     def kill_session(self, name: str) -> None:
         """Kill the session named exactly ``name``."""
-        tmux_control.REGISTRY.drop(self.binary, self.socket_name)  # it may be attached to that session
+        # A client attached to that session would leave with it: dropped first (no call races its exit).
+        tmux_control.REGISTRY.drop(self.binary, self.socket_name, name)
         self.run("kill-session", "-t", _exact(name))
 
     def list_sessions(self) -> list[str]:
