@@ -52,9 +52,9 @@ def set_idle(r: redis.Redis, tmux: Tmux, info: SessionInfo, *, now: float, faile
     return new
 
 
-def idle_copy(now: float) -> dict[str, str]:
-    """The tmux copy :func:`set_idle` writes for a session freed at ``now`` (set with the pane's reset)."""
-    return tmux_copy(SessionInfo("", State.IDLE, since=now))
+def idle_copy(info: SessionInfo, now: float) -> dict[str, str]:
+    """The tmux copy :func:`set_idle` writes for ``info`` freed at ``now`` (set with the pane's reset)."""
+    return tmux_copy(ss.freed(info, now=now))
 
 
 def start_idle_grace(r: redis.Redis, info: SessionInfo, now: float) -> SessionInfo:

@@ -105,6 +105,16 @@ def _user_options(out: str) -> dict[str, str]:
     return found
 
 
+def _option_args(name: str, options: Mapping[str, str]) -> list[object]:
+    """``set-option`` commands for user options (``@key``) of session ``name``, each followed by ``SEP``."""
+    args: list[object] = []
+    for key, value in options.items():
+        if not _USER_OPTION.match(key):
+            raise TmuxError(f"not a user option name: {key!r}")
+        args += ["set-option", "-q", "-t", _pane(name), key, value, SEP]
+    return args
+
+
 def _env_args(env: Mapping[str, str] | None) -> list[str]:
     out: list[str] = []
     for key, value in (env or {}).items():
@@ -321,15 +331,9 @@ class Tmux:
 
     def set_user_options(self, name: str, options: Mapping[str, str]) -> None:
         """Set user options (``@key``) of the session named exactly ``name``, all in one tmux call."""
-        args: list[object] = []
-        for key, value in options.items():
-            if not _USER_OPTION.match(key):
-                raise TmuxError(f"not a user option name: {key!r}")
-            if args:
-                args.append(SEP)
-            args += ["set-option", "-q", "-t", _pane(name), key, value]
+        args = _option_args(name, options)
         if args:
-            self.run(*args)
+            self.run(*args[:-1])  # without the trailing separator
 
     def user_options(self, name: str) -> dict[str, str]:
         """The user options (``@key`` → value) set on the session named exactly ``name`` ({} for no such session)."""
@@ -418,11 +422,7 @@ class Tmux:
         """
         if not argv:
             raise TmuxError("respawn needs a command")
-        args: list[object] = []
-        for key, value in (options or {}).items():
-            if not _USER_OPTION.match(key):
-                raise TmuxError(f"not a user option name: {key!r}")
-            args += ["set-option", "-q", "-t", _pane(name), key, value, SEP]
+        args = _option_args(name, options or {})
         if remain_on_exit is not None:
             args += ["set-option", "-w", "-t", _pane(name), "remain-on-exit", "on" if remain_on_exit else "off", SEP]
         args += ["respawn-pane", "-k", "-t", _pane(name), "-c", _no_format(str(cwd))]

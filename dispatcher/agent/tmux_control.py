@@ -112,15 +112,13 @@ def parse_reply(lines: list[str]) -> tuple[bool, list[str]]:
     mark_begin = _guard(lines[-1])
     if mark_begin is None or mark_begin[0] != "%begin" or mark_begin[3] != "1":
         raise ProtocolError("the marker block has no %begin")
-    end_at = None
-    for i in range(len(lines) - 2, -1, -1):
-        g = _guard(lines[i])
-        if g is not None and g[0] in ("%end", "%error") and g[3] == "1":
-            end_at = i
+    for end_at in range(len(lines) - 2, -1, -1):
+        guard = _guard(lines[end_at])
+        if guard is not None and guard[0] in ("%end", "%error") and guard[3] == "1":
             break
-    if end_at is None:
+    else:
         raise ProtocolError("no end of the command's block")
-    kind, t, number, flags = _guard(lines[end_at])  # type: ignore[misc]
+    kind, t, number, flags = guard
     begin = f"%begin {t} {number} {flags}"
     try:
         begin_at = lines.index(begin, 0, end_at)

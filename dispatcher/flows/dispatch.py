@@ -223,7 +223,7 @@ class Dispatcher:
         already queued (its assign_next will serve it)."""
         if self.enqueue_assign is None or ref.host != self.host:
             return self.queue_assign(ref)
-        if not self.r.set(keys.assign_pending(str(ref)), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
+        if not self._mark_requested(ref):
             return None
         return self.assign_next(str(ref))
 
@@ -238,10 +238,14 @@ class Dispatcher:
                 return False  # inline mode cannot reach another host's panes
             self.assign_next(str(ref))
             return True
-        if not self.r.set(keys.assign_pending(str(ref)), "1", nx=True, ex=ASSIGN_PENDING_TTL_S):
+        if not self._mark_requested(ref):
             return False
         self.enqueue_assign(str(ref))
         return True
+
+    def _mark_requested(self, ref: SessionRef) -> bool:
+        """Note that ``ref`` has been asked for work (cleared when its assign_next starts); False: it already was."""
+        return bool(self.r.set(keys.assign_pending(str(ref)), "1", nx=True, ex=ASSIGN_PENDING_TTL_S))
 
     def assign_next(self, session: str) -> Outcome:
         """Give the next eligible task (in dispatch order) to ``session`` (``NAME`` or ``HOST/NAME``) if it is free."""

@@ -52,7 +52,10 @@ def gather(disp: Dispatcher, info: SessionInfo) -> Evidence:
 
 def monitor_all(disp: Dispatcher) -> list[str]:
     """One pass over the pool; returns a line per change."""
-    changes = _watch(disp, None)
+    freed: list[SessionRef] = []
+    changes = _watch(disp, None, freed)
+    for ref in freed:  # through the queue: this pass must not wait for launches
+        disp.request_assign(ref)
     try:
         changes += warm.warm_free(disp)  # free sessions get their warm agents (agent.prewarm)
     except Exception:  # warming is an optimisation: it must never stop the watching
@@ -80,10 +83,10 @@ def monitor_tasks(disp: Dispatcher, task_keys: set[str]) -> list[str]:
     return changes
 
 
-def _watch(disp: Dispatcher, task_keys: set[str] | None, freed: list[SessionRef] | None = None) -> list[str]:
+def _watch(disp: Dispatcher, task_keys: set[str] | None, freed: list[SessionRef]) -> list[str]:
     """``monitor_one`` for each session (holding one of ``task_keys``, when given); a line per change.
 
-    ``freed``: sessions it frees are appended there (the caller gives them work) instead of being queued."""
+    ``freed``: the sessions it frees for work are appended there (the caller gives them work)."""
     changes: list[str] = []
     # One tmux call and one Redis round trip for all states (this runs every few seconds).
     for name, info in disp.pool_infos().items():
@@ -119,9 +122,9 @@ def fan_out_hosts(disp: Dispatcher, send: Callable[[str], object]) -> list[str]:
     return sent
 
 
-def monitor_one(disp: Dispatcher, info: SessionInfo, freed: list[SessionRef] | None = None) -> str:
+def monitor_one(disp: Dispatcher, info: SessionInfo, freed: list[SessionRef]) -> str:
     """Move one session's lifecycle on from what it shows now; returns the change, or ''.
-    ``freed``: where a session it frees goes (None: its next task is requested through the queue)."""
+    ``freed``: where a session it frees for work goes (the caller gives it work)."""
     now = disp.clock()
     if info.task and info.state in _OWNING:
         other = owners.confirm(disp.r, info.project, info.task, info.ref)
@@ -134,8 +137,7 @@ def monitor_one(disp: Dispatcher, info: SessionInfo, freed: list[SessionRef] | N
     return apply(disp, info, action, now, freed)
 
 
-def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float,
-          freed: list[SessionRef] | None = None) -> str:
+def apply(disp: Dispatcher, info: SessionInfo, action: Action, now: float, freed: list[SessionRef]) -> str:
     """Carry out what ``lifecycle.decide`` chose; returns the change, or '' (``freed``: see monitor_one)."""
     step = action.step
     if step is Step.RECREATE:
@@ -174,20 +176,17 @@ _OWNING = (State.WORKING, State.WAITING, State.LIMITED, State.MISSING)
 
 def _free(disp: Dispatcher, info: SessionInfo, *, failed: bool, detail: str,
           freed: list[SessionRef] | None = None) -> None:
+    """Idle again; ``freed`` (not for a failure, which cools down) gets the session for its next task."""
     now = disp.clock()
     reset = disp.settings.agent.recycle == "exit" or failed
     if reset:  # the pane first (Redis must not call it free while the old agent runs), the tmux copy with it
-        pool.reset_pane(disp.tmux, info.name, disp.settings, options=pool_state.idle_copy(now))
+        pool.reset_pane(disp.tmux, info.name, disp.settings, options=pool_state.idle_copy(info, now))
     pool_state.set_idle(disp.r, disp.tmux, info, failed=failed, now=now, detail=detail, copied=reset)
-    if failed:
-        return  # cooling down: a later pass or event gives it work
-    if freed is not None:
+    if freed is not None and not failed:  # a failed one cools down: a later pass or event gives it work
         freed.append(disp.ref(info.name))
-    else:
-        disp.request_assign(disp.ref(info.name))
 
 
-def _finish(disp: Dispatcher, info: SessionInfo, freed: list[SessionRef] | None = None) -> str:
+def _finish(disp: Dispatcher, info: SessionInfo, freed: list[SessionRef]) -> str:
     proj = aq.project(disp.settings.projects_dir, info.project)
     leftover = proj.task_path(info.task, d.DISPATCHED)
     if leftover.exists():  # the agent copied instead of moving: done/ is the truth

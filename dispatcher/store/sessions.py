@@ -148,6 +148,10 @@ def update(r: redis.Redis, info: SessionInfo, **changes: object) -> SessionInfo:
 def set_idle(r: redis.Redis, info: SessionInfo, *, now: float, failed: bool = False,
              detail: str = "") -> SessionInfo:
     """Free the session (idle since ``now``, task fields cleared); ``failed`` starts its cooldown at ``now``."""
-    return transition(r, info, State.IDLE, since=now, project="", task="", model="", agent_uuid="",
-                      detail=detail, idle_since=0.0, hooks_after="0-0",
-                      last_failure=now if failed else info.last_failure)
+    return put(r, freed(info, now=now, failed=failed, detail=detail))
+
+
+def freed(info: SessionInfo, *, now: float, failed: bool = False, detail: str = "") -> SessionInfo:
+    """What :func:`set_idle` stores (nothing stored here)."""
+    return replace(info, state=State.IDLE, since=now, project="", task="", model="", agent_uuid="", detail=detail,
+                   idle_since=0.0, hooks_after="0-0", last_failure=now if failed else info.last_failure)
