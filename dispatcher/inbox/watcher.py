@@ -17,31 +17,16 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from dispatcher.core import defaults as d
 from dispatcher.inbox.fsio import STATE_SUFFIXES
+from dispatcher.inbox.watch_scope import WatchScope, is_done_task, is_inbox_task
 from dispatcher.store import settle
 
 logger = logging.getLogger(__name__)
 
-_INBOX_PART = f"{os.sep}{d.QUEUE_DIR}{os.sep}{d.INBOX}{os.sep}"
-_DONE_PART = f"{os.sep}{d.QUEUE_DIR}{os.sep}{d.DONE}{os.sep}"
 #: Done files arriving within this long of each other are reported once (a burst of agents finishing).
 DONE_COALESCE_S = 0.01
-
-
-def _is_task_in(path: str, part: str) -> bool:
-    name = os.path.basename(path)
-    return part in path and name.endswith(d.TASK_SUFFIX) and not name.startswith(".")
-
-
-def is_inbox_task(path: str) -> bool:
-    """True for ``…/.agent-queue/inbox/<name>.md`` (markers, temp files and done/ are ignored)."""
-    return _is_task_in(path, _INBOX_PART)
-
-
-def is_done_task(path: str) -> bool:
-    """True for ``…/.agent-queue/done/<name>.md``: an agent (or an operator) finished a task."""
-    return _is_task_in(path, _DONE_PART)
+#: watchdog's own log line when the kernel dropped events (it tells its handlers nothing): the watcher restarts.
+_OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 
 
 class Coalesce:
@@ -92,11 +77,12 @@ class InboxHandler(FileSystemEventHandler):
         self.polling = polling
         #: A task file reached done/: the sessions' monitor may free its session now, not a monitor interval later.
         self.on_done = Coalesce(on_done) if on_done is not None else None
+        #: The watches of the observer this handler serves (:func:`start_observer` sets it).
+        self.scope: WatchScope | None = None
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
-            if event.event_type in ("created", "moved"):
-                self._new_directory(os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path))
+            self._directory(event)
             return
         path = os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path)
         if self.on_done is not None and event.event_type in ("moved", "closed") and is_done_task(path):
@@ -114,24 +100,17 @@ class InboxHandler(FileSystemEventHandler):
             return
         self._enqueue(path, closed)
 
-    def _new_directory(self, path: str) -> None:
-        """A directory appeared (``mkdir -p``, a project moved or cloned in): report the tasks already in it.
-
-        Files that were there before inotify watched the directory come only as watchdog's simulated
-        "created" events, which look like a writer opening a file and are ignored above. So a new
-        inbox is listed instead, each task a hint: nobody saw its writer close it, so it settles by
-        age. Every new inbox gets its own directory event (real, or simulated for the inside of a
-        directory that was moved or made in one go), so other directories are not looked into.
-        """
-        if os.path.basename(path) != d.INBOX or os.path.basename(os.path.dirname(path)) != d.QUEUE_DIR:
+    def _directory(self, event: FileSystemEvent) -> None:
+        """A directory came or went: the scope watches a new project, queue dir, inbox or done (and reports
+        the tasks a new inbox already holds), and forgets the watches of one deleted or moved away."""
+        if self.scope is None:
             return
-        try:
-            with os.scandir(path) as entries:
-                found = [e.path for e in entries if is_inbox_task(e.path) and e.is_file(follow_symlinks=False)]
-        except OSError:  # it went away again
-            return
-        for task in sorted(found):
-            self._enqueue(task, None)
+        if event.event_type in ("deleted", "moved") and event.src_path:
+            self.scope.drop(os.fsdecode(event.src_path))
+        if event.event_type == "created":
+            self.scope.add(os.fsdecode(event.src_path))
+        elif event.event_type == "moved" and event.dest_path:
+            self.scope.add(os.fsdecode(event.dest_path))
 
     def _enqueue(self, path: str, closed: list[int] | None) -> None:
         try:
@@ -140,8 +119,10 @@ class InboxHandler(FileSystemEventHandler):
             logger.exception("could not enqueue inbox_event for %s", path)
 
 
-def make_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = False) -> BaseObserver:
-    """A recursive observer over projects_dir (inotify, or polling where inotify is unavailable)."""
+def start_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = False) -> BaseObserver:
+    """A started observer over the directories of interest under projects_dir (watch_scope.py): inotify, or
+    polling where inotify is unavailable. Watches are added once it runs, so one that fails (a directory gone
+    meanwhile) is skipped; only the projects directory's own watch must succeed."""
     observer: BaseObserver
     if polling:
         observer = PollingObserver(timeout=2.0)
@@ -153,16 +134,37 @@ def make_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = 
             observer = InotifyObserver(generate_full_events=True)
         except ImportError:  # not Linux
             observer = Observer()
+        except OSError as exc:  # no inotify instance left (fs.inotify.max_user_instances)
+            logger.warning("inotify unavailable (%s): falling back to polling", exc)
+            return start_observer(projects_dir, handler, polling=True)
+    root = os.path.abspath(projects_dir)
+    handler.polling = polling
+    scope = WatchScope(observer, handler, root, polling=polling, on_hint=lambda task: handler._enqueue(task, None))
+    handler.scope = scope
+    observer.start()
     try:
-        observer.schedule(handler, str(projects_dir), recursive=True)
+        scope.add(root, report_tasks=False, must=True)
     except OSError as exc:
+        observer.stop()
+        observer.join(timeout=5)
         if polling:
             raise
         logger.warning("inotify unavailable (%s): falling back to polling", exc)
-        observer = PollingObserver(timeout=2.0)
-        handler.polling = True
-        observer.schedule(handler, str(projects_dir), recursive=True)
+        return start_observer(projects_dir, handler, polling=True)
     return observer
+
+
+class _OverflowSignal(logging.Filter):
+    """Sets ``event`` when watchdog logs that the kernel dropped events (its handlers hear nothing of it)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "overflow" in record.getMessage():
+            self.event.set()
+        return True
 
 
 def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], on_overflow: Callable[[], object],
@@ -175,14 +177,24 @@ def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], 
     """
     projects_dir.mkdir(parents=True, exist_ok=True)
     handler = InboxHandler(on_task, polling=polling, on_done=on_done)
-    while not stop.is_set():
-        observer = make_observer(projects_dir, handler, polling=polling)
-        observer.start()
-        logger.info("watching %s (%s)", projects_dir, type(observer).__name__)
-        on_overflow()  # events may have been missed while no observer ran
-        while not stop.wait(1.0):
-            if not observer.is_alive():
-                logger.error("file observer died; restarting and rescanning")
-                break
-        observer.stop()
-        observer.join(timeout=5)
+    overflow = threading.Event()
+    signal = _OverflowSignal(overflow)
+    logging.getLogger(_OVERFLOW_LOGGER).addFilter(signal)
+    try:
+        while not stop.is_set():
+            overflow.clear()
+            observer = start_observer(projects_dir, handler, polling=polling)
+            logger.info("watching %s (%s, %d directories)", projects_dir, type(observer).__name__,
+                        len(handler.scope or ()))
+            on_overflow()  # events may have been missed while no observer ran
+            while not stop.wait(1.0):
+                if not observer.is_alive():
+                    logger.error("file observer died; restarting and rescanning")
+                    break
+                if overflow.is_set():  # a delete or a new inbox may be among the lost events: watch afresh
+                    logger.warning("file events were lost (inotify queue overflow); rewatching and rescanning")
+                    break
+            observer.stop()
+            observer.join(timeout=5)
+    finally:
+        logging.getLogger(_OVERFLOW_LOGGER).removeFilter(signal)

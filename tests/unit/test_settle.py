@@ -19,7 +19,7 @@ from dispatcher.core.report import render_plan
 from dispatcher.flows import claim as cl
 from dispatcher.inbox import files as aq
 from dispatcher.inbox.scanner import run_scan
-from dispatcher.inbox.watcher import InboxHandler, make_observer
+from dispatcher.inbox.watcher import InboxHandler, start_observer
 from dispatcher.store import settle
 
 
@@ -139,8 +139,7 @@ def watched(tmp_path: Path):  # type: ignore[no-untyped-def]
     aq.ensure_dirs(proj)
     calls: list[tuple[str, list[int] | None]] = []
     handler = InboxHandler(lambda path, closed: calls.append((os.path.basename(path), closed)))
-    observer = make_observer(projects, handler)
-    observer.start()
+    observer = start_observer(projects, handler)
     try:
         yield proj.inbox, calls
     finally:
@@ -218,8 +217,7 @@ def test_watcher_reports_tasks_reaching_done_once_per_burst_and_never_as_inbox_e
     done: list[list[str]] = []
     handler = InboxHandler(lambda path, closed: calls.append((os.path.basename(path), closed)),
                            on_done=lambda paths: done.append([os.path.basename(p) for p in paths]))
-    observer = make_observer(projects, handler)
-    observer.start()
+    observer = start_observer(projects, handler)
     try:
         for i in range(5):
             (proj.inbox / f"D{i}.md.dispatched").write_text("x\n")

@@ -1,0 +1,163 @@
+"""The watcher watches the queue directories only, never the projects' own trees (real inotify, real files).
+
+Agents build inside their projects: a recursive watch over a tree of ~10,000 directories overflowed inotify's
+queue for ever, and no task file was reported again (bench/watcher.py, before watch_scope.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.inbox import files as aq
+from dispatcher.inbox.watch_scope import LEAF, PROJECT, QUEUE, ROOT, depth_of
+from dispatcher.inbox.watcher import InboxHandler, run, start_observer
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_depth_of_names_only_the_queue_directories() -> None:
+    root = "/p"
+    assert depth_of(root, "/p") == ROOT
+    assert depth_of(root, "/p/web") == PROJECT
+    assert depth_of(root, "/p/web/.agent-queue") == QUEUE
+    assert depth_of(root, "/p/web/.agent-queue/inbox") == LEAF
+    assert depth_of(root, "/p/web/.agent-queue/done") == LEAF
+    for other in ("/p/web/src", "/p/web/.agent-queue/inbox/x", "/p/web/.agent-queue/logs", "/q/web",
+                  "/pp/web", "/p/web/node_modules/.agent-queue/inbox", "/p/bad name", "/"):
+        assert depth_of(root, other) is None, other
+
+
+class Watched:
+    """A started observer over ``projects`` with the calls its handler made."""
+
+    def __init__(self, projects: Path, polling: bool = False) -> None:
+        self.projects = projects
+        self.calls: list[str] = []
+        self.handler = InboxHandler(lambda path, closed: self.calls.append(os.path.relpath(path, projects)))
+        self.observer = start_observer(projects, self.handler, polling=polling)
+
+    def watched(self) -> set[str]:
+        assert self.handler.scope is not None
+        return {os.path.relpath(p, self.projects) for p in self.handler.scope._watches}
+
+    def sync(self, proj: aq.Project, tag: str) -> None:
+        """A sentinel task written and seen: every earlier event was handled by then."""
+        aq.write_task_atomically(proj, tag, "sentinel\n")
+        wait_until(lambda: any(c.endswith(f"/{tag}.md") for c in self.calls), what=f"sentinel {tag}")
+
+
+@pytest.fixture(params=["inotify", "polling"])
+def watched(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Watched]:
+    projects = tmp_path / "projects"
+    aq.ensure_dirs(aq.project(projects, "web"))
+    w = Watched(projects, polling=request.param == "polling")
+    try:
+        yield w
+    finally:
+        w.observer.stop()
+        w.observer.join(timeout=5)
+
+
+def queue_dirs(name: str) -> set[str]:
+    return {name, f"{name}/.agent-queue", f"{name}/.agent-queue/inbox", f"{name}/.agent-queue/done"}
+
+
+def test_a_task_is_reported_beside_a_project_tree_of_ten_thousand_directories(tmp_path: Path) -> None:
+    """One checkout with a node_modules: the watch stays on the queue directories, so listing and building
+    in the tree makes no events, and the task dropped next to it is reported at once."""
+    projects = tmp_path / "projects"
+    proj = aq.project(projects, "big")
+    aq.ensure_dirs(proj)
+    for i in range(10_000):
+        os.makedirs(proj.root / "node_modules" / f"pkg{i // 100}" / f"m{i % 100}")
+    w = Watched(projects)
+    try:
+        assert w.watched() == {"."} | queue_dirs("big")
+        for i in range(2_000):  # an agent building: files written and closed all over its tree
+            (proj.root / "node_modules" / f"pkg{i % 100}" / f"m{i % 100}" / "index.js").write_text("x\n")
+        aq.write_task_atomically(proj, "T1", "work\n")
+        wait_until(lambda: "big/.agent-queue/inbox/T1.md" in w.calls, what="T1 reported")
+        assert w.calls == ["big/.agent-queue/inbox/T1.md"]
+    finally:
+        w.observer.stop()
+        w.observer.join(timeout=5)
+
+
+def test_new_projects_are_watched_as_their_queue_directories_appear(watched: Watched) -> None:
+    """`mkdir -p` in one go, or one level at a time: either way inbox/ and done/ end up watched, and a task
+    written into the new inbox is reported; directories of the project's own tree are never watched."""
+    projects = watched.projects
+    os.makedirs(projects / "one" / ".agent-queue" / "inbox")
+    (projects / "two").mkdir()
+    (projects / "two" / "src" / "deep").mkdir(parents=True)
+    (projects / "two" / ".agent-queue").mkdir()
+    (projects / "two" / ".agent-queue" / "inbox").mkdir()
+    (projects / "two" / ".agent-queue" / "done").mkdir()
+    for name in ("one", "two"):
+        aq.write_task_atomically(aq.project(projects, name), "N", "work\n")
+        wait_until(lambda n=name: f"{n}/.agent-queue/inbox/N.md" in watched.calls, what=f"{name} reported",
+                   timeout=30)
+    assert watched.watched() == ({".", "one", "one/.agent-queue", "one/.agent-queue/inbox"}
+                                 | queue_dirs("two") | queue_dirs("web"))
+
+
+def test_a_project_deleted_or_moved_away_is_forgotten_and_watched_again_when_it_comes_back(
+        watched: Watched, tmp_path: Path) -> None:
+    projects = watched.projects
+    web = aq.project(projects, "web")
+    shutil.rmtree(web.root)
+    wait_until(lambda: watched.watched() == {"."}, what="web forgotten")
+    aq.ensure_dirs(web)  # made again: the same paths need new watches (inotify's old ones died with the dirs)
+    watched.sync(web, "S1")
+    os.rename(web.root, tmp_path / "web-away")
+    wait_until(lambda: watched.watched() == {"."}, what="web forgotten after the move")
+    os.rename(tmp_path / "web-away", projects / "renamed")
+    wait_until(lambda: watched.watched() == {"."} | queue_dirs("renamed"), what="renamed watched")
+    watched.sync(aq.project(projects, "renamed"), "S2")
+    # S1 was already in the inbox moved in: a hint. (A task written while its new inbox is being listed may be
+    # reported twice, by the listing and by its event: hints are idempotent.)
+    assert set(watched.calls) == {"web/.agent-queue/inbox/S1.md", "renamed/.agent-queue/inbox/S1.md",
+                                  "renamed/.agent-queue/inbox/S2.md"}
+
+
+def test_lost_events_restart_the_observer_and_ask_for_a_full_scan(tmp_path: Path) -> None:
+    """The kernel dropping events is told to watchdog's handlers by nothing but a log line: the watcher
+    hears it, watches afresh (a delete or a new inbox may have been lost) and asks for a full scan."""
+    projects = tmp_path / "projects"
+    web = aq.project(projects, "web")
+    aq.ensure_dirs(web)
+    scans: list[float] = []
+    calls: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(projects, lambda p, closed: calls.append(os.path.basename(p)),
+                                                lambda: scans.append(time.monotonic())),
+                              kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(scans) == 1, what="the first scan")
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost")
+        wait_until(lambda: len(scans) == 2, what="a rescan after the overflow")
+        aq.write_task_atomically(web, "A", "work\n")  # the new observer watches
+        wait_until(lambda: calls == ["A.md"], what="A reported by the new observer")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
