@@ -63,6 +63,11 @@ class Watcher:
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
 
+    def status(self, field: str) -> str:
+        """A field of /proc/<pid>/status (``Threads``, ``VmRSS``)."""
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith(field + ":")), "?")
+
     def wait_for(self, line: str, timeout: float = 300.0) -> float:
         """Block until the child prints ``line``; the monotonic time it was read."""
         deadline = time.monotonic() + timeout
@@ -147,6 +152,7 @@ def main() -> None:
             write_task(inboxes[n % len(inboxes)], f"T{n}")
             lat.append(w.wait_for(f"task T{n}.md") - t)
         task_cpu = (w.cpu() - c0) / args.tasks
+        threads, rss = w.status("Threads"), w.status("VmRSS")
 
     per_k = 1000 / args.files
     rows: list[Row] = [
@@ -155,6 +161,7 @@ def main() -> None:
         ("watcher CPU per 1,000 source files written", ms(build_cpu * per_k), "",
          f"the writer's own {ms(writer_cpu * per_k)} (×{build_cpu / max(writer_cpu, 1e-9):.2f})"),
         ("watcher CPU per task file", ms(task_cpu), "", ""),
+        ("watcher threads / RSS", f"{threads} / {rss}", "", "one idle thread per watched directory (watchdog)"),
         ("task file written → reported, p50", ms(pct(lat, 50)), "", ""),
         ("task file written → reported, p99", ms(pct(lat, 99)), "", ""),
     ]
