@@ -15,7 +15,10 @@ inbox/, done/ and a source tree of ``--dirs`` directories (a checkout with node_
 
 Floors in the same run: the writer's own CPU for the same source files (what the agents' writes cost the
 machine anyway), and an interpreter that imports the watcher and exits (the start-up floor).
-No Redis, Celery or tmux: the watcher alone.
+4. a task's whole life as the watcher sees it (written, claimed, dispatched, moved to done/) with the two
+   Celery messages ``dispatcher watch`` sends for it, published to ``--redis`` (flushed; nothing consumes them).
+
+No worker or tmux: the watcher alone.
 """
 
 from __future__ import annotations
@@ -30,31 +33,41 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, Teardown, cpu_seconds, header, ms, pct, print_table, say  # noqa: E402
+from common import Row, Teardown, add_redis_arg, cpu_seconds, header, ms, pct, print_table, say  # noqa: E402
 
 CHILD = r"""
-import sys, threading
+import os, sys, threading
 from pathlib import Path
 from dispatcher.inbox.watcher import run
 out = sys.stdout
 lock = threading.Lock()
+send = lambda name, args: None
+if sys.argv[3]:  # also send the Celery messages `dispatcher watch` sends (nobody consumes them here)
+    os.environ["REDIS_URL"] = sys.argv[3]
+    from dispatcher.celery_app import app
+    send = lambda name, args: app.send_task(name, args=args, retry=False)
 def emit(line):
     with lock:
         out.write(line + "\n"); out.flush()
+def on_task(p, closed):
+    send("inbox_event", [p, closed])
+    emit("task " + p.rsplit("/", 1)[1])
+def on_done(paths):
+    send("monitor_sessions", [None, paths])
+    emit("done %d" % len(paths))
 stop = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-run(Path(sys.argv[1]), lambda p, closed: emit("task " + p.rsplit("/", 1)[1]), lambda: emit("scan"),
-    stop=stop, polling=sys.argv[2] == "1", on_done=lambda paths: emit("done %d" % len(paths)))
+run(Path(sys.argv[1]), on_task, lambda: emit("scan"), stop=stop, polling=sys.argv[2] == "1", on_done=on_done)
 """
 
 
 class Watcher:
     """The watcher in a child process; ``wait_for(line)`` reads its report lines until one matches."""
 
-    def __init__(self, projects: Path, polling: bool, td: Teardown) -> None:
+    def __init__(self, projects: Path, polling: bool, redis_url: str, td: Teardown) -> None:
         self.t0 = time.monotonic()
         self.proc = td.process(subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(projects), "1" if polling else "0"], stdin=subprocess.PIPE,
+            [sys.executable, "-c", CHILD, str(projects), "1" if polling else "0", redis_url], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, start_new_session=True, cwd=Path(__file__).resolve().parent.parent))
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
@@ -121,6 +134,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20000, help="source files the agents write in all")
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--polling", action="store_true", help="the polling observer (network filesystems)")
+    add_redis_arg(ap, "redis://127.0.0.1:6379/15")
+    ap.add_argument("--no-celery", action="store_true", help="skip the lifecycle phase (no Redis needed)")
     args = ap.parse_args()
 
     with Teardown() as td:
@@ -133,7 +148,9 @@ def main() -> None:
                        cwd=Path(__file__).resolve().parent.parent)
         import_floor = time.monotonic() - t0
 
-        w = Watcher(root, args.polling, td)
+        if not args.no_celery:
+            td.redis_db(args.redis)
+        w = Watcher(root, args.polling, "" if args.no_celery else args.redis, td)
         ready = w.wait_for("scan") - w.t0
         start_cpu = w.cpu()
         say(f"watcher up in {ms(ready)}")
@@ -154,6 +171,20 @@ def main() -> None:
         task_cpu = (w.cpu() - c0) / args.tasks
         threads, rss = w.status("Threads"), w.status("VmRSS")
 
+        life_cpu = float("nan")
+        if not args.no_celery:
+            c0 = w.cpu()
+            for n in range(args.tasks):  # a task's whole life as the watcher sees it, with the messages it sends
+                inbox = inboxes[n % len(inboxes)]
+                write_task(inbox, f"L{n}")
+                w.wait_for(f"task L{n}.md")
+                task = inbox / f"L{n}.md"
+                os.rename(task, f"{task}.launching")  # the claim
+                os.rename(f"{task}.launching", f"{task}.dispatched")
+                os.rename(f"{task}.dispatched", inbox.parent / "done" / f"L{n}.md")  # the agent's move
+                w.wait_for("done 1")
+            life_cpu = (w.cpu() - c0) / args.tasks
+
     per_k = 1000 / args.files
     rows: list[Row] = [
         ("start-up: spawn → watching", ms(ready), "", f"import alone {ms(import_floor)}"),
@@ -161,6 +192,8 @@ def main() -> None:
         ("watcher CPU per 1,000 source files written", ms(build_cpu * per_k), "",
          f"the writer's own {ms(writer_cpu * per_k)} (×{build_cpu / max(writer_cpu, 1e-9):.2f})"),
         ("watcher CPU per task file", ms(task_cpu), "", ""),
+        ("watcher CPU per task's life, with its 2 messages", ms(life_cpu), "",
+         "write, claim, dispatched, done/; inbox_event + monitor_sessions sent"),
         ("watcher threads / RSS", f"{threads} / {rss}", "", "one idle thread per watched directory (watchdog)"),
         ("task file written → reported, p50", ms(pct(lat, 50)), "", ""),
         ("task file written → reported, p99", ms(pct(lat, 99)), "", ""),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,29 +32,37 @@ _OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 
 class Coalesce:
     """Call ``fn(items)`` once, ``delay`` s after the first of a burst of triggers, with every item of the
-    burst; a trigger after that call began schedules another, so nothing goes unreported."""
+    burst; a trigger after that call began is taken by the next call, so nothing goes unreported.
+
+    One long-lived thread makes the calls (started by the first trigger), not a timer thread per burst: a
+    Celery message sent from a thread's first send costs about three times one sent from a thread that sent
+    before (Celery's per-thread producer state; 3.4 ms against 1.0 ms of CPU here)."""
 
     def __init__(self, fn: Callable[[list[str]], object], delay: float = DONE_COALESCE_S) -> None:
         self.fn, self.delay = fn, delay
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._items: list[str] = []
+        self._thread: threading.Thread | None = None
 
     def trigger(self, item: str) -> None:
-        with self._lock:
+        with self._cond:
             self._items.append(item)
-            if len(self._items) > 1:
-                return  # a call is already scheduled: it takes this one along
-        timer = threading.Timer(self.delay, self._fire)
-        timer.daemon = True
-        timer.start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="aq-done-report", daemon=True)
+                self._thread.start()
+            self._cond.notify()
 
-    def _fire(self) -> None:
-        with self._lock:
-            items, self._items = self._items, []
-        try:
-            self.fn(sorted(set(items)))
-        except Exception:  # the broker may be down: the periodic monitor pass will catch up
-            logger.exception("could not report finished tasks")
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._items))
+            time.sleep(self.delay)  # the rest of the burst
+            with self._cond:
+                items, self._items = self._items, []
+            try:
+                self.fn(sorted(set(items)))
+            except Exception:  # the broker may be down: the periodic monitor pass will catch up
+                logger.exception("could not report finished tasks")
 
 
 def _own_move(src: str, dest: str) -> bool:
