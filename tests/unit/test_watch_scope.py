@@ -11,25 +11,15 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from test_settle import wait_until
 
 from dispatcher.inbox import files as aq
 from dispatcher.inbox.watch_scope import LEAF, PROJECT, QUEUE, ROOT, depth_of
 from dispatcher.inbox.watcher import InboxHandler, run, start_observer
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_depth_of_names_only_the_queue_directories() -> None:
@@ -60,7 +50,7 @@ class Watched:
     def sync(self, proj: aq.Project, tag: str) -> None:
         """A sentinel task written and seen: every earlier event was handled by then."""
         aq.write_task_atomically(proj, tag, "sentinel\n")
-        wait_until(lambda: any(c.endswith(f"/{tag}.md") for c in self.calls), what=f"sentinel {tag}")
+        wait_until(lambda: any(c.endswith(f"/{tag}.md") for c in self.calls), what=f"sentinel {tag}", timeout=30)
 
 
 @pytest.fixture(params=["inotify", "polling"])
@@ -123,13 +113,13 @@ def test_a_project_deleted_or_moved_away_is_forgotten_and_watched_again_when_it_
     projects = watched.projects
     web = aq.project(projects, "web")
     shutil.rmtree(web.root)
-    wait_until(lambda: watched.watched() == {"."}, what="web forgotten")
+    wait_until(lambda: watched.watched() == {"."}, what="web forgotten", timeout=30)
     aq.ensure_dirs(web)  # made again: the same paths need new watches (inotify's old ones died with the dirs)
     watched.sync(web, "S1")
     os.rename(web.root, tmp_path / "web-away")
-    wait_until(lambda: watched.watched() == {"."}, what="web forgotten after the move")
+    wait_until(lambda: watched.watched() == {"."}, what="web forgotten after the move", timeout=30)
     os.rename(tmp_path / "web-away", projects / "renamed")
-    wait_until(lambda: watched.watched() == {"."} | queue_dirs("renamed"), what="renamed watched")
+    wait_until(lambda: watched.watched() == {"."} | queue_dirs("renamed"), what="renamed watched", timeout=30)
     watched.sync(aq.project(projects, "renamed"), "S2")
     # S1 was already in the inbox moved in: a hint. (A task written while its new inbox is being listed may be
     # reported twice, by the listing and by its event: hints are idempotent.)
