@@ -10,7 +10,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -164,16 +165,36 @@ def start_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool =
 
 
 class _OverflowSignal(logging.Filter):
-    """Sets ``event`` when watchdog logs that the kernel dropped events (its handlers hear nothing of it)."""
+    """Sets ``event`` when watchdog logs that the kernel dropped events (its handlers hear nothing of it).
 
-    def __init__(self, event: threading.Event) -> None:
+    :func:`listening` makes the logger pass its warnings to this filter whatever the process's log level (a
+    `-l error` run, or a Celery worker's logging set up earlier, would otherwise drop them before any filter);
+    the filter then shows a record only where the logging configuration would have shown it."""
+
+    def __init__(self, event: threading.Event, shown_from: logging.Logger) -> None:
         super().__init__()
-        self.event = event
+        self.event, self.shown_from = event, shown_from
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "overflow" in record.getMessage():
             self.event.set()
-        return True
+        return record.levelno >= self.shown_from.getEffectiveLevel()
+
+
+@contextmanager
+def listening(overflow: threading.Event) -> Iterator[None]:
+    """While inside, watchdog's overflow warnings set ``overflow``; the logger's own settings are restored after."""
+    lg = logging.getLogger(_OVERFLOW_LOGGER)
+    saved = lg.level, lg.disabled
+    signal = _OverflowSignal(overflow, lg.parent or logging.getLogger())
+    lg.setLevel(logging.WARNING)
+    lg.disabled = False  # a dictConfig (disable_existing_loggers) must not blind the watcher to lost events
+    lg.addFilter(signal)
+    try:
+        yield
+    finally:
+        lg.removeFilter(signal)
+        lg.level, lg.disabled = saved
 
 
 def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], on_overflow: Callable[[], object],
@@ -187,9 +208,7 @@ def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], 
     projects_dir.mkdir(parents=True, exist_ok=True)
     handler = InboxHandler(on_task, polling=polling, on_done=on_done)
     overflow = threading.Event()
-    signal = _OverflowSignal(overflow)
-    logging.getLogger(_OVERFLOW_LOGGER).addFilter(signal)
-    try:
+    with listening(overflow):
         while not stop.is_set():
             overflow.clear()
             observer = start_observer(projects_dir, handler, polling=polling)
@@ -205,5 +224,3 @@ def run(projects_dir: Path, on_task: Callable[[str, list[int] | None], object], 
                     break
             observer.stop()
             observer.join(timeout=5)
-    finally:
-        logging.getLogger(_OVERFLOW_LOGGER).removeFilter(signal)
