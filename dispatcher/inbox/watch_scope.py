@@ -89,7 +89,11 @@ def depth_of(root: str, path: str) -> int | None:
 class WatchScope:
     """The watches of one observer: :meth:`add` a directory (and what of interest is already inside it),
     :meth:`drop` it (and everything under it). Called from the observer's thread as directories come and go,
-    and once at start."""
+    and from the starting thread for the first walk.
+
+    No lock of ours is held while the observer is called: the observer calls its handlers (and so this
+    scope) holding its own lock, so a scope lock held across ``schedule`` by the starting thread would
+    deadlock with a directory event (it did, 10 of 10 starts with projects made and removed meanwhile)."""
 
     def __init__(self, observer: BaseObserver, handler: FileSystemEventHandler, root: str, *,
                  polling: bool, on_hint: Callable[[str], object]) -> None:
@@ -97,10 +101,14 @@ class WatchScope:
         #: A task file found in an inbox that appeared after start (moved in whole, or made with its tasks).
         self.on_hint = on_hint
         self._watches: dict[str, ObservedWatch] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # the dict only
 
     def __len__(self) -> int:
         return len(self._watches)
+
+    def watched(self) -> list[str]:
+        with self._lock:
+            return list(self._watches)
 
     def add(self, path: str, *, report_tasks: bool = True, must: bool = False) -> None:
         """Watch ``path`` if it is one of the directories of interest, then look inside: it may already hold
@@ -112,17 +120,24 @@ class WatchScope:
         if depth is None:
             return
         with self._lock:
-            if path not in self._watches:
-                events = (_LEAF_EVENTS_POLLING if self.polling else _LEAF_EVENTS) if depth == LEAF else _DIR_EVENTS
-                try:
-                    # follow_symlink: a project may be a symlink to a checkout elsewhere (the scan follows it).
-                    self._watches[path] = self.observer.schedule(self.handler, path, recursive=False,
-                                                                 event_filter=events, follow_symlink=True)
-                except OSError as exc:  # gone again, or not a directory: nothing to watch
-                    if must:
-                        raise
-                    logger.debug("not watching %s: %s", path, exc)
-                    return
+            known = path in self._watches
+        if not known:
+            events = (_LEAF_EVENTS_POLLING if self.polling else _LEAF_EVENTS) if depth == LEAF else _DIR_EVENTS
+            try:
+                # follow_symlink: a project may be a symlink to a checkout elsewhere (the scan follows it).
+                # Two threads adding one path get the same watch (the observer keeps one per path and filter).
+                watch = self.observer.schedule(self.handler, path, recursive=False, event_filter=events,
+                                               follow_symlink=True)
+            except OSError as exc:  # gone again, or not a directory: nothing to watch
+                if must:
+                    raise
+                logger.debug("not watching %s: %s", path, exc)
+                return
+            with self._lock:
+                self._watches[path] = watch
+            if not os.path.isdir(path):  # removed while it was being watched: its drop may have come first
+                self.drop(path)
+                return
         if depth == LEAF:
             if report_tasks and os.path.basename(path) == d.INBOX:
                 self._report_tasks(path)
@@ -138,11 +153,12 @@ class WatchScope:
     def drop(self, path: str) -> None:
         """Stop watching ``path`` and everything under it (deleted, or moved away)."""
         with self._lock:
-            for watched in [p for p in self._watches if p == path or p.startswith(path + os.sep)]:
-                try:
-                    self.observer.unschedule(self._watches.pop(watched))
-                except KeyError:  # the observer already forgot it
-                    pass
+            gone = [self._watches.pop(p) for p in list(self._watches) if p == path or p.startswith(path + os.sep)]
+        for watch in gone:
+            try:
+                self.observer.unschedule(watch)
+            except KeyError:  # the observer already forgot it (the same watch dropped twice at once)
+                pass
 
     def _report_tasks(self, inbox: str) -> None:
         try:

@@ -108,7 +108,7 @@ class InboxHandler(FileSystemEventHandler):
             closed = None  # a hint: dispatch if (and when) the file is settled
         else:
             return
-        self._enqueue(path, closed)
+        self.enqueue(path, closed)
 
     def _directory(self, event: FileSystemEvent) -> None:
         """A directory came or went: the scope watches a new project, queue dir, inbox or done (and reports
@@ -122,7 +122,7 @@ class InboxHandler(FileSystemEventHandler):
         elif event.event_type == "moved" and event.dest_path:
             self.scope.add(os.fsdecode(event.dest_path))
 
-    def _enqueue(self, path: str, closed: list[int] | None) -> None:
+    def enqueue(self, path: str, closed: list[int] | None) -> None:
         try:
             self.on_task(path, closed)
         except Exception:  # the broker may be down: the periodic scan will catch up
@@ -131,8 +131,17 @@ class InboxHandler(FileSystemEventHandler):
 
 def start_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool = False) -> BaseObserver:
     """A started observer over the directories of interest under projects_dir (watch_scope.py): inotify, or
-    polling where inotify is unavailable. Watches are added once it runs, so one that fails (a directory gone
-    meanwhile) is skipped; only the projects directory's own watch must succeed."""
+    polling where inotify is unavailable (no instance or watch left). Watches are added once it runs, so one
+    that fails (a directory gone meanwhile) is skipped; only the projects directory's own watch must succeed."""
+    if not polling:
+        try:
+            return _start(projects_dir, handler, polling=False)
+        except OSError as exc:
+            logger.warning("inotify unavailable (%s): falling back to polling", exc)
+    return _start(projects_dir, handler, polling=True)
+
+
+def _start(projects_dir: Path, handler: InboxHandler, *, polling: bool) -> BaseObserver:
     observer: BaseObserver
     if polling:
         observer = PollingObserver(timeout=2.0)
@@ -144,23 +153,16 @@ def start_observer(projects_dir: Path, handler: InboxHandler, *, polling: bool =
             observer = InotifyObserver(generate_full_events=True)
         except ImportError:  # not Linux
             observer = Observer()
-        except OSError as exc:  # no inotify instance left (fs.inotify.max_user_instances)
-            logger.warning("inotify unavailable (%s): falling back to polling", exc)
-            return start_observer(projects_dir, handler, polling=True)
-    root = os.path.abspath(projects_dir)
     handler.polling = polling
-    scope = WatchScope(observer, handler, root, polling=polling, on_hint=lambda task: handler._enqueue(task, None))
-    handler.scope = scope
+    handler.scope = WatchScope(observer, handler, os.path.abspath(projects_dir), polling=polling,
+                               on_hint=lambda task: handler.enqueue(task, None))
     observer.start()
     try:
-        scope.add(root, report_tasks=False, must=True)
-    except OSError as exc:
+        handler.scope.add(handler.scope.root, report_tasks=False, must=True)
+    except OSError:
         observer.stop()
         observer.join(timeout=5)
-        if polling:
-            raise
-        logger.warning("inotify unavailable (%s): falling back to polling", exc)
-        return start_observer(projects_dir, handler, polling=True)
+        raise
     return observer
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_settle import wait_until
+from watchdog.observers.api import BaseObserver
 
 from dispatcher.inbox import files as aq
 from dispatcher.inbox.watch_scope import LEAF, PROJECT, QUEUE, ROOT, depth_of
@@ -45,7 +46,7 @@ class Watched:
 
     def watched(self) -> set[str]:
         assert self.handler.scope is not None
-        return {os.path.relpath(p, self.projects) for p in self.handler.scope._watches}
+        return {os.path.relpath(p, self.projects) for p in self.handler.scope.watched()}
 
     def sync(self, proj: aq.Project, tag: str) -> None:
         """A sentinel task written and seen: every earlier event was handled by then."""
@@ -162,3 +163,39 @@ def _overflow_restarts(tmp_path: Path) -> None:
         stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_starting_while_projects_come_and_go_does_not_hang(tmp_path: Path) -> None:
+    """The observer calls the scope holding its own lock; the starting thread's first walk must not hold a
+    lock of the scope's across the observer's calls, or the two wait for each other (it hung 10 of 10 times)."""
+    for attempt in range(3):
+        projects = tmp_path / f"projects{attempt}"
+        for p in range(60):
+            aq.ensure_dirs(aq.project(projects, f"p{p}"))
+        stop = threading.Event()
+
+        def churn(projects: Path = projects) -> None:  # projects made and removed while the watcher starts
+            i = 0
+            while not stop.is_set():
+                proj = aq.project(projects, f"n{i % 20}")
+                aq.ensure_dirs(proj)
+                shutil.rmtree(proj.root, ignore_errors=True)
+                i += 1
+
+        churner = threading.Thread(target=churn, daemon=True)
+        churner.start()
+        calls: list[str] = []
+        handler = InboxHandler(lambda path, closed, calls=calls: calls.append(os.path.basename(path)))
+        started: list[BaseObserver] = []
+        starter = threading.Thread(target=lambda: started.append(start_observer(projects, handler)), daemon=True)
+        starter.start()
+        starter.join(timeout=60)
+        stop.set()
+        churner.join(timeout=10)
+        assert not starter.is_alive(), f"start_observer hung (attempt {attempt})"
+        try:  # and it watches: a task written now is reported
+            aq.write_task_atomically(aq.project(projects, "p59"), "T", "work\n")
+            wait_until(lambda calls=calls: "T.md" in calls, what=f"T reported (attempt {attempt})")
+        finally:
+            started[0].stop()
+            started[0].join(timeout=5)
